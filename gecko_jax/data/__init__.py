@@ -1,0 +1,1 @@
+"""Data utilities: Gecko input formatting, length buckets, readers, label noise."""

@@ -1,0 +1,1 @@
+"""gecko_jax.models."""
