@@ -1,0 +1,185 @@
+"""Encoding helpers for evaluation: output checks, Matryoshka truncation, and an on-disk embedding cache.
+
+Cache key (all four parts are hashed together; change any and the entry is recomputed):
+
+1. **model fingerprint** — sha256 over every parameter array (tree path, dtype, shape, bytes) plus the model config.
+   Chosen over "model dir + mtime" because evaluation is also run on in-memory models during and after training,
+   whose weights have no file, and because a copied or re-saved folder with the same weights should hit the cache.
+   Hashing MiniLM's 22.7M parameters takes ~0.1 s. An object may instead expose a string attribute ``fingerprint``
+   (used as is); with neither, caching is off for that model.
+2. **data fingerprint** — sha256 of the bytes of the data file(s) read (e.g. ``corpus.jsonl``).
+3. **formatting** — everything passed to ``encode`` that changes the input text: task, kind, symmetric, titles used.
+4. **dims** — the cache stores full-dimension vectors; truncation happens after loading (see :func:`truncate`), so
+   one entry serves every Matryoshka dimension. The dims value therefore is not part of the key by design.
+
+Files: ``<cache_dir>/<key>.npy`` (float32) plus ``<key>.json`` with the readable key parts; written atomically
+(temp file + ``os.replace``) so a crash never leaves a torn entry.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import pathlib
+import tempfile
+from collections.abc import Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def default_cache_dir() -> pathlib.Path:
+    """``$GECKO_JAX_CACHE/eval`` or ``~/.cache/gecko_jax/eval``."""
+    root = os.environ.get("GECKO_JAX_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "gecko_jax")
+    return pathlib.Path(root) / "eval"
+
+
+def _config_repr(config) -> str:
+    if config is None:
+        return ""
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return json.dumps(dataclasses.asdict(config), sort_keys=True, default=str)
+    if isinstance(config, dict):
+        return json.dumps(config, sort_keys=True, default=str)
+    to_dict = getattr(config, "to_dict", None)
+    if callable(to_dict):
+        return json.dumps(to_dict(), sort_keys=True, default=str)
+    return repr(config)
+
+
+def model_fingerprint(embedder) -> str | None:
+    """A stable hex digest of the model's weights and config, or ``None`` when it cannot be determined.
+
+    Args:
+      embedder: object with an ``encode`` method; fingerprinted from ``embedder.fingerprint`` (str) if present, else
+        from ``embedder.params`` (any pytree of arrays) and ``embedder.config``.
+    """
+    fp = getattr(embedder, "fingerprint", None)
+    if isinstance(fp, str) and fp:
+        return fp
+    params = getattr(embedder, "params", None)
+    if params is None:
+        return None
+    import jax
+
+    h = hashlib.sha256()
+    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    if not leaves:
+        return None
+    for key_path, leaf in leaves:
+        arr = np.asarray(leaf)
+        h.update(jax.tree_util.keystr(key_path).encode())
+        h.update(f"{arr.dtype.str}{arr.shape}".encode())
+        h.update(np.ascontiguousarray(arr).tobytes())
+    h.update(_config_repr(getattr(embedder, "config", None)).encode())
+    # Truncation length changes the embeddings of long texts without touching params or config.
+    h.update(f"{type(embedder).__qualname__}|max_length={getattr(embedder, 'max_length', None)}".encode())
+    return h.hexdigest()
+
+
+def truncate(x: np.ndarray, dims: int | None) -> np.ndarray:
+    r"""Matryoshka truncation: keep the first ``dims`` coordinates and L2-renormalise.
+
+    .. math:: \tilde{x} = x_{1:m} / \|x_{1:m}\|_2
+
+    Args:
+      x: ``[n, d]`` embeddings.
+      dims: ``m <= d``, or ``None`` for no truncation (rows are still renormalised).
+
+    Returns:
+      ``[n, m]`` float32, unit rows (zero rows stay zero).
+    """
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"embeddings must be 2-D [n, d], got shape {x.shape}")
+    if dims is not None:
+        if not isinstance(dims, (int, np.integer)) or not 1 <= dims <= x.shape[1]:
+            raise ValueError(f"dims must be an int in [1, {x.shape[1]}] (the model dimension), got {dims!r}")
+        x = x[:, :dims]
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(norm, 1e-12)).astype(np.float32)
+
+
+def encode_checked(embedder, texts: Sequence[str], **kwargs) -> np.ndarray:
+    """Call ``embedder.encode(texts, **kwargs)`` and check the contract: float ``[len(texts), d]``, finite."""
+    texts = list(texts)
+    if not texts:
+        raise ValueError("nothing to encode: the text list is empty")
+    out = np.asarray(embedder.encode(texts, **kwargs), dtype=np.float32)
+    if out.ndim != 2 or out.shape[0] != len(texts):
+        raise ValueError(f"{type(embedder).__name__}.encode returned shape {out.shape}, expected [{len(texts)}, d]")
+    if not np.all(np.isfinite(out)):
+        raise ValueError(f"{type(embedder).__name__}.encode returned non-finite values")
+    return out
+
+
+class EmbeddingCache:
+    """Full-dimension embeddings on disk and in memory, keyed by model, data and formatting (module docstring).
+
+    Args:
+      directory: where entries live; ``None`` keeps them in memory only (for the life of this object).
+      memory: also keep entries in memory (a suite encodes e.g. Banking77 test once for classification and
+        clustering). ``EmbeddingCache(None, memory=False)`` always encodes.
+    """
+
+    def __init__(self, directory=None, *, memory: bool = True):
+        self.directory = None if directory is None else pathlib.Path(directory)
+        self.memory = {} if memory else None
+        self.hits = 0
+        self.misses = 0
+
+    def key(self, model_fp: str, data_fp: str, fmt: dict) -> str:
+        blob = json.dumps({"model": model_fp, "data": data_fp, "format": fmt}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+    def get_or_encode(self, embedder, texts: Sequence[str], *, data_fp: str, fmt: dict, **encode_kwargs) -> np.ndarray:
+        """Cached ``encode_checked(embedder, texts, **encode_kwargs)``; ``fmt`` must describe the formatting.
+
+        Args:
+          embedder: the model; its fingerprint (see :func:`model_fingerprint`) is part of the key.
+          texts: the inputs (their number is checked against the cached entry).
+          data_fp: fingerprint of the data the texts come from.
+          fmt: the formatting options that change the encoded text (task, kind, symmetric, titles).
+          **encode_kwargs: passed to ``embedder.encode``.
+        """
+        enabled = self.directory is not None or self.memory is not None
+        model_fp = model_fingerprint(embedder) if enabled else None
+        if model_fp is None:
+            self.misses += 1
+            return encode_checked(embedder, texts, **encode_kwargs)
+        key = self.key(model_fp, data_fp, fmt)
+        if self.memory is not None and key in self.memory and self.memory[key].shape[0] == len(texts):
+            self.hits += 1
+            return self.memory[key]
+        path = self.directory / f"{key}.npy" if self.directory is not None else None
+        if path is not None and path.is_file():
+            try:
+                arr = np.load(path)
+            except (OSError, ValueError) as e:
+                log.warning("unreadable cache entry %s (%s): re-encoding", path, e)
+            else:
+                if arr.ndim == 2 and arr.shape[0] == len(texts):
+                    self.hits += 1
+                    if self.memory is not None:
+                        self.memory[key] = arr
+                    return arr
+                log.warning("cache entry %s has shape %s, expected %d rows: re-encoding", path, arr.shape, len(texts))
+        self.misses += 1
+        arr = encode_checked(embedder, texts, **encode_kwargs)
+        if self.memory is not None:
+            self.memory[key] = arr
+        if self.directory is None:
+            return arr
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for suffix, writer in ((".npy", lambda f: np.save(f, arr)),
+                               (".json", lambda f: f.write(json.dumps(
+                                   {"model": model_fp, "data": data_fp, "format": fmt, "shape": list(arr.shape)},
+                                   sort_keys=True).encode()))):
+            fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
+            with os.fdopen(fd, "wb") as f:
+                writer(f)
+            os.replace(tmp, self.directory / f"{key}{suffix}")
+        return arr
