@@ -1,1 +1,43 @@
-"""gecko_jax.train."""
+"""Training engine: sharded jitted steps, gradient caching, orbax checkpoints with exact resume.
+
+    from gecko_jax import train
+    config = train.load_config("experiments/configs/gecko_finetune_minilm.json", ["steps=100"])
+    result = train.train_and_evaluate(config, "runs/ft")          # resumes whatever runs/ft holds
+
+    mesh = train.make_mesh()
+    state = train.create_state(config, mesh)                      # params replicated, init compiled into shardings
+    step = train.make_step(task.step_loss(), config, mesh)        # jax.jit over NamedSharding, donates state
+    state, metrics = step(state, train.global_batch(batch, mesh))
+
+Submodules import lazily so ``gecko-jax --help`` does not pull in JAX.
+"""
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "TrainConfig": "config", "ModelConfig": "config", "DataConfig": "config", "OptimizerConfig": "config",
+    "LossConfig": "config", "CheckpointConfig": "config", "DatasetSpec": "config", "ConfigError": "config",
+    "load_config": "config", "from_dict": "config", "apply_overrides": "config",
+    "TrainState": "state", "create_state": "state", "make_step": "state", "make_mesh": "state",
+    "make_optimizer": "state", "make_schedule": "state", "state_shardings": "state", "global_batch": "state",
+    "TrainStep": "state",
+    "GradCachedLoss": "gradcache",
+    "Checkpointer": "checkpoint", "restore_params": "checkpoint",
+    "MetricsWriter": "metrics", "EventWriter": "metrics",
+    "train_and_evaluate": "loop", "initial_state": "loop", "NonFiniteLossError": "loop", "TrainResult": "loop",
+    "build_task": "tasks", "load_encoder": "tasks",
+    "ContrastiveTask": "contrastive", "build_contrastive": "contrastive",
+    "ClassifierTask": "classifier", "TextClassifier": "classifier", "MLPClassifier": "classifier",
+    "FieldAdapter": "classifier",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"gecko_jax.train.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'gecko_jax.train' has no attribute {name!r}")

@@ -1,0 +1,46 @@
+"""``gecko-jax train --config FILE [--set key=value ...] --workdir DIR [--distributed]``."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="JSON config file (see experiments/configs/)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set optimizer.learning_rate=1e-4 (value parsed as JSON)")
+    p.add_argument("--workdir", required=True, help="output folder; an existing run there is resumed")
+    p.add_argument("--distributed", action="store_true",
+                   help="call jax.distributed.initialize() first (multi-host; same as --set distributed=true)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from gecko_jax.train.config import ConfigError, load_config
+
+    try:
+        config = load_config(args.config, args.overrides)
+    except ConfigError as e:
+        print(f"gecko-jax train: {e}", file=sys.stderr)
+        return 2
+    if args.distributed or config.distributed:
+        import jax
+
+        jax.distributed.initialize()  # before any other JAX call: it fixes the process's view of the devices
+    from gecko_jax.data.jsonl import JsonlError
+    from gecko_jax.train.loop import NonFiniteLossError, train_and_evaluate
+
+    try:
+        result = train_and_evaluate(config, args.workdir)
+    except (ConfigError, JsonlError) as e:
+        print(f"gecko-jax train: {e}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as e:
+        print(f"gecko-jax train: {e}", file=sys.stderr)
+        return 1
+    if result.preempted:
+        return 143  # 128 + SIGTERM: stopped early with a checkpoint; rerun the same command to resume
+    summary = {k: round(v, 6) for k, v in result.last_metrics.items()}
+    print(f"[train] done: step {int(result.state.step)} from {result.origin}; {summary}"
+          + (f"; eval {result.eval_metrics}" if result.eval_metrics else "")
+          + (f"; exported to {result.export_dir}" if result.export_dir else ""), flush=True)
+    return 0

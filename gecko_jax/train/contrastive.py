@@ -1,0 +1,172 @@
+r"""Dual-encoder contrastive trainer task: Gecko pre-finetuning / fine-tuning, Matryoshka and debiasing as options.
+
+One shared encoder embeds every tower of the batch (``query``, ``positive``, hard ``negative`` rows and, with
+debiasing, ``groups`` and ``neutral``). The loss is a function of those embeddings only, which is the seam gradient
+caching cuts at (``gecko_jax.train.gradcache``):
+
+.. math::
+    L = w_c \cdot \mathrm{mean}_i\, \mathrm{MRL}(\ell^{\mathrm{gecko}})_i
+        + w_d \cdot \mathrm{mean}_i\, \ell^{\mathrm{CCD}}_i
+
+Pre-finetuning is ``data.hard_negatives=0, loss.same_tower=false``; fine-tuning keeps both on (Gecko eq. 3).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gecko_jax import losses
+from gecko_jax.data.batching import BatchStream, FairTupleSource, PairSource, TokenizeFn
+from gecko_jax.train.config import TrainConfig
+from gecko_jax.train.gradcache import GradCachedLoss, tower_key
+
+# Fixed tower order: tower i draws its dropout key as fold_in(rng, i) in both the plain and the cached loss.
+TOWERS = ("query", "positive", "negative", "groups", "neutral")
+
+
+class JointStream:
+    """The pair stream plus, when debiasing, a tuple stream drawn at the same batch index."""
+
+    def __init__(self, pairs: BatchStream | None, tuples: BatchStream | None = None):
+        self.pairs, self.tuples = pairs, tuples
+
+    def batch(self, b: int, **kw) -> dict:
+        out = {}
+        for stream in (self.pairs, self.tuples):
+            if stream is not None:
+                out.update(stream.batch(b, **kw))
+        return out
+
+
+@dataclasses.dataclass
+class ContrastiveTask:
+    """Everything the engine needs for contrastive training.
+
+    Attributes:
+      config: the run config.
+      module: a linen encoder, ``apply({"params": p}, input_ids, attention_mask, token_type_ids, deterministic=,
+        rngs=) -> [n, D]``.
+      stream: deterministic batches (``stream.batch(b)``).
+      pretrained: starting params (pretrained encoder) or None for random init.
+      encoder_config / tokenizer: what ``export`` needs to write an Embedder folder (optional).
+    """
+
+    config: TrainConfig
+    module: nn.Module
+    stream: Any
+    pretrained: Any = None
+    encoder_config: Any = None
+    tokenizer: Any = None
+
+    # ------------------------------------------------------------------------------------------------ model
+    def embed(self, params, tokens: dict, rng, deterministic: bool) -> jax.Array:
+        rngs = {"dropout": rng} if rng is not None else None
+        return self.module.apply({"params": params}, tokens["input_ids"], tokens["attention_mask"],
+                                 tokens.get("token_type_ids"), deterministic=deterministic, rngs=rngs)
+
+    def init_params(self, rng):
+        ids = jnp.ones((2, 8), jnp.int32)
+        return self.module.init({"params": rng, "dropout": rng}, ids, ids, jnp.zeros_like(ids))["params"]
+
+    def init_frozen(self, params):
+        # The debiasing anchor compares against the encoder we started from (PAPERS.md 2.2, f_0).
+        return {"reference": params} if self.config.loss.debias_weight > 0 else {}
+
+    # ------------------------------------------------------------------------------------------------ loss
+    @property
+    def deterministic(self) -> bool:
+        return False  # dropout on while training; a config sets model.dropout=0 for deterministic runs
+
+    def emb_loss(self, embs: dict, batch: dict, step, frozen) -> tuple[jax.Array, dict]:
+        """Loss of the embeddings ``{tower: [rows, D]}`` (the function gradient caching differentiates)."""
+        cfg = self.config.loss
+        total, metrics = 0.0, {}
+        if cfg.contrastive_weight > 0:
+            where = batch["where"]
+            count = jnp.maximum(jnp.sum(where), 1)
+            fn = losses.gecko_contrastive
+            if cfg.matryoshka_dims:
+                fn = losses.matryoshka(fn, dims=cfg.matryoshka_dims, weights=cfg.matryoshka_weights)
+            kwargs = dict(temperature=cfg.temperature, same_tower=cfg.same_tower, ids=batch["ids"], where=where)
+            negatives = None
+            if "negative" in embs:
+                b = embs["query"].shape[0]
+                negatives = embs["negative"].reshape(b, -1, embs["negative"].shape[-1])
+                kwargs["negative_ids"] = batch["negative_ids"]
+            per = fn(embs["query"], embs["positive"], negatives=negatives, **kwargs)
+            contrastive = jnp.sum(per) / count
+            metrics["contrastive_loss"] = contrastive
+            total = total + cfg.contrastive_weight * contrastive
+        if cfg.debias_weight > 0:
+            b = embs["neutral"].shape[0]
+            groups = embs["groups"].reshape(b, -1, embs["groups"].shape[-1])
+            ref = jax.lax.stop_gradient(self.embed(frozen["reference"], batch["neutral"], None, True))
+            per = losses.content_conditional_debiasing(groups, embs["neutral"], ref, rho=cfg.debias_rho,
+                                                       beta=cfg.debias_beta, gamma=cfg.debias_gamma)
+            debias = jnp.mean(per)
+            metrics["debias_loss"] = debias
+            total = total + cfg.debias_weight * debias
+        return total, metrics
+
+    def loss_fn(self, params, batch, rng, step, frozen):
+        """Plain (full-batch) loss: every tower embedded in one call."""
+        embs = {t: self.embed(params, batch[t], tower_key(rng, i), self.deterministic)
+                for i, t in enumerate(TOWERS) if t in batch}
+        return self.emb_loss(embs, batch, step, frozen)
+
+    def step_loss(self) -> Callable:
+        """The loss ``make_step`` trains with: gradient-cached when ``grad_cache_chunk`` is set."""
+        chunk = self.config.grad_cache_chunk
+        if not chunk:
+            return self.loss_fn
+        return GradCachedLoss(self.embed, self.emb_loss, TOWERS, self.config.data.batch_size // chunk,
+                              deterministic=self.deterministic)
+
+    # ------------------------------------------------------------------------------------------------ reporting
+    def negatives_per_query(self) -> int | None:
+        """Denominator terms besides the own positive (Gecko eq. 3: in-batch positives, own hard negatives,
+        same-tower queries), before id masking removes duplicates."""
+        if self.config.loss.contrastive_weight == 0:
+            return None
+        b = self.config.data.batch_size
+        n = (b - 1) + self.config.data.hard_negatives
+        return n + (b - 1 if self.config.loss.same_tower else 0)
+
+    def export(self, params, directory) -> str | None:
+        if self.encoder_config is None or self.tokenizer is None:
+            return None
+        from gecko_jax.embedder import Embedder
+
+        host = jax.tree.map(np.asarray, params)
+        return str(Embedder.from_params(self.encoder_config, host, self.tokenizer).save_pretrained(directory))
+
+
+def build_contrastive(config: TrainConfig, *, module: nn.Module | None = None, tokenize: TokenizeFn | None = None,
+                      pretrained: Any = None, encoder_config: Any = None, tokenizer: Any = None) -> ContrastiveTask:
+    """A :class:`ContrastiveTask` from config; ``module``/``tokenize`` override the configured encoder/tokenizer."""
+    from gecko_jax.data.batching import bucket_tokenizer
+    from gecko_jax.data.jsonl import read_fair_tuples, read_pairs
+    from gecko_jax.train.tasks import load_encoder
+
+    if module is None:
+        encoder_config, pretrained, tokenizer, module = load_encoder(config)
+    if tokenize is None:
+        if tokenizer is None:
+            raise ValueError("config field 'model.tokenizer': needed to tokenise text (or pass tokenize=)")
+        tokenize = bucket_tokenizer(tokenizer, config.data.max_length, config.data.buckets)
+    d = config.data
+    pairs = tuples = None
+    if config.loss.contrastive_weight > 0:
+        sources = [PairSource(read_pairs(s.path, min_negatives=d.hard_negatives), tokenize,
+                              hard_negatives=d.hard_negatives, task=s.task, symmetric=s.symmetric,
+                              gecko_format=d.gecko_format) for s in d.datasets]
+        pairs = BatchStream(sources, d.batch_size, weights=[s.weight for s in d.datasets], seed=d.seed)
+    if config.loss.debias_weight > 0:
+        tuples = BatchStream([FairTupleSource(read_fair_tuples(d.debias_path), tokenize)], d.batch_size,
+                             seed=d.seed + 1)
+    return ContrastiveTask(config, module, JointStream(pairs, tuples), pretrained, encoder_config, tokenizer)

@@ -1,0 +1,219 @@
+"""The training loop shared by every trainer: resume, step, log, evaluate, checkpoint, stop cleanly.
+
+``train_and_evaluate(config, workdir)`` is the whole program; the CLI only parses arguments and calls it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import pathlib
+import signal
+import time
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+from gecko_jax.train.checkpoint import Checkpointer, restore_params
+from gecko_jax.train.config import TrainConfig
+from gecko_jax.train.metrics import MetricsWriter
+from gecko_jax.train.state import TrainState, create_state, global_batch, make_mesh, make_step
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN/inf; training stopped and the newest checkpoint is the last good one."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+    state: TrainState  # final state (on device)
+    steps_run: int  # steps taken by this call
+    origin: str  # where the starting state came from: "workdir", "init_checkpoint", "pretrained", "random"
+    preempted: bool = False  # stopped early by SIGTERM (a checkpoint was written)
+    last_metrics: dict = dataclasses.field(default_factory=dict)
+    eval_metrics: dict = dataclasses.field(default_factory=dict)
+    export_dir: str | None = None
+    compilations: int = 0
+
+
+def initial_state(config: TrainConfig, mesh, task, ckpt: Checkpointer) -> tuple[TrainState, str]:
+    """The starting state. The resume order, first match wins:
+
+    1. the workdir's latest checkpoint: a preempted or killed run continues exactly (params, optimizer, step,
+       RNG, data position);
+    2. an explicit init checkpoint (``checkpoint.init_checkpoint``): its params, with a fresh optimizer at step 0
+       and data position 0 (e.g. fine-tuning from a pre-finetuned run);
+    3. the pretrained encoder (``model.pretrained``);
+    4. random initialisation.
+    """
+    if ckpt.latest_step() is not None:
+        return ckpt.restore(create_state(config, mesh, task)), "workdir"
+    if config.checkpoint.init_checkpoint:
+        template = create_state(config, mesh, task)
+        params = restore_params(config.checkpoint.init_checkpoint, template.params)
+        return create_state(config, mesh, task, params=params), "init_checkpoint"
+    pretrained = getattr(task, "pretrained", None)
+    if pretrained is not None:
+        return create_state(config, mesh, task, params=pretrained), "pretrained"
+    return create_state(config, mesh, task), "random"
+
+
+class _Preemption:
+    """SIGTERM sets a flag; the loop saves a checkpoint after the current step and returns."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread: no handler, preemption then kills the run (last checkpoint kept)
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def _fetch(metrics: dict) -> dict:
+    return {k: float(np.asarray(v)) for k, v in jax.device_get(metrics).items()}
+
+
+def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path, *, task=None, mesh=None,
+                       eval_fn: Callable[[Any], dict] | None = None, stop_after: int | None = None) -> TrainResult:
+    """Train ``config.steps`` steps in ``workdir``, resuming whatever is there.
+
+    Args:
+      config: validated run config.
+      workdir: output folder: ``checkpoints/``, ``metrics.jsonl``, ``tb/``, ``config.json``, ``export/``.
+      task: a trainer task (built from config when None; tests inject tiny models here).
+      mesh: device mesh (``make_mesh(config.num_devices)`` when None).
+      eval_fn: extra eval hook ``params -> dict of floats``, run every ``config.eval_every`` steps and at the end.
+      stop_after: stop after this many steps of this call (tests; the checkpoint at that step is forced).
+
+    Returns:
+      A :class:`TrainResult`.
+
+    Raises:
+      NonFiniteLossError: the loss became NaN/inf (nothing is saved after the last finite step).
+    """
+    workdir = pathlib.Path(workdir)
+    mesh = mesh if mesh is not None else make_mesh(config.num_devices)
+    config.check_devices(mesh.size, jax.process_count())
+    if task is None:
+        from gecko_jax.train.tasks import build_task
+
+        task = build_task(config)  # reads and validates all data before anything is written
+    lead = jax.process_index() == 0
+    if lead:
+        workdir.mkdir(parents=True, exist_ok=True)
+        tmp = workdir / "config.json.tmp"
+        tmp.write_text(json.dumps(config.to_dict(), indent=2))
+        tmp.replace(workdir / "config.json")
+    ckpt = Checkpointer(workdir / "checkpoints", every_steps=config.checkpoint.every_steps,
+                        keep=config.checkpoint.keep)
+    state, origin = initial_state(config, mesh, task, ckpt)
+    step_fn = make_step(task.step_loss(), config, mesh)
+    start, pos = int(state.step), int(state.data_position)
+    end = config.steps if stop_after is None else min(config.steps, start + stop_after)
+    writer = MetricsWriter(workdir, enabled=lead)
+    result = TrainResult(state=state, steps_run=0, origin=origin)
+    try:
+        if start == 0:
+            n_neg = task.negatives_per_query()
+            if n_neg is not None:
+                writer.write(0, {"negatives_per_query": n_neg})
+                if lead:
+                    print(f"[train] negatives per query: {n_neg} (batch {config.data.batch_size})", flush=True)
+        state, result = _run(config, task, mesh, ckpt, writer, state, step_fn, start, end, pos, result, eval_fn)
+    finally:
+        ckpt.close()
+        writer.close()
+    if not result.preempted and int(state.step) >= config.steps:
+        result.eval_metrics = _evaluate(task, state, eval_fn)
+        if result.eval_metrics:
+            writer = MetricsWriter(workdir, enabled=lead)
+            writer.write(int(state.step), result.eval_metrics)
+            writer.close()
+        if config.checkpoint.export and lead and hasattr(task, "export"):
+            result.export_dir = task.export(state.params, workdir / "export")
+    result.compilations = step_fn.trace_count
+    return result
+
+
+def _evaluate(task, state, eval_fn) -> dict:
+    out = {}
+    if hasattr(task, "evaluate"):
+        out.update(task.evaluate(state.params))
+    if eval_fn is not None:
+        out.update(eval_fn(state.params))
+    return out
+
+
+def _run(config, task, mesh, ckpt, writer, state, step_fn, start, end, pos, result, eval_fn):
+    from tqdm.auto import tqdm
+
+    lead = jax.process_index() == 0
+    pbar = tqdm(total=config.steps, initial=start, disable=not (config.progress and lead), desc="train",
+                dynamic_ncols=True)
+    pending = None  # (step, metrics) of the last step, checked one step late so the device queue stays full
+    t0, last_logged = time.perf_counter(), start
+
+    def check(item):
+        nonlocal t0, last_logged
+        step, metrics = item
+        values = _fetch(metrics)
+        if not math.isfinite(values["loss"]):
+            ckpt.wait()
+            last = ckpt.latest_step()
+            where = f"step {last} in {ckpt.directory}" if last is not None else "none (no checkpoint was written)"
+            raise NonFiniteLossError(
+                f"loss is {values['loss']} at step {step}: training stopped. Nothing after step {step - 1} was "
+                f"saved; the last good checkpoint is {where}. Lower optimizer.learning_rate, check the data "
+                "around this step, or set optimizer.clip_norm.")
+        result.last_metrics = values
+        if step % config.log_every == 0 or step == end:
+            now = time.perf_counter()
+            steps_per_sec = (step - last_logged) / (now - t0) if now > t0 else 0.0
+            values["steps_per_sec"] = steps_per_sec  # includes compile time in the first interval
+            values["examples_per_sec"] = steps_per_sec * config.data.batch_size
+            writer.write(step, values)
+            pbar.set_postfix(loss=f"{values['loss']:.4f}", ex_s=f"{values['examples_per_sec']:.1f}")
+            t0, last_logged = now, step
+
+    with _Preemption() as preemption:
+        for s in range(start, end):
+            local = task.stream.batch(pos, process_index=jax.process_index(), process_count=jax.process_count())
+            state, metrics = step_fn(state, global_batch(local, mesh))
+            pos += 1
+            if pending is not None:
+                check(pending)
+            pending = (s + 1, metrics)
+            pbar.update(1)
+            stop = preemption.requested
+            if (s + 1) % config.checkpoint.every_steps == 0 or s + 1 == end or stop:
+                check(pending)  # never checkpoint a state that followed a non-finite loss
+                pending = None
+                ckpt.save(s + 1, state, force=True)
+            if config.eval_every and (s + 1) % config.eval_every == 0 and s + 1 < config.steps:
+                ev = _evaluate(task, state, eval_fn)
+                if ev:
+                    writer.write(s + 1, ev)
+            result.steps_run += 1
+            if stop:
+                result.preempted = True
+                if lead:
+                    print(f"[train] SIGTERM: saved checkpoint at step {s + 1} in {ckpt.directory}; rerun to resume",
+                          flush=True)
+                break
+        if pending is not None:
+            check(pending)
+    pbar.close()
+    result.state = state
+    return state, result
