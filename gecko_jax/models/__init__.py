@@ -10,8 +10,10 @@ from gecko_jax.models.config import EncoderConfig
 from gecko_jax.models.encoder import Encoder, cls_pool, l2_normalize, mean_pool, truncate_embeddings
 from gecko_jax.models.hf_io import load_pretrained, read_st_layout, save_pretrained
 from gecko_jax.models.registry import ARCHITECTURES, Architecture, get_architecture, register
+from gecko_jax.models.cnn import CifarSmallCNN, MnistCNN
 
 __all__ = [
     "EncoderConfig", "Encoder", "load_pretrained", "save_pretrained", "read_st_layout", "truncate_embeddings",
     "mean_pool", "cls_pool", "l2_normalize", "ARCHITECTURES", "Architecture", "get_architecture", "register",
+    "MnistCNN", "CifarSmallCNN",
 ]
