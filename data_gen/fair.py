@@ -1,0 +1,354 @@
+"""Fairness augmentation (Deng et al. 2024, "(LLM-Assisted) Content Conditional Debiasing for Fair Text Embedding").
+
+Each source text is rewritten into every sensitive group (gender: male, female) and a neutral version, giving
+content-matched tuples ``{id, neutral, groups: {male, female}, source}`` for the CCD loss. Two producers:
+
+* :func:`rule_based_tuple`: a word-list swapper (no LLM), the baseline; its known limits: names are not swapped,
+  "her" -> his/him and the neutral "they" verb agreement use simple heuristics.
+* :class:`FairAugmenter`: few-shot LLM rewrites, validated by :func:`validate_rewrite`; failures are kept (in a
+  ``.failures.jsonl`` next to the output) and never cached.
+
+Gender words come from the gender pairs of ``bias_attribute_words.json`` (SEAT / bias-bench lists, CC BY-NC 4.0),
+copied to ``data_gen/assets/gender_words.json``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Sequence
+
+from .jsonl import JsonlAppender, JsonlError, load_by_id, read_jsonl, write_jsonl_atomic
+from .llm import GREEDY, CachedLLM, LLMError
+from .prompts import FAIR_REWRITE, PROMPT_VERSION, ParseError
+from .runner import parallel_map
+
+log = logging.getLogger(__name__)
+
+_WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?\.?")
+
+# Neutral replacements for every word of the gender list (ours; "" deletes an adjective use such as "male nurse").
+_NEUTRAL = {
+    "actor": "actor", "actress": "actor", "actors": "actors", "actresses": "actors",
+    "airman": "aviator", "airwoman": "aviator", "airmen": "aviators", "airwomen": "aviators",
+    "uncle": "relative", "aunt": "relative", "uncles": "relatives", "aunts": "relatives",
+    "boy": "child", "girl": "child", "boys": "children", "girls": "children",
+    "groom": "newlywed", "bride": "newlywed", "grooms": "newlyweds", "brides": "newlyweds",
+    "brother": "sibling", "sister": "sibling", "brothers": "siblings", "sisters": "siblings",
+    "businessman": "businessperson", "businesswoman": "businessperson",
+    "businessmen": "businesspeople", "businesswomen": "businesspeople",
+    "chairman": "chairperson", "chairwoman": "chairperson", "chairmen": "chairpersons", "chairwomen": "chairpersons",
+    "dude": "person", "chick": "person", "dudes": "people", "chicks": "people",
+    "dad": "parent", "mom": "parent", "dads": "parents", "moms": "parents",
+    "daddy": "parent", "mommy": "parent", "daddies": "parents", "mommies": "parents",
+    "son": "child", "daughter": "child", "sons": "children", "daughters": "children",
+    "father": "parent", "mother": "parent", "fathers": "parents", "mothers": "parents",
+    "male": "person", "female": "person", "males": "people", "females": "people",
+    "guy": "person", "gal": "person", "guys": "people", "gals": "people",
+    "gentleman": "person", "lady": "person", "gentlemen": "people", "ladies": "people",
+    "grandson": "grandchild", "granddaughter": "grandchild", "grandsons": "grandchildren",
+    "granddaughters": "grandchildren",
+    "he": "they", "she": "they", "himself": "themselves", "herself": "themselves", "him": "them", "his": "their",
+    "her": "their",  # or "them": decided by the next word in rewrite_rules
+    "husband": "spouse", "wife": "spouse", "husbands": "spouses", "wives": "spouses",
+    "king": "monarch", "queen": "monarch", "kings": "monarchs", "queens": "monarchs",
+    "lord": "noble", "lords": "nobles", "sir": "", "ma'am": "", "miss": "", "mr.": "Mx.", "mrs.": "Mx.", "ms.": "Mx.",
+    "man": "person", "woman": "person", "men": "people", "women": "people",
+    "policeman": "police officer", "policewoman": "police officer",
+    "policemen": "police officers", "policewomen": "police officers",
+    "prince": "royal", "princess": "royal", "princes": "royals", "princesses": "royals",
+    "spokesman": "spokesperson", "spokeswoman": "spokesperson", "spokesmen": "spokespeople",
+    "spokeswomen": "spokespeople",
+}
+_THEY_VERBS = {"is": "are", "was": "were", "has": "have", "does": "do", "isn't": "aren't", "wasn't": "weren't",
+               "doesn't": "don't", "hasn't": "haven't"}
+# Words after which "her" is an object pronoun (him/them) rather than a determiner (his/their).
+_NOT_NOUN_AFTER_HER = {"and", "or", "but", "to", "in", "on", "at", "with", "for", "from", "by", "of", "as", "that",
+                       "the", "a", "an", "up", "down", "out", "off", "over", "back", "away", "again", "is", "was",
+                       "when", "while", "if", "so", "because", "then", "too", "very", "about", "into", "onto"}
+
+
+@dataclass(frozen=True)
+class GenderLexicon:
+    male_to_female: dict
+    female_to_male: dict
+    male: frozenset
+    female: frozenset
+
+    @property
+    def all(self) -> frozenset:
+        return self.male | self.female
+
+
+@lru_cache(maxsize=4)
+def load_gender_lexicon(path: str | None = None) -> GenderLexicon:
+    """Gender word pairs ``[[male, female], ...]`` from the bundled list (or a file of the same format)."""
+    if path is None:
+        raw = resources.files("data_gen").joinpath("assets/gender_words.json").read_text(encoding="utf-8")
+    else:
+        raw = Path(path).read_text(encoding="utf-8")
+    pairs = json.loads(raw)["gender"]
+    m2f, f2m = {}, {}
+    for i, pair in enumerate(pairs):
+        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(w, str) for w in pair)):
+            raise ValueError(f"gender word list: entry {i}: expected [male, female], got {pair!r}")
+        m, f = pair[0].lower(), pair[1].lower()
+        m2f.setdefault(m, f)  # first pair wins: "guy" -> "gal" before "guy" -> "girl"
+        f2m.setdefault(f, m)
+    missing = sorted(w for w in list(m2f) + list(f2m) if w not in _NEUTRAL)
+    if missing:
+        raise ValueError(f"gender word list: no neutral form for {missing[:5]} (extend data_gen.fair._NEUTRAL)")
+    # "her" is both the object pronoun and the determiner; his/him map to it, it maps back by context.
+    return GenderLexicon(m2f, f2m, frozenset(m2f) - frozenset(f2m), frozenset(f2m) - frozenset(m2f))
+
+
+def _case_like(src: str, repl: str) -> str:
+    if not repl:
+        return repl
+    if src.isupper() and len(src) > 1:
+        return repl.upper()
+    if src[0].isupper():
+        return repl[0].upper() + repl[1:]
+    return repl
+
+
+def _next_word(text: str, end: int) -> str:
+    m = _WORD.search(text, end)
+    if m is None or text[end:m.start()].strip():  # punctuation in between: no following word in this clause
+        return ""
+    return m.group(0).lower()
+
+
+def rewrite_rules(text: str, group: str, lexicon: GenderLexicon | None = None) -> str:
+    """Rule-based rewrite of ``text`` into ``group`` (``male``, ``female`` or ``neutral``)."""
+    lex = lexicon or load_gender_lexicon()
+    out, last = [], 0
+    prev_they = False
+    for m in _WORD.finditer(text):
+        w = m.group(0)
+        lw = w.lower()
+        key = lw if lw in lex.all or lw in _NEUTRAL else lw.rstrip(".")
+        repl = None
+        if group == "male" and key in lex.female_to_male:
+            repl = lex.female_to_male[key]
+            if key == "her":
+                nxt = _next_word(text, m.end())
+                repl = "his" if nxt and nxt not in _NOT_NOUN_AFTER_HER else "him"
+        elif group == "female" and key in lex.male_to_female:
+            repl = lex.male_to_female[key]
+        elif group == "neutral":
+            if key in ("her",):
+                nxt = _next_word(text, m.end())
+                repl = "their" if nxt and nxt not in _NOT_NOUN_AFTER_HER else "them"
+            elif key in _NEUTRAL and key in lex.all:
+                repl = _NEUTRAL[key]
+            elif prev_they and lw in _THEY_VERBS:
+                repl = _THEY_VERBS[lw]
+        elif group not in ("male", "female", "neutral"):
+            raise ValueError(f"group: expected male, female or neutral, got {group!r}")
+        if key != lw and repl is not None and w.endswith(".") and not repl.endswith("."):
+            repl += "."  # keep a sentence-final full stop that the word pattern swallowed
+        prev_they = group == "neutral" and key in ("he", "she")
+        if repl is None:
+            continue
+        out.append(text[last:m.start()])
+        out.append(_case_like(w, repl))
+        last = m.end()
+    out.append(text[last:])
+    return re.sub(r"  +", " ", "".join(out)).strip()
+
+
+def gender_words_in(text: str, lexicon: GenderLexicon | None = None) -> tuple[set, set]:
+    """(male words, female words) present in ``text``, lower-cased."""
+    lex = lexicon or load_gender_lexicon()
+    words = {w.lower() for w in _WORD.findall(text)} | {w.lower().rstrip(".") for w in _WORD.findall(text)}
+    return words & lex.male, words & lex.female
+
+
+def _latin_share(text: str) -> float:
+    letters = [c for c in text if c.isalpha()]
+    return sum(c.isascii() for c in letters) / len(letters) if letters else 0.0
+
+
+def validate_rewrite(source: str, rewrite: str, group: str, *, min_ratio: float = 0.5, max_ratio: float = 2.0,
+                     lexicon: GenderLexicon | None = None) -> list[str]:
+    """Problems with a rewrite (empty list = valid).
+
+    Checks: non-empty; length ratio ``len(rewrite) / len(source)`` in ``[min_ratio, max_ratio]``; same script (share
+    of ASCII letters within 0.2, a cheap same-language check); group words: a male version has male words and no
+    female-only words, a female version the reverse, a neutral version none at all.
+    """
+    lex = lexicon or load_gender_lexicon()
+    errs = []
+    if not rewrite.strip():
+        return ["empty"]
+    ratio = len(rewrite) / max(1, len(source))
+    if not min_ratio <= ratio <= max_ratio:
+        errs.append(f"length ratio {ratio:.2f} outside [{min_ratio}, {max_ratio}]")
+    if abs(_latin_share(rewrite) - _latin_share(source)) > 0.2:
+        errs.append("different script/language from the source")
+    male, female = gender_words_in(rewrite, lex)
+    if group == "male":
+        if female:
+            errs.append(f"female words in the male version: {sorted(female)}")
+        if not male:
+            errs.append("no male words in the male version")
+    elif group == "female":
+        if male:
+            errs.append(f"male words in the female version: {sorted(male)}")
+        if not female:
+            errs.append("no female words in the female version")
+    elif group == "neutral":
+        if male or female:
+            errs.append(f"gendered words in the neutral version: {sorted(male | female)}")
+    else:
+        raise ValueError(f"group: expected male, female or neutral, got {group!r}")
+    return errs
+
+
+def rule_based_tuple(rec_id: str, text: str, lexicon: GenderLexicon | None = None) -> dict[str, Any]:
+    """The no-LLM baseline tuple, validated like LLM rewrites (``ok`` False with ``errors`` when it fails)."""
+    lex = lexicon or load_gender_lexicon()
+    out = {g: rewrite_rules(text, g, lex) for g in ("male", "female", "neutral")}
+    return _finish(rec_id, text, out, method="rules", model=None, lexicon=lex)
+
+
+def _finish(rec_id, text, out: dict, *, method: str, model: str | None, lexicon, errors=None) -> dict[str, Any]:
+    errors = dict(errors or {})
+    male, female = gender_words_in(text, lexicon)
+    if not (male or female):
+        errors["source"] = ["no gendered words in the source (nothing to augment)"]
+    for g in ("male", "female", "neutral"):
+        if g in out and g not in errors:
+            e = validate_rewrite(text, out[g], g, lexicon=lexicon)
+            if e:
+                errors[g] = e
+    rec = {"id": rec_id, "source": text, "neutral": out.get("neutral"),
+           "groups": {"male": out.get("male"), "female": out.get("female")},
+           "method": method, "prompt_version": PROMPT_VERSION if method == "llm" else None, "model": model,
+           "ok": not errors}
+    if errors:
+        rec["errors"] = errors
+    return rec
+
+
+def load_texts(path: str | os.PathLike, *, text_field: str = "text", id_field: str = "id") -> list[tuple[str, str]]:
+    """``(id, text)`` pairs from JSONL (``id``/``_id`` and ``text`` fields by default) or a plain .txt (one per line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"input: file not found: {path}")
+    out, seen = [], set()
+    if path.suffix == ".txt":
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                out.append((f"line{i}", line.strip()))
+        return out
+    for n, rec in enumerate(read_jsonl(path, tolerate_torn_tail=False), 1):
+        rid = rec.get(id_field, rec.get("_id"))
+        text = rec.get(text_field)
+        if rid is None:
+            raise JsonlError(f"{path}: record {n}: expected an id field {id_field!r} (or '_id'), got {sorted(rec)}")
+        if not isinstance(text, str) or not text.strip():
+            raise JsonlError(f"{path}: record {n} (id {rid}): expected a non-empty string field {text_field!r}")
+        if str(rid) in seen:
+            raise JsonlError(f"{path}: record {n}: duplicate id {rid!r}")
+        seen.add(str(rid))
+        out.append((str(rid), text))
+    return out
+
+
+@dataclass
+class FairSummary:
+    inputs: int = 0
+    ok: int = 0
+    failed: int = 0
+    failure_reasons: dict = field(default_factory=dict)
+    usage: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+class FairAugmenter:
+    """LLM rewrites into male / female / neutral versions, validated, resumable by id.
+
+    Args:
+      llm: a backend (normally a :class:`~data_gen.llm.CachedLLM`); ``None`` uses the rule-based swapper only.
+      concurrency: LLM calls in flight.
+      max_tokens: generation budget per rewrite.
+      retry_failed: on a re-run, also redo ids whose tuple failed validation.
+    """
+
+    def __init__(self, llm=None, *, concurrency: int = 1, max_tokens: int = 96, retry_failed: bool = False,
+                 progress: bool = True, lexicon: GenderLexicon | None = None):
+        self.llm = llm if (llm is None or isinstance(llm, CachedLLM)) else CachedLLM(llm, None)
+        self.concurrency = concurrency
+        self.max_tokens = max_tokens
+        self.retry_failed = retry_failed
+        self.progress = progress
+        self.lexicon = lexicon or load_gender_lexicon()
+
+    def _one(self, item: tuple[str, str]) -> dict:
+        rid, text = item
+        if self.llm is None:
+            return rule_based_tuple(rid, text, self.lexicon)
+        out, errors = {}, {}
+        row = {"text": text}
+        for g in ("male", "female", "neutral"):
+            task = FAIR_REWRITE[g]
+
+            def ok(raw, g=g, task=task):
+                try:
+                    return not validate_rewrite(text, task.parse_output(raw, row)[g], g, lexicon=self.lexicon)
+                except ParseError:
+                    return False
+            try:
+                raw = self.llm.generate(task.format_input(row), max_tokens=self.max_tokens, stop=["\n\n"],
+                                        **GREEDY, accept=ok)
+                out[g] = task.parse_output(raw, row)[g]
+            except ParseError as e:
+                errors[g] = [f"parse: {e}"]
+            except LLMError as e:
+                errors[g] = [f"llm: {e}"]
+        rec = _finish(rid, text, out, method="llm", model=self.llm.model, lexicon=self.lexicon, errors=errors)
+        if any(e and e[0].startswith("llm:") for e in errors.values()):
+            rec["error_kind"] = "llm"
+        return rec
+
+    def run(self, items: Sequence[tuple[str, str]], out_path: str | os.PathLike) -> FairSummary:
+        """Augment ``items`` (``(id, text)``), appending to ``<out>.log.jsonl`` and rewriting ``out`` (valid tuples)
+        and ``<out>.failures.jsonl`` atomically at the end."""
+        t0 = time.perf_counter()
+        out_path = Path(out_path)
+        log_path = out_path.with_name(out_path.name + ".log.jsonl")
+        done = load_by_id(log_path)
+
+        def needs(rec):
+            if rec is None:
+                return True
+            if rec.get("ok"):
+                return False
+            return self.retry_failed or rec.get("error_kind") == "llm"
+        todo = [it for it in items if needs(done.get(it[0]))]
+        with JsonlAppender(log_path) as w:
+            parallel_map(self._one, todo, concurrency=self.concurrency, on_result=lambda _it, rec: w.append(rec),
+                         desc="augment-fair", progress=self.progress)
+        done = load_by_id(log_path)
+        good, bad, reasons = [], [], {}
+        for rid, _ in items:
+            rec = done[rid]
+            (good if rec["ok"] else bad).append(rec)
+            for g, errs in rec.get("errors", {}).items():
+                for e in errs:
+                    k = f"{g}: {e.split(':')[0] if e.startswith(('llm', 'parse')) else e.split(' in ')[0][:40]}"
+                    reasons[k] = reasons.get(k, 0) + 1
+        write_jsonl_atomic(out_path, [{k: r[k] for k in ("id", "neutral", "groups", "source", "method", "model",
+                                                         "prompt_version")} for r in good])
+        write_jsonl_atomic(out_path.with_name(out_path.name + ".failures.jsonl"), bad)
+        usage = self.llm.usage.as_dict() if self.llm is not None else {}
+        return FairSummary(inputs=len(items), ok=len(good), failed=len(bad), failure_reasons=reasons, usage=usage,
+                           seconds=time.perf_counter() - t0)

