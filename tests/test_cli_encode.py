@@ -52,7 +52,7 @@ def test_encode_jsonl_documents_with_titles(model_dir, tmp_path):
 
 
 @pytest.mark.parametrize("content, message", [
-    ('{"text": "ok"}\n{"text": "ok",\n', r"bad\.jsonl:2: invalid JSON"),
+    ('{"text": "ok"}\n{"text": "ok",\n', r"bad\.jsonl:2: not valid JSON"),
     ('{"text": "ok"}\n\n{"body": "x"}\n', r"bad\.jsonl:3: missing field 'text' \(fields: body\)"),
     ('{"text": 5}\n', r"bad\.jsonl:1: field 'text' is int; expected a string"),
     ('["text"]\n', r"bad\.jsonl:1: expected a JSON object, got list"),

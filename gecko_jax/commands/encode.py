@@ -8,7 +8,6 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 import sys
 
@@ -44,29 +43,21 @@ def read_texts(path: pathlib.Path, field: str = "text", title_field: str | None 
             return [line.rstrip("\r\n") for line in f], None
     if suffix != ".jsonl":
         raise ValueError(f"{path}: unsupported input type {suffix or '(no suffix)'!r}; expected .txt or .jsonl")
+    from gecko_jax.data.jsonl import iter_jsonl
+
     texts, titles = [], []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
-            if not isinstance(record, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
-            if field not in record:
-                raise ValueError(f"{path}:{lineno}: missing field {field!r} (fields: {', '.join(record) or 'none'})")
-            if not isinstance(record[field], str):
-                raise ValueError(f"{path}:{lineno}: field {field!r} is {type(record[field]).__name__}; expected a "
-                                 "string")
-            texts.append(record[field])
-            if title_field is not None:
-                title = record.get(title_field)
-                if title is not None and not isinstance(title, str):
-                    raise ValueError(f"{path}:{lineno}: field {title_field!r} is {type(title).__name__}; expected a "
-                                     "string or null")
-                titles.append(title)
+    for lineno, record in iter_jsonl(path, error=ValueError):
+        if field not in record:
+            raise ValueError(f"{path}:{lineno}: missing field {field!r} (fields: {', '.join(record) or 'none'})")
+        if not isinstance(record[field], str):
+            raise ValueError(f"{path}:{lineno}: field {field!r} is {type(record[field]).__name__}; expected a string")
+        texts.append(record[field])
+        if title_field is not None:
+            title = record.get(title_field)
+            if title is not None and not isinstance(title, str):
+                raise ValueError(f"{path}:{lineno}: field {title_field!r} is {type(title).__name__}; expected a "
+                                 "string or null")
+            titles.append(title)
     return texts, (titles if title_field is not None else None)
 
 

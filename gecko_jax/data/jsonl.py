@@ -65,11 +65,18 @@ class LabelledText:
     label: int
 
 
-def _lines(path: pathlib.Path) -> Iterator[tuple[int, dict]]:
+def iter_jsonl(path, *, error: type[ValueError] = None) -> Iterator[tuple[int, dict]]:
+    """``(line number, object)`` for each non-blank line of a JSONL file.
+
+    Raises ``error`` (default :class:`JsonlError`) naming ``file:line`` for a line that is not JSON or not an object,
+    and for a file that cannot be opened; the shared reader of every JSONL input in gecko_jax.
+    """
+    error = error or JsonlError
+    path = pathlib.Path(path)
     try:
         handle = path.open(encoding="utf-8")
     except OSError as e:
-        raise JsonlError(f"{path}: cannot open ({e.strerror})") from None
+        raise error(f"{path}: cannot open ({e.strerror})") from None
     with handle:
         for lineno, line in enumerate(handle, start=1):
             if not line.strip():
@@ -77,10 +84,13 @@ def _lines(path: pathlib.Path) -> Iterator[tuple[int, dict]]:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                raise JsonlError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+                raise error(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
             if not isinstance(obj, dict):
-                raise JsonlError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+                raise error(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
             yield lineno, obj
+
+
+_lines = iter_jsonl
 
 
 def _text(obj: dict, key: str, where: str, *, required: bool = True) -> str | None:

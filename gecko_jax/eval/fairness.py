@@ -215,21 +215,16 @@ def rule_based_tuples(sentences, *, max_tuples: int = 200) -> list[dict]:
 
 def read_tuples(path) -> list[dict]:
     """Read fairness tuples JSONL ``{id, neutral, groups: {group: text, ...}, source}`` (file:line on errors)."""
+    from gecko_jax.data.jsonl import iter_jsonl
+
     path = pathlib.Path(path)
     out = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            groups = row.get("groups") if isinstance(row, dict) else None
-            if not isinstance(groups, dict) or len(groups) < 2 or not isinstance(row.get("neutral"), str) \
-                    or not all(isinstance(v, str) and v.strip() for v in groups.values()):
-                raise ValueError(f"{path}:{lineno}: expected {{id, neutral: str, groups: {{male: str, female: str}}}}")
-            out.append(row)
+    for lineno, row in iter_jsonl(path, error=ValueError):
+        groups = row.get("groups")
+        if not isinstance(groups, dict) or len(groups) < 2 or not isinstance(row.get("neutral"), str) \
+                or not all(isinstance(v, str) and v.strip() for v in groups.values()):
+            raise ValueError(f"{path}:{lineno}: expected {{id, neutral: str, groups: {{male: str, female: str}}}}")
+        out.append(row)
     if not out:
         raise ValueError(f"{path}: no tuples")
     return out
