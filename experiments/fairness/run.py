@@ -1,0 +1,387 @@
+"""Fair text embeddings (PAPERS.md section 2): gender tuples, content-conditional debiasing, fairness vs utility.
+
+Pipeline (one command)::
+
+    python experiments/fairness/run.py --config experiments/fairness/configs/full.json   # README tables + plot
+    python experiments/fairness/run.py --quick                                            # CI: asserts the direction
+
+1. Data: gender sentences from the local corpora (``extract_gender.py``), rule-based male / female / neutral tuples
+   (``data_gen.fair.rule_based_tuple``; invalid ones dropped), split by source sentence; LLM tuples
+   (``data_gen.fair.FairAugmenter`` with the embedded Gemma, produced offline by ``gecko-data augment-fair``) are read
+   from ``llm_tuples`` when the file exists; STS-B train pairs (score >= 4) for the optional contrastive term.
+2. Training: ``gecko_jax.train`` contrastive trainer with the CCD term (``losses.content_conditional_debiasing``,
+   RBF kernel, rho = |x|) plus the neutral-anchor term weighted by beta; one run per entry of ``runs``.
+3. Evaluation of the base model and every run: CCED gap on held-out rule-based test tuples (and the val tuples),
+   SEAT gender tests (sent-weat6/6b/7/7b/8/8b), STS-B test Spearman, SST-2 few-shot logistic regression.
+
+Reconstruction choices (the paper body was not available, PAPERS.md 2.2): embeddings L2-normalised in the loss; the
+RBF width gamma is the RMS distance ``||f(x_g) - f(x_n)||`` of the base model on the training tuples (the literal
+"variance" reading saturates the kernel, see the README); Adam, constant learning rate, no dropout.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import pathlib
+import random
+import sys
+import time
+
+import numpy as np
+
+HERE = pathlib.Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT))
+
+import extract_gender  # noqa: E402
+
+QUICK = {
+    "name": "quick", "seed": 0, "max_train_tuples": 64, "max_test_tuples": 64, "max_val_tuples": 0,
+    "sts_pairs": 300, "classification": None, "seat": False, "steps": 20, "batch_size": 8, "learning_rate": 1e-4,
+    "max_length": 64, "contrastive_pairs": 0,
+    "runs": [{"name": "ccd_beta1", "data": "rules", "beta": 1.0, "contrastive_weight": 0.0}],
+}
+
+
+def log(*a):
+    print(time.strftime("%H:%M:%S"), *a, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------------- data
+def _write_jsonl(path: pathlib.Path, rows) -> pathlib.Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    return path
+
+
+def _tuple_row(t: dict) -> dict:
+    return {"id": t["id"], "neutral": t["neutral"], "groups": t["groups"], "source": t.get("method", "rules")}
+
+
+def augmentation_stats(tuples: list[dict], sources: dict | None = None) -> dict:
+    """Quality of male/female/neutral rewrites: failure rate, length ratios, gender words left over.
+
+    Args:
+      tuples: augmenter records ``{id, source, neutral, groups, ok, errors?}`` (valid and failed).
+
+    Returns:
+      ``{n, ok, failure_rate, failure_reasons, length_ratio: {group: mean}, leftover: {group: share}}``; a
+      leftover is a neutral version with any gender word, or a male (female) version with a female (male) word.
+    """
+    from data_gen.fair import gender_words_in
+
+    n = len(tuples)
+    ok = sum(bool(t.get("ok")) for t in tuples)
+    reasons = {}
+    for t in tuples:
+        for g, errs in (t.get("errors") or {}).items():
+            for e in errs:
+                k = f"{g}: {e.split(':')[0][:48]}"
+                reasons[k] = reasons.get(k, 0) + 1
+    ratios = {g: [] for g in ("male", "female", "neutral")}
+    left = {g: 0 for g in ratios}
+    counted = {g: 0 for g in ratios}
+    for t in tuples:
+        src = t.get("source") or ""
+        for g in ratios:
+            text = t.get("neutral") if g == "neutral" else (t.get("groups") or {}).get(g)
+            if not text or not src:
+                continue
+            counted[g] += 1
+            ratios[g].append(len(text) / max(1, len(src)))
+            m, f = gender_words_in(text)
+            left[g] += bool(m or f) if g == "neutral" else bool(f if g == "male" else m)
+    return {"n": n, "ok": ok, "failure_rate": (n - ok) / n if n else float("nan"),
+            "failure_reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
+            "length_ratio": {g: float(np.mean(v)) if v else float("nan") for g, v in ratios.items()},
+            "leftover": {g: left[g] / counted[g] if counted[g] else float("nan") for g in left}}
+
+
+def build_data(cfg: dict, work: pathlib.Path) -> dict:
+    """Write the train/val/test tuple files and the pair file; return their paths and the augmentation stats."""
+    from data_gen.fair import rule_based_tuple
+    from gecko_jax.eval.sts import read_stsb
+
+    data_root = pathlib.Path(cfg.get("data_root", extract_gender.DATA))
+    sents = extract_gender.extract(data_root)
+    recs = [dict(rule_based_tuple(s["id"], s["text"]), split=s["split"], corpus=s["corpus"]) for s in sents]
+    out = {"stats": {"sentences": len(sents),
+                     "by_corpus": {c: sum(s["corpus"] == c for s in sents) for c in extract_gender.SOURCES},
+                     "rules": augmentation_stats(recs)}}
+    rng = random.Random(cfg["seed"])
+    split = {k: [r for r in recs if r["ok"] and r["split"] == k] for k in ("train", "val", "test")}
+    out["stats"]["rules_valid_by_split"] = {k: len(v) for k, v in split.items()}
+    for k, cap in (("train", "max_train_tuples"), ("val", "max_val_tuples"), ("test", "max_test_tuples")):
+        rows = split[k]
+        if cfg.get(cap) is not None and len(rows) > cfg[cap]:
+            rows = sorted(rng.sample(rows, cfg[cap]), key=lambda r: r["id"])
+        out[f"rules_{k}"] = _write_jsonl(work / f"rules_{k}.jsonl", [_tuple_row(r) for r in rows]) if rows else None
+        out["stats"][f"rules_{k}_used"] = len(rows)
+
+    llm_path = cfg.get("llm_tuples")
+    if llm_path and (ROOT / llm_path).is_file():
+        llm_recs = [json.loads(line) for line in open(ROOT / llm_path, encoding="utf-8") if line.strip()]
+        out["stats"]["llm"] = augmentation_stats(llm_recs)
+        by_id = {s["id"]: s["split"] for s in sents}
+        good = [r for r in llm_recs if r.get("ok") and by_id.get(r["id"]) == "train"]
+        out["stats"]["llm_train_used"] = len(good)
+        if good:
+            out["llm_train"] = _write_jsonl(work / "llm_train.jsonl", [_tuple_row(r) for r in good])
+            # Same source sentences, rule-based rewrites: isolates the augmentation method at equal size.
+            ids = {r["id"] for r in good}
+            out["rules_matched_train"] = _write_jsonl(work / "rules_matched_train.jsonl",
+                                                      [_tuple_row(r) for r in recs if r["id"] in ids and r["ok"]])
+            out["stats"]["rules_matched_train_used"] = sum(1 for r in recs if r["id"] in ids and r["ok"])
+
+    n_pairs = cfg.get("contrastive_pairs", 0)
+    if n_pairs:
+        s1, s2, score, _ = read_stsb(data_root / "stsb" / "sts-train.csv")
+        pairs = [{"id": f"stsb{i}", "query": a, "positive": b} for i, (a, b, s) in enumerate(zip(s1, s2, score))
+                 if s >= 4.0]
+        out["pairs"] = _write_jsonl(work / "stsb_pairs.jsonl", pairs[:n_pairs])
+    if cfg.get("sts_pairs"):
+        # A fixed subset of STS-B test (first N rows) for quick runs.
+        with open(data_root / "stsb" / "sts-test.csv", encoding="utf-8") as f:
+            lines = f.readlines()[: cfg["sts_pairs"]]
+        out["sts"] = work / "sts-test-subset.csv"
+        out["sts"].write_text("".join(lines), encoding="utf-8")
+    else:
+        out["sts"] = data_root / "stsb" / "sts-test.csv"
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------- eval
+def rms_distance(embedder, tuples_path: pathlib.Path, limit: int = 256) -> float:
+    """RMS of ``||f(x_g) - f(x_n)||`` (unit vectors) over up to ``limit`` tuples: the RBF width gamma."""
+    rows = [json.loads(line) for line in open(tuples_path, encoding="utf-8")][:limit]
+    n = len(rows)
+    texts = [r["neutral"] for r in rows] + [r["groups"][g] for g in ("male", "female") for r in rows]
+    e = np.asarray(embedder.encode(texts))
+    e = e / np.linalg.norm(e, axis=-1, keepdims=True)
+    d = np.concatenate([np.linalg.norm(e[n * k: n * (k + 1)] - e[:n], axis=-1) for k in (1, 2)])
+    return float(np.sqrt(np.mean(d ** 2)))
+
+
+def evaluate(embedder, cfg: dict, data: dict) -> dict:
+    from gecko_jax import eval as gev
+
+    res = {}
+    t0 = time.time()
+    res["cced_test"] = gev.evaluate_cced(embedder, str(data["rules_test"]))["metrics"]
+    res["cced_test_rbf"] = gev.evaluate_cced(embedder, str(data["rules_test"]), kernel="rbf")["metrics"]["cced"]
+    if data.get("rules_val"):
+        res["cced_val"] = gev.evaluate_cced(embedder, str(data["rules_val"]))["metrics"]["cced"]
+    res["stsb_spearman"] = gev.evaluate_sts(embedder, data["sts"])["metrics"]["spearman"]
+    if cfg.get("seat", True):
+        seat = gev.evaluate_seat(embedder, n_samples=cfg.get("seat_samples", 10_000))
+        res["seat"] = {k: v["effect_size"] for k, v in seat["tests"].items()}
+        res["seat_mean_abs"] = float(np.mean([abs(v) for v in res["seat"].values()]))
+    if cfg.get("classification"):
+        c = gev.evaluate_classification(embedder, cfg["classification"], n_experiments=cfg.get("clf_experiments", 5))
+        res["classification"] = {"name": cfg["classification"], **{k: v for k, v in c["metrics"].items()
+                                                                    if isinstance(v, float)}}
+    res["eval_seconds"] = time.time() - t0
+    return res
+
+
+# ---------------------------------------------------------------------------------------------------------- train
+def train_config(cfg: dict, run: dict, tuples_path, pairs_path, gamma: float) -> dict:
+    cw = float(run.get("contrastive_weight", 0.0))
+    return {
+        "trainer": "contrastive", "description": f"fairness experiment run {run['name']}",
+        "steps": int(run.get("steps", cfg["steps"])), "seed": cfg["seed"], "log_every": 10, "progress": False,
+        "model": {"pretrained": "all-MiniLM-L6-v2", "dropout": 0.0},
+        "data": {"datasets": [{"path": str(pairs_path), "symmetric": True}] if cw > 0 else [],
+                 "debias_path": str(tuples_path), "batch_size": cfg["batch_size"], "max_length": cfg["max_length"],
+                 "buckets": [32, 64] if cfg["max_length"] <= 64 else [32, 64, 128], "gecko_format": False,
+                 "seed": cfg["seed"]},
+        "optimizer": {"name": "adam", "learning_rate": cfg["learning_rate"], "schedule": "constant",
+                      "clip_norm": 1.0},
+        "loss": {"name": "gecko", "contrastive_weight": cw, "debias_weight": 1.0, "debias_rho": "abs",
+                 "debias_beta": float(run["beta"]), "debias_gamma": gamma},
+        "checkpoint": {"every_steps": 10 ** 6, "keep": 1, "export": False},
+    }
+
+
+def train_run(cfg: dict, run: dict, data: dict, gamma: float, work: pathlib.Path):
+    import jax
+
+    from gecko_jax import train
+    from gecko_jax.embedder import Embedder
+
+    tuples = data.get(f"{run['data']}_train")
+    if tuples is None:
+        raise ValueError(f"run {run['name']!r}: no training tuples for data={run['data']!r} (missing llm_tuples?)")
+    tc = train.from_dict(train_config(cfg, run, tuples, data.get("pairs"), gamma))
+    wd = work / "runs" / run["name"]
+    if wd.exists():
+        import shutil
+
+        shutil.rmtree(wd)  # each experiment run starts from the pretrained encoder, never a stale checkpoint
+    task = train.build_task(tc)
+    t0 = time.time()
+    result = train.train_and_evaluate(tc, wd, task=task)
+    secs = time.time() - t0
+    metrics = [json.loads(line) for line in open(wd / "metrics.jsonl", encoding="utf-8")] \
+        if (wd / "metrics.jsonl").exists() else []
+    params = jax.tree.map(np.asarray, result.state.params)
+    emb = Embedder.from_params(task.encoder_config, params, task.tokenizer)
+    return emb, {"train_seconds": secs, "steps": result.steps_run, "last_metrics": {
+        k: float(v) for k, v in result.last_metrics.items() if np.ndim(v) == 0}, "log": metrics}
+
+
+# ---------------------------------------------------------------------------------------------------------- main
+def run_experiment(cfg: dict, work: pathlib.Path, out: pathlib.Path | None = None) -> dict:
+    from gecko_jax.embedder import Embedder
+
+    work.mkdir(parents=True, exist_ok=True)
+    log("building data in", work)
+    data = build_data(cfg, work)
+    log("data:", json.dumps({k: v for k, v in data["stats"].items() if not isinstance(v, dict)}))
+    base = Embedder.from_pretrained("all-MiniLM-L6-v2")
+    gamma = cfg.get("gamma") or rms_distance(base, data["rules_train"])
+    log(f"gamma (RBF width) = {gamma:.4f}")
+    results = {"config": cfg, "data": data["stats"], "gamma": gamma, "runs": {}}
+    results["runs"]["base"] = {"eval": evaluate(base, cfg, data)}
+    log("base:", json.dumps(_brief(results["runs"]["base"]["eval"])))
+    del base
+    for run in cfg["runs"]:
+        log("training", run["name"])
+        emb, info = train_run(cfg, run, data, gamma, work)
+        info["eval"] = evaluate(emb, cfg, data)
+        info["spec"] = run
+        results["runs"][run["name"]] = info
+        log(run["name"], f"{info['train_seconds']:.0f}s", json.dumps(_brief(info["eval"])))
+        _save(results, (out or work) / "results.json")
+        if out is not None and not cfg["name"].startswith("quick"):
+            plot(results, out / "tradeoff.png")  # after every run: a partial sweep still has its plot
+    return results
+
+
+def _brief(ev: dict) -> dict:
+    out = {"cced": round(ev["cced_test"]["cced"], 5), "stsb": round(ev["stsb_spearman"], 2)}
+    if "seat_mean_abs" in ev:
+        out["seat"] = round(ev["seat_mean_abs"], 3)
+    if "classification" in ev:
+        out["clf"] = round(ev["classification"].get("accuracy", float("nan")), 4)
+    return out
+
+
+def _save(results: dict, path: pathlib.Path) -> None:
+    def conv(o):
+        if isinstance(o, pathlib.Path):
+            return str(o)
+        if isinstance(o, (np.floating, np.integer)):
+            return o.item()
+        raise TypeError(type(o))
+    path.write_text(json.dumps(results, indent=1, default=conv))
+
+
+def check_quick(results: dict) -> list[str]:
+    """The direction the quick run must show: CCED gap drops, STS-B stays within 5 points."""
+    base = results["runs"]["base"]["eval"]
+    problems = []
+    for name, r in results["runs"].items():
+        if name == "base":
+            continue
+        ev = r["eval"]
+        if not ev["cced_test"]["cced"] < 0.8 * base["cced_test"]["cced"]:
+            problems.append(f"{name}: CCED gap {ev['cced_test']['cced']:.5f} not below 0.8 x base "
+                            f"{base['cced_test']['cced']:.5f}")
+        if not ev["stsb_spearman"] > base["stsb_spearman"] - 5.0:
+            problems.append(f"{name}: STS-B {ev['stsb_spearman']:.2f} fell > 5 points from {base['stsb_spearman']:.2f}")
+    return problems
+
+
+def plot(results: dict, path: pathlib.Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    base = results["runs"]["base"]["eval"]
+    pts = [(r["spec"]["beta"], r["eval"]) for r in results["runs"].values()
+           if "spec" in r and r["spec"]["data"] == "rules" and not r["spec"].get("contrastive_weight")]
+    pts.sort(key=lambda p: p[0])
+    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+    betas = [p[0] for p in pts]
+    ax[0].plot(betas, [p[1]["cced_test"]["cced"] for p in pts], "o-", label="CCD + anchor")
+    ax[0].axhline(base["cced_test"]["cced"], color="gray", ls="--", label="base")
+    ax[0].set(xscale="log", xlabel="beta (anchor weight)", ylabel="CCED gap (cosine, held-out test)",
+              title="fairness (lower is fairer)")
+    ax[1].plot(betas, [p[1]["stsb_spearman"] for p in pts], "o-", label="CCD + anchor")
+    ax[1].axhline(base["stsb_spearman"], color="gray", ls="--", label="base")
+    ax[1].set(xscale="log", xlabel="beta (anchor weight)", ylabel="STS-B test Spearman x100", title="utility")
+    for r in results["runs"].values():
+        if "spec" in r and (r["spec"]["data"] != "rules" or r["spec"].get("contrastive_weight")):
+            ax[0].plot([r["spec"]["beta"]], [r["eval"]["cced_test"]["cced"]], "x", label=r["spec"]["name"])
+            ax[1].plot([r["spec"]["beta"]], [r["eval"]["stsb_spearman"]], "x", label=r["spec"]["name"])
+    for a in ax:
+        a.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def tables(results: dict) -> str:
+    """Markdown tables of a results.json: fairness and utility per run, with the CCED reduction factor."""
+    base = results["runs"]["base"]["eval"]
+    seat_names = sorted(base.get("seat", {}))
+    head = ["run", "data", "beta", "w_contr", "steps", "CCED test (cos)", "factor", "CCED test (rbf)",
+            "SEAT mean abs d", "STS-B rho", "dSTS-B", "SST-2 acc"] + [n.replace("sent-", "") for n in seat_names]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, r in results["runs"].items():
+        ev, spec = r["eval"], r.get("spec", {})
+        c = ev["cced_test"]["cced"]
+        row = [name, spec.get("data", "-"), spec.get("beta", "-"), spec.get("contrastive_weight", 0) if spec else "-",
+               r.get("steps", 0), f"{c:.5f}", f"{base['cced_test']['cced'] / c:.1f}x",
+               f"{ev['cced_test_rbf']:.5f}", f"{ev.get('seat_mean_abs', float('nan')):.3f}",
+               f"{ev['stsb_spearman']:.2f}", f"{ev['stsb_spearman'] - base['stsb_spearman']:+.2f}",
+               f"{ev.get('classification', {}).get('accuracy', float('nan')):.2f}"]
+        row += [f"{ev['seat'][n]:+.3f}" for n in seat_names]
+        lines.append("| " + " | ".join(str(x) for x in row) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", type=pathlib.Path, default=HERE / "configs" / "full.json")
+    ap.add_argument("--quick", action="store_true", help="CI-sized run (64 tuples, 20 steps); asserts the direction")
+    ap.add_argument("--out", type=pathlib.Path, default=None, help="results folder (default: results[_quick]/)")
+    ap.add_argument("--work", type=pathlib.Path, default=None, help="scratch folder (default: runs/fairness/<name>)")
+    ap.add_argument("--tables", type=pathlib.Path, default=None, help="print markdown tables of a results.json")
+    args = ap.parse_args(argv)
+    if args.tables:
+        print(tables(json.loads(args.tables.read_text(encoding="utf-8"))))
+        return 0
+    if args.quick:
+        cfg = dict(QUICK)
+    else:
+        try:
+            cfg = json.loads(args.config.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise SystemExit(f"--config {args.config}: cannot read a JSON object ({e})")
+        missing = [k for k in ("name", "seed", "steps", "batch_size", "learning_rate", "max_length", "runs")
+                   if k not in cfg]
+        if missing:
+            raise SystemExit(f"--config {args.config}: missing fields {missing}")
+    out = args.out or HERE / ("results_quick" if args.quick else "results")
+    work = args.work or ROOT / "runs" / "fairness" / cfg["name"]
+    out.mkdir(parents=True, exist_ok=True)
+    results = run_experiment(cfg, work, out)
+    _save(results, out / "results.json")
+    if not args.quick:
+        plot(results, out / "tradeoff.png")
+    problems = check_quick(results) if args.quick else []
+    for p in problems:
+        log("FAIL", p)
+    log("done:", "OK" if not problems else "direction not shown")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
