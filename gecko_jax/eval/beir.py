@@ -50,28 +50,21 @@ class BeirData:
 
 
 def _read_jsonl(path: pathlib.Path, required: tuple[str, ...], hasher) -> list[tuple[int, dict]]:
+    from gecko_jax.data.jsonl import iter_jsonl
+
     if not path.is_file():
         raise FileNotFoundError(f"BEIR file not found: {path}")
+    hasher.update(path.read_bytes())
     rows = []
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            hasher.update(raw)
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw)
-            except json.JSONDecodeError as e:
-                raise BeirFormatError(f"{path}:{lineno}: not valid JSON ({e.msg}); expected one object per line") from None
-            if not isinstance(obj, dict):
-                raise BeirFormatError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-            for key in required:
-                if key not in obj:
-                    raise BeirFormatError(f"{path}:{lineno}: missing field {key!r} (expected fields {list(required)})")
-            if not isinstance(obj["_id"], (str, int)):
-                raise BeirFormatError(f"{path}:{lineno}: field '_id' must be a string, got {type(obj['_id']).__name__}")
-            if not isinstance(obj["text"], str):
-                raise BeirFormatError(f"{path}:{lineno}: field 'text' must be a string, got {type(obj['text']).__name__}")
-            rows.append((lineno, obj))
+    for lineno, obj in iter_jsonl(path, error=BeirFormatError):
+        for key in required:
+            if key not in obj:
+                raise BeirFormatError(f"{path}:{lineno}: missing field {key!r} (expected fields {list(required)})")
+        if not isinstance(obj["_id"], (str, int)):
+            raise BeirFormatError(f"{path}:{lineno}: field '_id' must be a string, got {type(obj['_id']).__name__}")
+        if not isinstance(obj["text"], str):
+            raise BeirFormatError(f"{path}:{lineno}: field 'text' must be a string, got {type(obj['text']).__name__}")
+        rows.append((lineno, obj))
     return rows
 
 
