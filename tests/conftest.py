@@ -57,6 +57,18 @@ def run_multidevice(code: str, *, devices: int = 8, timeout: float = 300.0) -> s
     return last
 
 
+@pytest.fixture(scope="module")
+def fast_compiles():
+    """Turn off most XLA optimisation passes for one test module (compiles dominate tiny-model tests on 2 cores;
+    the passes do not change the math those tests check). Use with ``pytestmark = pytest.mark.usefixtures(...)``."""
+    import jax
+
+    old = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", old)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> pathlib.Path:
     if not DATA.is_dir():

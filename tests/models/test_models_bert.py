@@ -13,13 +13,7 @@ from gecko_jax.models import Encoder, EncoderConfig, l2_normalize, mean_pool, tr
 from gecko_jax.models import bert
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _fast_compiles():
-    # Compiles dominate on a busy 2-core box; XLA's optimisation passes do not change the math checked here.
-    old = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", old)
+pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 
 def _ids(rng, cfg, lengths, length):
