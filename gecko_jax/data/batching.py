@@ -54,6 +54,19 @@ def bucket_tokenizer(tokenizer, max_length: int, buckets: Sequence[int]) -> Toke
     return tokenize
 
 
+def pack_tokenizer(tokenizer, max_length: int, width: int, *, row_multiple: int = 1) -> TokenizeFn:
+    """A ``TokenizeFn`` that packs texts several to a row of ``width`` tokens (``Tokenizer.pack``).
+
+    The model then embeds segments instead of rows (``Encoder.encode_segments``): short texts stop paying for
+    padding, and the row count (not the text count) sets the work per step. ``row_multiple``: the device count, so
+    the rows shard evenly.
+    """
+    def tokenize(texts):
+        return tokenizer.pack(list(texts), width=width, max_length=max_length, row_multiple=row_multiple)
+
+    return tokenize
+
+
 def _at(values: tuple, k: int):
     return values[k] if k < len(values) else None
 
@@ -62,9 +75,13 @@ class PairSource:
     """Query/positive(/hard negative) records as model-ready arrays, with Gecko formatting."""
 
     def __init__(self, records: Sequence[PairRecord], tokenize: TokenizeFn, *, hard_negatives: int = 0,
-                 task: str | None = None, symmetric: bool = False, gecko_format: bool = True):
+                 task: str | None = None, symmetric: bool = False, gecko_format: bool = True,
+                 pack_towers: bool = False):
         self.records = list(records)
         self.tokenize = tokenize
+        # pack_towers: one token batch ``packed`` holding queries, positives and negatives in that order (with a
+        # packing ``tokenize``: one forward pass over rows filled from all three towers).
+        self.pack_towers = pack_towers
         self.hard_negatives = hard_negatives
         self.task, self.symmetric, self.gecko_format = task, symmetric, gecko_format
         short = [r for r in self.records if len(r.negatives) < hard_negatives]
@@ -84,18 +101,21 @@ class PairSource:
         positives = [format_text(r.positive, kind="document", task=self._task(r), title=r.positive_title,
                                  symmetric=self.symmetric) for r in recs]
         batch = {
-            "query": self.tokenize(queries),
-            "positive": self.tokenize(positives),
             # In-batch masks come from ids (STYLE.md 11): rows with the same positive text are not negatives.
             "ids": np.array([stable_id(r.positive_id or r.positive) for r in recs], np.int32),
             "where": np.ones(len(recs), bool),
         }
         h = self.hard_negatives
+        negs = [format_text(n, kind="document", task=self._task(r), title=_at(r.negative_titles, k) or
+                            r.negative_title, symmetric=self.symmetric)
+                for r in recs for k, n in enumerate(r.negatives[:h])]  # [B*H], record-major
+        if self.pack_towers:
+            batch["packed"] = self.tokenize(queries + positives + negs)
+        else:
+            batch["query"], batch["positive"] = self.tokenize(queries), self.tokenize(positives)
+            if h:
+                batch["negative"] = self.tokenize(negs)
         if h:
-            negs = [format_text(n, kind="document", task=self._task(r), title=_at(r.negative_titles, k) or
-                                r.negative_title, symmetric=self.symmetric)
-                    for r in recs for k, n in enumerate(r.negatives[:h])]
-            batch["negative"] = self.tokenize(negs)  # [B*H, L], record-major
             # A hard negative equal to the query's positive (same id) is a false negative: the loss drops it.
             batch["negative_ids"] = np.array([stable_id(_at(r.negative_ids, k) or n) for r in recs
                                               for k, n in enumerate(r.negatives[:h])], np.int32).reshape(len(recs), h)

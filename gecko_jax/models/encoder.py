@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -133,6 +134,27 @@ class Encoder(nn.Module):
         weights = weights.astype(jnp.float32)
         summed = jnp.einsum("bsl,blh->bsh", weights, tokens.astype(jnp.float32))
         return self._head(summed / jnp.maximum(weights.sum(-1, keepdims=True), 1e-9))
+
+    def encode_segments(self, input_ids, packed_ids, position_ids, segment_ids, token_type_ids=None, *,
+                        num_segments: int, deterministic: bool = True):
+        """Embeddings of texts packed several to a row, in text order: ``-> float32[num_segments, D]``.
+
+        The training-side twin of :meth:`encode_packed` (``Tokenizer.pack`` builds the inputs): ``segment_ids``
+        (``int[B, L]``) names the text each token belongs to (``num_segments`` for padding), so pooling is one
+        segment sum and the output needs no gather. Block-diagonal attention and per-sequence positions make each
+        embedding equal the unpacked one; rows can be sharded over devices (the sum then reduces across them).
+        """
+        tokens = self.backbone(input_ids, packed_ids > 0, token_type_ids, position_ids=position_ids,
+                               packed_ids=packed_ids, deterministic=deterministic)
+        weights = packed_ids > 0
+        if self.config.pooling == "cls":
+            weights = weights & (position_ids == 0)
+        weights = weights.astype(jnp.float32).reshape(-1)
+        seg = segment_ids.reshape(-1)
+        flat = tokens.astype(jnp.float32).reshape(-1, tokens.shape[-1]) * weights[:, None]
+        summed = jax.ops.segment_sum(flat, seg, num_segments=num_segments + 1)[:num_segments]
+        counts = jax.ops.segment_sum(weights, seg, num_segments=num_segments + 1)[:num_segments]
+        return self._head(summed / jnp.maximum(counts, 1e-9)[:, None])
 
     def _head(self, emb):
         if self.config.projection_dim is not None:

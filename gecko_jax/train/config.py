@@ -62,6 +62,7 @@ class DataConfig:
     batch_size: int = 32  # global batch size (all devices, all processes); must divide by the device count
     max_length: int = 128  # token cap per text
     buckets: tuple = (32, 64, 128, 256, 512)  # padded lengths; each batch is padded to the smallest that fits
+    pack_length: int | None = None  # contrastive: pack texts several to a row of this many tokens (>= max_length)
     hard_negatives: int = 0  # hard negatives per query taken from the `negative` field (0: none)
     gecko_format: bool = True  # apply Gecko's "task: ... | query: ..." / "title: ... | text: ..." formatting
     seed: int = 0  # seed of the data order (independent of the model seed)
@@ -85,6 +86,9 @@ class DataConfig:
         _check(self.max_length > 0, "data.max_length", "a positive integer", self.max_length)
         _check(len(self.buckets) > 0 and list(self.buckets) == sorted(self.buckets), "data.buckets",
                "a non-empty increasing list of lengths", self.buckets)
+        _check(self.pack_length is None or (isinstance(self.pack_length, int) and self.pack_length >= self.max_length),
+               "data.pack_length", f"null (no packing) or an int >= data.max_length={self.max_length}",
+               self.pack_length)
         _check(self.hard_negatives >= 0, "data.hard_negatives", "an integer >= 0", self.hard_negatives)
         _check(self.num_classes >= 0, "data.num_classes", "an integer >= 0", self.num_classes)
 
@@ -210,6 +214,9 @@ class TrainConfig:
         if self.grad_cache_chunk:
             _check(self.trainer == "contrastive", "grad_cache_chunk", "0 for the classifier trainer",
                    self.grad_cache_chunk)
+            _check(self.data.pack_length is None, "grad_cache_chunk",
+                   "0 when data.pack_length is set (packed rows do not split into gradient-cache chunks)",
+                   self.grad_cache_chunk)
             _check(self.data.batch_size % self.grad_cache_chunk == 0, "grad_cache_chunk",
                    f"a divisor of data.batch_size={self.data.batch_size}", self.grad_cache_chunk)
         losses = CONTRASTIVE_LOSSES if self.trainer == "contrastive" else CLASSIFIER_LOSSES
@@ -218,6 +225,9 @@ class TrainConfig:
         if self.loss.debias_weight > 0:
             _check(self.data.debias_path is not None, "data.debias_path", "a JSONL file when loss.debias_weight > 0",
                    self.data.debias_path)
+        if self.data.pack_length is not None:
+            _check(self.trainer == "contrastive", "data.pack_length", "null for the classifier trainer",
+                   self.data.pack_length)
         if self.trainer == "contrastive":
             _check(self.data.source == "jsonl", "data.source", "'jsonl' for the contrastive trainer", self.data.source)
             _check(self.loss.contrastive_weight > 0 or self.loss.debias_weight > 0, "loss.contrastive_weight",
@@ -232,6 +242,8 @@ class TrainConfig:
         b = self.data.batch_size
         _check(b % num_devices == 0, "data.batch_size", f"a multiple of the device count ({num_devices})", b)
         _check(b % num_processes == 0, "data.batch_size", f"a multiple of the process count ({num_processes})", b)
+        _check(self.data.pack_length is None or num_processes == 1, "data.pack_length",
+               "null for multi-process runs (packed rows are not split per process yet)", self.data.pack_length)
         if self.grad_cache_chunk:
             _check(self.grad_cache_chunk % num_devices == 0, "grad_cache_chunk",
                    f"a multiple of the device count ({num_devices})", self.grad_cache_chunk)

@@ -66,6 +66,11 @@ class ContrastiveTask:
     # ------------------------------------------------------------------------------------------------ model
     def embed(self, params, tokens: dict, rng, deterministic: bool) -> jax.Array:
         rngs = {"dropout": rng} if rng is not None else None
+        if "segment_ids" in tokens:  # packed rows (data.pack_length): one embedding per text, in text order
+            return self.module.apply({"params": params}, tokens["input_ids"], tokens["packed_ids"],
+                                     tokens["position_ids"], tokens["segment_ids"],
+                                     num_segments=tokens["lengths"].shape[0], deterministic=deterministic,
+                                     rngs=rngs, method="encode_segments")
         return self.module.apply({"params": params}, tokens["input_ids"], tokens["attention_mask"],
                                  tokens.get("token_type_ids"), deterministic=deterministic, rngs=rngs)
 
@@ -113,11 +118,22 @@ class ContrastiveTask:
             total = total + cfg.debias_weight * debias
         return total, metrics
 
-    def loss_fn(self, params, batch, rng, step, frozen):
-        """Plain (full-batch) loss: every tower embedded in one call."""
+    def embed_towers(self, params, batch, rng) -> dict:
+        """``{tower: [rows, D]}`` for every tower in ``batch``; a ``packed`` batch (``data.pack_length``) holds
+        queries, positives and hard negatives in one token batch, embedded in one call and split here."""
         embs = {t: self.embed(params, batch[t], tower_key(rng, i), self.deterministic)
                 for i, t in enumerate(TOWERS) if t in batch}
-        return self.emb_loss(embs, batch, step, frozen)
+        if "packed" in batch:
+            b = batch["ids"].shape[0]
+            e = self.embed(params, batch["packed"], tower_key(rng, len(TOWERS)), self.deterministic)
+            embs["query"], embs["positive"] = e[:b], e[b:2 * b]
+            if "negative_ids" in batch:
+                embs["negative"] = e[2 * b:]
+        return embs
+
+    def loss_fn(self, params, batch, rng, step, frozen):
+        """Plain (full-batch) loss: every tower embedded in one call."""
+        return self.emb_loss(self.embed_towers(params, batch, rng), batch, step, frozen)
 
     def step_loss(self) -> Callable:
         """The loss ``make_step`` trains with: gradient-cached when ``grad_cache_chunk`` is set."""
@@ -149,7 +165,7 @@ class ContrastiveTask:
 def build_contrastive(config: TrainConfig, *, module: nn.Module | None = None, tokenize: TokenizeFn | None = None,
                       pretrained: Any = None, encoder_config: Any = None, tokenizer: Any = None) -> ContrastiveTask:
     """A :class:`ContrastiveTask` from config; ``module``/``tokenize`` override the configured encoder/tokenizer."""
-    from gecko_jax.data.batching import bucket_tokenizer
+    from gecko_jax.data.batching import bucket_tokenizer, pack_tokenizer
     from gecko_jax.data.jsonl import read_fair_tuples, read_pairs
     from gecko_jax.train.tasks import load_encoder
 
@@ -158,13 +174,17 @@ def build_contrastive(config: TrainConfig, *, module: nn.Module | None = None, t
     if tokenize is None:
         if tokenizer is None:
             raise ValueError("config field 'model.tokenizer': needed to tokenise text (or pass tokenize=)")
-        tokenize = bucket_tokenizer(tokenizer, config.data.max_length, config.data.buckets)
+        if config.data.pack_length:
+            tokenize = pack_tokenizer(tokenizer, config.data.max_length, config.data.pack_length,
+                                      row_multiple=config.num_devices or jax.device_count())
+        else:
+            tokenize = bucket_tokenizer(tokenizer, config.data.max_length, config.data.buckets)
     d = config.data
     pairs = tuples = None
     if config.loss.contrastive_weight > 0:
         sources = [PairSource(read_pairs(s.path, min_negatives=d.hard_negatives), tokenize,
                               hard_negatives=d.hard_negatives, task=s.task, symmetric=s.symmetric,
-                              gecko_format=d.gecko_format) for s in d.datasets]
+                              gecko_format=d.gecko_format, pack_towers=bool(d.pack_length)) for s in d.datasets]
         pairs = BatchStream(sources, d.batch_size, weights=[s.weight for s in d.datasets], seed=d.seed)
     if config.loss.debias_weight > 0:
         tuples = BatchStream([FairTupleSource(read_fair_tuples(d.debias_path), tokenize)], d.batch_size,

@@ -35,7 +35,8 @@ from gecko_jax import train
 
 assert jax.device_count() == 8, jax.devices()
 data = th.write_pairs(pathlib.Path({tmp!r}) / "pairs.jsonl", 48, negatives=2)
-raw = th.contrastive_raw(data, data={{"batch_size": 16, "hard_negatives": 2}}, grad_cache_chunk={chunk})
+raw = th.contrastive_raw(data, data={{"batch_size": 16, "hard_negatives": 2, "pack_length": {pack}}},
+                         grad_cache_chunk={chunk})
 config = train.from_dict(raw)
 task = train.build_task(config)
 batches = [task.stream.batch(b) for b in range(3)]
@@ -61,10 +62,13 @@ print("RESULT " + json.dumps({{"loss8": out[8]["losses"], "loss1": out[1]["losse
 
 
 @pytest.mark.multidevice
-@pytest.mark.parametrize("chunk", [0, pytest.param(8, marks=pytest.mark.slow)], ids=["plain", "grad_cache"])
-def test_eight_devices_equal_one(tmp_path, chunk, run_multidevice):
-    """chunk=8: the gradient-cached step (strided chunks spread over all 8 devices) too; marked slow (~1 min)."""
-    proc = run_multidevice(SCRIPT.format(here=str(HERE), tmp=str(tmp_path), chunk=chunk), timeout=420)
+@pytest.mark.parametrize("chunk,pack", [(0, None), (0, 32), pytest.param(8, None, marks=pytest.mark.slow)],
+                         ids=["plain", "packed", "grad_cache"])
+def test_eight_devices_equal_one(tmp_path, chunk, pack, run_multidevice):
+    """chunk=8: the gradient-cached step (strided chunks spread over all 8 devices) too; marked slow (~1 min).
+    pack=32: packed rows (data.pack_length) sharded over the 8 devices, segment sums reduced across them."""
+    script = SCRIPT.format(here=str(HERE), tmp=str(tmp_path), chunk=chunk, pack="None" if pack is None else pack)
+    proc = run_multidevice(script, timeout=420)
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")][-1]
     r = json.loads(line[len("RESULT "):])

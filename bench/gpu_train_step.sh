@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Issue #4's accelerator check: contrastive train-step steps/s and MFU for a BERT-base-sized encoder (random weights,
+# the MiniLM tokenizer) on one GPU. Run from the repo root on a machine with jax[cuda] (or TPU jax) installed:
+#   TOK=<tokenizer folder> DATA=<sts-train.csv> PEAK=<dense bf16 TFLOP/s of the chip> bash bench/gpu_train_step.sh
+# PEAK defaults to 989 (H100/H200 SXM datasheet, dense bf16). MFU = XLA's FLOP count of the compiled step / time / PEAK.
+set -u
+TOK=${TOK:-all-MiniLM-L6-v2}; DATA=${DATA:-../shared/data/stsb/sts-train.csv}; PEAK=${PEAK:-989}
+PY=${PYTHON:-python3}
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
+$PY -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, jax.devices())"
+$PY -c "import gecko_jax.train, gecko_jax.eval, gecko_jax.embedder; print('gecko_jax imports ok')"
+common=(--model bert-base --seq 128 --steps 10 --peak-tflops "$PEAK" --model-path "$TOK" --data "$DATA")
+$PY bench/train_step.py "${common[@]}" --dtype bfloat16 --batch 64 128 256
+$PY bench/train_step.py "${common[@]}" --dtype float32 --batch 128
+$PY bench/train_step.py "${common[@]}" --dtype bfloat16 --batch 256 --pack
