@@ -364,7 +364,8 @@ def run_quickstart(workdir: str | os.PathLike = "runs/quickstart", **kwargs) -> 
     columns = {}
     columns["base (raw text)"] = evaluate(base, workdir / "eval" / "base-none", tasks=tasks, dims=opts.dims,
                                           prompts=None, data_root=eval_root)
-    tuned = Embedder.from_pretrained(tr["export_dir"])
+    # Same token cap as the base model (an export from before the trainer kept the pretrained cap says 128).
+    tuned = Embedder.from_pretrained(tr["export_dir"], max_length=base.max_length)
     for mode in opts.eval_prompts:
         name = "fine-tuned (Gecko prompts)" if mode == "gecko" else "fine-tuned (raw text)"
         columns[name] = evaluate(tuned, pathlib.Path(tr["run_dir"]) / "eval" / f"tuned-{mode}", tasks=tasks,

@@ -159,7 +159,30 @@ class ContrastiveTask:
         from gecko_jax.embedder import Embedder
 
         host = jax.tree.map(np.asarray, params)
-        return str(Embedder.from_params(self.encoder_config, host, self.tokenizer).save_pretrained(directory))
+        length, tokenizer = self.serving_max_length(), self.tokenizer
+        if length is not None and length != tokenizer.max_length and tokenizer.source_dir is not None:
+            from gecko_jax.data.tokenize import Tokenizer
+
+            tokenizer = Tokenizer.from_pretrained(tokenizer.source_dir, max_length=length)
+        return str(Embedder.from_params(self.encoder_config, host, tokenizer, max_length=length)
+                   .save_pretrained(directory))
+
+    def serving_max_length(self) -> int | None:
+        """Token cap the exported model serves with: the pretrained model's own (``max_seq_length`` of its
+        sentence-transformers layout, e.g. 256 for all-MiniLM-L6-v2), not ``data.max_length``, which only caps the
+        training texts. Without a pretrained folder: the tokenizer's (``data.max_length``)."""
+        pretrained = self.config.model.pretrained
+        if pretrained is not None:
+            from gecko_jax.embedder import resolve_model_path
+            from gecko_jax.models import read_st_layout
+
+            try:
+                length = read_st_layout(resolve_model_path(pretrained)).max_seq_length
+            except (OSError, ValueError):
+                length = None
+            if length:
+                return int(length)
+        return None
 
 
 def build_contrastive(config: TrainConfig, *, module: nn.Module | None = None, tokenize: TokenizeFn | None = None,

@@ -225,3 +225,19 @@ def test_event_file_is_valid_tfrecord(tmp_path):
     value = struct.unpack("<f", rec[rec.index(b"loss") + 5:rec.index(b"loss") + 9])[0]
     assert value == 0.25 and rec[9:11] == b"\x10\x03"  # step = 3
     assert json.loads((tmp_path / "metrics.jsonl").read_text()) == {"step": 3, "loss": 0.25, "note": "x"}
+
+
+def test_export_keeps_the_pretrained_serving_length(tmp_path):
+    """data.max_length caps training texts only: the exported model serves with the pretrained model's cap (256 for
+    all-MiniLM-L6-v2), so before/after evaluations compare the same truncation."""
+    data = th.write_pairs(tmp_path / "pairs.jsonl", 8)
+    raw = th.contrastive_raw(data, model={"pretrained": "all-MiniLM-L6-v2", "tiny": None, "tokenizer": None})
+    task = train.build_task(train.from_dict(raw))
+    assert task.tokenizer.max_length == 32  # training cap from the config
+    out = pathlib.Path(task.export(task.pretrained, tmp_path / "export"))
+    emb = __import__("gecko_jax").Embedder.from_pretrained(out)
+    assert emb.max_length == 256
+    assert json.loads((out / "sentence_bert_config.json").read_text())["max_seq_length"] == 256
+    assert json.loads((out / "tokenizer_config.json").read_text())["model_max_length"] == 256
+    long_text = "word " * 200  # 200+ tokens: truncated at 256, not 32
+    assert len(emb.tokenizer.encode([long_text], max_length=emb.max_length)[0]) > 32
