@@ -260,7 +260,7 @@ def evaluate(embedder, out_dir: pathlib.Path, *, tasks: Sequence[str], dims, pro
 
     saved = out_dir / "results.json"
     want = {"tasks": sorted(tasks), "dims": [str(d) for d in dims], "task_prompts": prompts,
-            "data": str(data_root)}
+            "data": str(data_root), "max_length": embedder.max_length}
     if saved.is_file():
         res = json.loads(saved.read_text())
         if res.get("quickstart_key") == want:
