@@ -22,6 +22,7 @@ import pathlib
 import time
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,8 +33,22 @@ from gecko_jax.data import tfds_local
 from gecko_jax.losses.gamblers import PAYOFF_METHODS
 from gecko_jax.models.cnn import CifarSmallCNN, MnistCNN
 
+
+class LinearHead(nn.Module):
+    """A linear classifier over fixed features (the text sets: frozen sentence embeddings -> m or m + 1 logits)."""
+
+    num_outputs: int
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        del train
+        return nn.Dense(self.num_outputs)(x.astype(jnp.float32))
+
+
 LOSSES = ("ce", "smoothed_ce", "gamblers")
-MODELS = {"mnist": MnistCNN, "cifar10": CifarSmallCNN}
+# Text sets ("mr", "sst2") are embedded once by the frozen encoder (`text_features`); a linear head is trained.
+MODELS = {"mnist": MnistCNN, "cifar10": CifarSmallCNN, "mr": LinearHead, "sst2": LinearHead}
+TEXT_ENCODER = "all-MiniLM-L6-v2"
 OPTIMIZERS = ("adam", "sgd")
 # Payoff used for the NLL warm-up epochs of the gambler's loss (authors' "1000 + m": abstaining never pays).
 _NLL_PAYOFF_OFFSET = 1000.0
@@ -253,7 +268,7 @@ def _make_epoch_fn(model, tx, family: str, num_classes: int):
 
 def _make_eval_fn(model, family: str):
     """Returns ``evaluate(params[R], images[C,B,...], labels[C,B], valid[C,B]) -> (correct[R], nll_sum[R],
-    abstain[R,C,B])``."""
+    probs[R,C,B,K(+1)])`` (``probs``: softmax over all outputs, the abstention score last for gambler's runs)."""
 
     def one(params, images, labels):
         logits = model.apply({"params": params}, images, train=False)
@@ -261,8 +276,7 @@ def _make_eval_fn(model, family: str):
         logp = jax.nn.log_softmax(class_logits, axis=-1)
         nll = -jnp.take_along_axis(logp, labels[:, None], axis=-1)[:, 0]
         correct = jnp.argmax(class_logits, axis=-1) == labels
-        abstain = jax.nn.softmax(logits, axis=-1)[..., -1] if family == "gamblers" else jnp.zeros_like(nll)
-        return correct, nll, abstain
+        return correct, nll, jax.nn.softmax(logits, axis=-1)
 
     vone = jax.vmap(one, in_axes=(0, None, None))
 
@@ -304,14 +318,51 @@ def _roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
 # Driver
 
 
+def features_cache_dir() -> pathlib.Path:
+    """``$GECKO_JAX_FEATURES`` or ``~/.cache/gecko_jax/features``: cached sentence embeddings of the text sets."""
+    import os
+
+    return pathlib.Path(os.environ.get("GECKO_JAX_FEATURES", pathlib.Path.home() / ".cache" / "gecko_jax" / "features"))
+
+
+def text_features(name: str, split: str, *, cache_dir=None, embedder=None, log=print, **load_kwargs) -> np.ndarray:
+    """``float32[N, 384]``: the frozen ``all-MiniLM-L6-v2`` embeddings of every sentence of a text split, in the
+    split's row order; computed once and cached as ``<cache_dir>/<name>_<split>_<encoder>_<sha>.npy`` where
+    ``sha`` hashes the sentences (a changed split gets a new file)."""
+    import hashlib
+
+    texts = tfds_local.load_split(name, split, **load_kwargs)["text"]
+    sha = hashlib.sha256("\n".join(texts).encode("utf-8")).hexdigest()[:12]
+    cache_dir = pathlib.Path(cache_dir) if cache_dir is not None else features_cache_dir()
+    path = cache_dir / f"{name}_{split}_{TEXT_ENCODER}_{sha}.npy"
+    if path.exists():
+        return np.load(path)
+    if embedder is None:
+        from gecko_jax import Embedder
+
+        embedder = Embedder.from_pretrained(TEXT_ENCODER)
+    t0 = time.perf_counter()
+    feats = np.asarray(embedder.encode(list(texts), show_progress=False), np.float32)
+    log(f"[features] {name}/{split}: {feats.shape} in {time.perf_counter() - t0:.1f}s -> {path}")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, feats)
+    tmp.replace(path)
+    return feats
+
+
 def load_data(cfg: ExperimentConfig, **load_kwargs) -> dict[str, Any]:
-    """Training images, one noisy label vector per distinct noise rate of the runs, and the clean test split."""
+    """Training inputs (images, or sentence embeddings for the text sets), one noisy label vector per distinct noise
+    rate of the runs, and the clean test split."""
     rates = sorted({float(r.noise_rate) for r in cfg.runs})
     noisy = {n: tfds_local.load_noisy_split(cfg.dataset, "train", noise_type=cfg.noise_type, noise_rate=n,
                                             seed=cfg.seed, subset=cfg.subset, **load_kwargs) for n in rates}
     first = noisy[rates[0]]
     test = tfds_local.load_split(cfg.dataset, "test", **load_kwargs)
     t_idx = tfds_local.select_subset(len(test["label"]), cfg.test_subset, seed=cfg.seed)
+    if "image" not in first:                                    # a text set: frozen-encoder features
+        first = dict(first, image=text_features(cfg.dataset, "train", **load_kwargs)[first["index"]])
+        test = dict(test, image=text_features(cfg.dataset, "test", **load_kwargs))
     return {"train_images": first["image"], "clean_label": first["clean_label"],
             "noisy_label": {n: d["label"] for n, d in noisy.items()},
             "corrupted": {n: d["corrupted"] for n, d in noisy.items()},
@@ -352,8 +403,8 @@ def train_group(cfg: ExperimentConfig, runs: list[RunSpec], data: dict[str, Any]
     train_x, train_valid = _chunks(images, eval_chunk)
     train_y, _ = _chunks(data["clean_label"], eval_chunk)
     rng = np.random.default_rng(cfg.seed + 1)
-    hist = {k_: [] for k_ in ("train_loss", "test_acc", "test_loss", "abstain_auc", "epoch_s")}
-    abstain_by_epoch = []
+    hist = {k_: [] for k_ in ("train_loss", "test_acc", "test_loss", "abstain_auc", "loss_auc", "epoch_s")}
+    abstain_by_epoch, loss_by_epoch = [], []
     for epoch in range(cfg.epochs):
         t0 = time.perf_counter()
         perm = rng.permutation(n)[: steps * b]
@@ -365,15 +416,37 @@ def train_group(cfg: ExperimentConfig, runs: list[RunSpec], data: dict[str, Any]
         hist["train_loss"].append(np.asarray(train_loss, np.float64))
         hist["test_acc"].append(np.asarray(correct, np.float64) / len(data["test_label"]))
         hist["test_loss"].append(np.asarray(nll_sum, np.float64) / len(data["test_label"]))
+        # Training rows: the abstention score, and each row's loss under its observed (noisy) label (the authors'
+        # noise_or_not.py histograms both): both should be higher on corrupted rows.
+        _, _, probs = eval_fn(params, train_x, train_y, train_valid)
+        probs = np.asarray(probs, np.float64).reshape(r, -1, probs.shape[-1])[:, :n]
+        row_loss = _observed_label_loss(probs, labels, family, hparam, nll)
+        loss_by_epoch.append(row_loss.astype(np.float32))
+        hist["loss_auc"].append(np.array([_roc_auc(row_loss[i], corrupted[i]) for i in range(r)]))
         if family == "gamblers":
-            _, _, abstain = eval_fn(params, train_x, train_y, train_valid)
-            abstain = np.asarray(abstain).reshape(r, -1)[:, :n]
+            abstain = probs[..., -1]
             abstain_by_epoch.append(abstain.astype(np.float32))
             hist["abstain_auc"].append(np.array([_roc_auc(abstain[i], corrupted[i]) for i in range(r)]))
         hist["epoch_s"].append(time.perf_counter() - t0)
         log(f"[{cfg.name}/{family}] epoch {epoch + 1}/{cfg.epochs} {hist['epoch_s'][-1]:.1f}s "
             f"acc {np.round(hist['test_acc'][-1], 3).tolist()}")
-    return [_run_result(cfg, run, i, hist, abstain_by_epoch, corrupted[i]) for i, run in enumerate(runs)]
+    return [_run_result(cfg, run, i, hist, abstain_by_epoch, loss_by_epoch, corrupted[i])
+            for i, run in enumerate(runs)]
+
+
+def _observed_label_loss(probs, labels, family, hparam, nll) -> np.ndarray:
+    """``[R, N]`` per-row loss under the observed label: ``-log p_y`` (ce / smoothed runs, the "small-loss" score) or
+    the gambler's ``-log(p_y + p_{m+1} / o)`` with the run's payoff (auto: the ``euc`` value from the prediction;
+    during NLL warm-up: ``o = 1000 + K``)."""
+    p_y = np.take_along_axis(probs, labels[..., None].astype(np.int64), axis=-1)[..., 0]
+    if family != "gamblers":
+        return -np.log(p_y + 1e-10)
+    k = probs.shape[-1] - 1
+    abst = probs[..., -1]
+    euc = (1.0 - abst) ** 2 / np.maximum((probs[..., :-1] ** 2).sum(-1), 1e-12)
+    o = np.where(np.asarray(hparam)[:, None] > 0, np.asarray(hparam, np.float64)[:, None], euc)
+    o = np.where(np.asarray(nll)[:, None], _NLL_PAYOFF_OFFSET + k, o)
+    return -np.log(p_y + abst / o + 1e-10)
 
 
 def _warmup(cfg: ExperimentConfig, run: RunSpec) -> int:
@@ -382,9 +455,9 @@ def _warmup(cfg: ExperimentConfig, run: RunSpec) -> int:
     return cfg.gamblers_warmup_epochs if run.warmup_epochs is None else run.warmup_epochs
 
 
-def _run_result(cfg, run: RunSpec, i: int, hist, abstain_by_epoch, corrupted) -> dict[str, Any]:
+def _run_result(cfg, run: RunSpec, i: int, hist, abstain_by_epoch, loss_by_epoch, corrupted) -> dict[str, Any]:
     out = dataclasses.asdict(run)
-    for key in ("train_loss", "test_acc", "test_loss", "abstain_auc"):
+    for key in ("train_loss", "test_acc", "test_loss", "abstain_auc", "loss_auc"):
         out[key] = [float(h[i]) for h in hist[key]]
     out["epoch_s"] = [float(s) for s in hist["epoch_s"]]
     acc = out["test_acc"]
@@ -392,20 +465,23 @@ def _run_result(cfg, run: RunSpec, i: int, hist, abstain_by_epoch, corrupted) ->
     out["best_test_acc"] = max(acc)
     out["best_epoch"] = int(np.argmax(acc)) + 1
     out["corrupted_fraction"] = float(np.mean(corrupted))
-    if run.loss == "gamblers" and run.payoff != "auto" and cfg.noise_type == "symmetric" \
-            and (1 - run.noise_rate) * float(run.payoff) > 1:
+    # L* is derived for symmetric noise (PAPERS.md 4.2); under pair-flip noise it is applied as is (a heuristic:
+    # there the noisy label is predictable from the clean class, so the plateau argument does not hold).
+    if run.loss == "gamblers" and run.payoff != "auto" and (1 - run.noise_rate) * float(run.payoff) > 1:
         threshold = losses.gamblers_stop_threshold(run.noise_rate, float(run.payoff))
         below = [e for e, l in enumerate(out["train_loss"]) if e >= _warmup(cfg, run) and l < threshold]
         out["stop_threshold"] = float(threshold)
         out["stop_epoch"] = below[0] + 1 if below else None
         out["stop_test_acc"] = acc[below[0]] if below else None
-    if abstain_by_epoch:
-        stop = out.get("stop_epoch") or len(abstain_by_epoch)
-        for tag, e in (("final", len(abstain_by_epoch)), ("stop", stop)):
+    stop = out.get("stop_epoch") or len(loss_by_epoch)
+    for tag, e in (("final", len(loss_by_epoch)), ("stop", stop)):
+        if abstain_by_epoch:
             s = abstain_by_epoch[e - 1][i]
             out[f"abstain_{tag}"] = {"clean": np.histogram(s[~corrupted], bins=20, range=(0, 1))[0].tolist(),
                                      "corrupted": np.histogram(s[corrupted], bins=20, range=(0, 1))[0].tolist(),
                                      "auc": _roc_auc(s, corrupted)}
+        if loss_by_epoch:
+            out[f"loss_auc_{tag}"] = _roc_auc(loss_by_epoch[e - 1][i], corrupted)
     return out
 
 
@@ -423,6 +499,20 @@ def run_experiment(cfg: ExperimentConfig, *, log=print, **load_kwargs) -> dict[s
     by_name = {r["name"]: r for r in results}
     return {"config": dataclasses.asdict(cfg), "runs": [by_name[r.name] for r in cfg.runs],
             "wall_s": time.perf_counter() - t0, "jax_backend": jax.default_backend()}
+
+
+def save_figure(fig, path: str | pathlib.Path, *, dpi: int = 100) -> None:
+    """Saves a matplotlib figure as a PNG re-encoded with a 256-colour palette (line plots and heat maps look the
+    same; files stay well under the 200 KB the results folders allow)."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    buf.seek(0)
+    img = Image.open(buf).convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    img.save(path, format="PNG", optimize=True)
 
 
 def save_results(results: dict[str, Any], path: str | pathlib.Path) -> None:
@@ -445,6 +535,9 @@ def cli(argv, *, here: pathlib.Path, analyse, check_quick) -> int:
     ap.add_argument("--config", action="append", help="config file(s); default: all of configs/*.json")
     ap.add_argument("--out", default=None, help="output folder (default: results/ or results_quick/)")
     ap.add_argument("--analyse-only", action="store_true", help="redo summaries/plots from saved results JSON")
+    ap.add_argument("--seed", type=int, default=None,
+                    help="override the configs' seed (noise, shuffling, init); outputs are named <config>_seed<N>")
+    ap.add_argument("--runs", default=None, help="comma-separated run names to keep (default: all of the config's)")
     args = ap.parse_args(argv)
     paths = [pathlib.Path(c) for c in args.config] if args.config else sorted((here / "configs").glob("*.json"))
     out_dir = pathlib.Path(args.out) if args.out else here / ("results_quick" if args.quick else "results")
@@ -453,6 +546,11 @@ def cli(argv, *, here: pathlib.Path, analyse, check_quick) -> int:
         cfg = load_config(path)
         if args.quick:
             cfg = cfg.quick_version()
+        if args.runs:
+            keep = set(args.runs.split(","))
+            cfg = dataclasses.replace(cfg, runs=tuple(r for r in cfg.runs if r.name in keep))
+        if args.seed is not None:
+            cfg = dataclasses.replace(cfg, seed=args.seed, name=f"{cfg.name}_seed{args.seed}")
         if args.analyse_only:
             results = json.loads((out_dir / f"{cfg.name}.json").read_text())
         else:

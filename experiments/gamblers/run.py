@@ -31,6 +31,12 @@ def summarise(results: dict) -> dict:
             row["abstain_auc_final"] = r["abstain_auc"][-1]
             row["abstain_auc_stop"] = r.get("abstain_stop", {}).get("auc")
             row["abstain_auc_max"] = float(np.nanmax(r["abstain_auc"]))
+            row["abstain_auc_at_best_epoch"] = r["abstain_auc"][row["best_epoch"] - 1]
+        if r.get("loss_auc"):
+            # The authors' other histogram: each training row's loss under its observed label.
+            row["loss_auc_final"] = r["loss_auc"][-1]
+            row["loss_auc_stop"] = r.get("loss_auc_stop")
+            row["loss_auc_at_best_epoch"] = r["loss_auc"][row["best_epoch"] - 1]
         if r.get("stop_epoch") is not None:
             row["stop_minus_best_epoch"] = r["stop_epoch"] - r["best_epoch"]
         out["runs"][r["name"]] = row
@@ -67,13 +73,13 @@ def plot(results: dict, summary: dict, out_dir: pathlib.Path) -> None:
                 if r.get("stop_epoch"):
                     for ax in axes[:, j]:
                         ax.axvline(r["stop_epoch"], color=line.get_color(), ls=":", lw=1)
-        axes[0, j].set_title(f"symmetric noise {n}: mean training loss")
+        axes[0, j].set_title(f"{results['config']['noise_type']} noise {n}: mean training loss")
         axes[1, j].set_title(f"noise {n}: clean test accuracy (dotted: stop epoch)")
         axes[1, j].set_xlabel("epoch")
         axes[0, j].legend(fontsize=7)
         axes[1, j].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out_dir / f"{summary['config']}_curves.png", dpi=100)
+    common.save_figure(fig, out_dir / f"{summary['config']}_curves.png", dpi=100)
     plt.close(fig)
 
     gam = [r for r in runs if r.get("abstain_final")]
@@ -93,7 +99,7 @@ def plot(results: dict, summary: dict, out_dir: pathlib.Path) -> None:
             ax.set_xlabel("abstention score p_(m+1)")
             ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out_dir / f"{summary['config']}_abstention.png", dpi=100)
+    common.save_figure(fig, out_dir / f"{summary['config']}_abstention.png", dpi=100)
     plt.close(fig)
 
 
@@ -103,29 +109,41 @@ def analyse(results: dict, out_dir: pathlib.Path) -> dict:
     return summary
 
 
-# Measured on the quick budget (seed 0, 2,000 rows, 8 epochs, n = 0.5): stopped gambler's 0.911 vs final NLL 0.873
-# (gain 0.038), abstention AUC at the stop epoch 0.635, stop epoch 5 = best epoch 5. Margins about half of that.
-QUICK_MIN = {"gain": 0.02, "auc": 0.58, "max_stop_minus_best": 2}
-QUICK_CHECKED = ("mnist_symmetric",)
+# Quick budget of mnist_symmetric (2,000 rows, 1,000 test rows, batch 32, 6 epochs, 1 NLL warm-up epoch; NLL and
+# gambler's o = 9.9 at n = 0.5 and 0.8), measured at seeds 0 / 1 / 2 (the test runs seed 0):
+#   n = 0.8: gain of the stopped gambler's run over final-epoch NLL 0.179 / 0.174 / 0.163, |stop - best epoch|
+#            1 / 0 / 0, per-row training-loss ROC-AUC at the stop epoch 0.869 / 0.837 / 0.898 (abstention-score
+#            AUC 0.550 / 0.531 / 0.536: not asserted);
+#   n = 0.5: abstention-score AUC at the stop epoch 0.600 / 0.584 / 0.616, loss AUC 0.984 / 0.982 / 0.979 (gain
+#            0.108 / 0.007 / 0.018 and |stop - best| 2 / 2 / 1: too close to 0 / the limit to assert here).
+# Thresholds sit below the smallest of the three seeds.
+QUICK_MIN = {
+    "mnist_symmetric": {
+        "gamblers_o9.9_n0.8": {"gain": 0.10, "max_stop_minus_best": 2, "loss_auc": 0.78},
+        "gamblers_o9.9_n0.5": {"abstain_auc": 0.55, "loss_auc": 0.95},
+    },
+}
 
 
 def check_quick(summary: dict) -> None:
-    """On the CI budget: gambler's at its stop epoch beats final-epoch NLL; abstention separates corrupted rows."""
-    if summary["config"] not in QUICK_CHECKED:
-        return  # smoke-run only: the auto-payoff follow-up, the CIFAR-10 points (2 epochs in quick mode)
-    if not summary["vs_nll"]:
-        raise AssertionError("the early-stopping rule never fired for a gambler's run (no stop epoch)")
-    for name, row in summary["vs_nll"].items():
-        if not row["gain"] > QUICK_MIN["gain"]:
-            raise AssertionError(f"{name}: stopped gambler's accuracy {row['gamblers_stop_acc']:.3f} vs final NLL "
-                                 f"{row['nll_final_acc']:.3f}: gain {row['gain']:.3f} <= {QUICK_MIN['gain']}")
-        lag = abs(summary["runs"][name]["stop_minus_best_epoch"])
-        if not lag <= QUICK_MIN["max_stop_minus_best"]:
-            raise AssertionError(f"{name}: stop epoch is {lag} epochs from the best test epoch "
-                                 f"(> {QUICK_MIN['max_stop_minus_best']})")
-        auc = summary["runs"][name]["abstain_auc_stop"]
-        if not auc > QUICK_MIN["auc"]:
-            raise AssertionError(f"{name}: abstention ROC-AUC (corrupted vs clean) {auc:.3f} <= {QUICK_MIN['auc']}")
+    """On the CI budget: the stopped gambler's run beats final-epoch NLL, the stop epoch is near the best test epoch,
+    and abstention scores / per-row losses separate corrupted from clean training rows (``QUICK_MIN``)."""
+    for name, need in QUICK_MIN.get(summary["config"], {}).items():
+        row, vs = summary["runs"].get(name), summary["vs_nll"].get(name)
+        if row is None or vs is None:
+            raise AssertionError(f"{name}: missing, or the early-stopping rule never fired (stop epoch "
+                                 f"{None if row is None else row['stop_epoch']})")
+        if "gain" in need and not vs["gain"] > need["gain"]:
+            raise AssertionError(f"{name}: stopped gambler's accuracy {vs['gamblers_stop_acc']:.3f} vs final NLL "
+                                 f"{vs['nll_final_acc']:.3f}: gain {vs['gain']:.3f} <= {need['gain']}")
+        lag = abs(row["stop_minus_best_epoch"])
+        if "max_stop_minus_best" in need and not lag <= need["max_stop_minus_best"]:
+            raise AssertionError(f"{name}: stop epoch {row['stop_epoch']} is {lag} epochs from the best test epoch "
+                                 f"{row['best_epoch']} (> {need['max_stop_minus_best']})")
+        for key, field in (("abstain_auc", "abstain_auc_stop"), ("loss_auc", "loss_auc_stop")):
+            if key in need and not row[field] > need[key]:
+                raise AssertionError(f"{name}: {field} (corrupted vs clean training rows) {row[field]:.3f} <= "
+                                     f"{need[key]}")
 
 
 if __name__ == "__main__":

@@ -80,7 +80,7 @@ def plot(results: dict, summary: dict, path: pathlib.Path) -> None:
     fig.suptitle(f"{summary['config']}: {results['config']['dataset']}, {results['config']['subset']} train rows, "
                  f"{results['config']['epochs']} epochs")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    common.save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -102,7 +102,7 @@ def plot_curves(results: dict, path: pathlib.Path) -> None:
         ax.set_xlabel("epoch")
     axes[0, -1].legend(fontsize=6, ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    common.save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 
@@ -114,10 +114,7 @@ def analyse(results: dict, out_dir: pathlib.Path) -> dict:
 
 
 def check_quick(summary: dict) -> None:
-    """Direction checked on the CI budget: at noise 0.6, smoothing at p* beats p = 1 (no smoothing) by a margin.
-
-    (Noise 0.4 is run and reported too; its gap on this budget, +0.014 on 1,000 test rows, is too small to assert.)
-    """
+    """Direction checked on the CI budget: at noise 0.6, smoothing at p* (0.2) ends above p = 1 (no smoothing)."""
     for n, margin in QUICK_MIN_GAIN.get(summary["config"], {}).items():
         row = summary["per_noise"][n]
         gain = row["acc_at_p_nearest_pstar"] - row["acc_at_p1"]
@@ -126,9 +123,12 @@ def check_quick(summary: dict) -> None:
                                  f"expected > {margin}")
 
 
-# Measured on the quick budget (seed 0, 2,000 rows, 6 epochs): p=0.2 0.838 vs p=1 0.773 (+0.065); margin ~half.
-# Configs without an entry (the CIFAR-10 points: 2 epochs in quick mode) are smoke-run only.
-QUICK_MIN_GAIN = {"mnist_grid": {"0.6": 0.03}}
+# Quick budget of mnist_grid (2,000 rows, 1,000 test rows, batch 32, 8 epochs; p = 0.2 / 0.4 / 1 at n = 0.6),
+# final-epoch accuracy of p* = 0.2 minus p = 1 measured at seeds 0 / 1 / 2 / 3: +0.010 / +0.125 / +0.016 / +0.033
+# (the test runs seed 0). On this budget the gain is small and seed-dependent (the earlier 2,000-row, batch 128,
+# 6-epoch budget gave +0.065 / -0.001 / -0.014), so only the sign is asserted, with half the smallest gain as margin.
+# Configs without an entry (the text grid, the CIFAR-10 points) are smoke runs.
+QUICK_MIN_GAIN = {"mnist_grid": {"0.6": 0.005}}
 
 if __name__ == "__main__":
     sys.exit(common.cli(sys.argv[1:], here=HERE, analyse=analyse, check_quick=check_quick))

@@ -92,6 +92,7 @@ def test_pulse_records_histories_and_stop_rule():
     nll, gam = out
     for r in out:
         assert len(r["train_loss"]) == len(r["test_acc"]) == 2 and np.isfinite(r["train_loss"]).all()
+        assert len(r["loss_auc"]) == 2 and 0.0 <= r["loss_auc_final"] <= 1.0
         assert 0.0 <= r["final_test_acc"] <= 1.0
     assert nll["abstain_auc"] == [] and len(gam["abstain_auc"]) == 2
     assert gam["stop_threshold"] == pytest.approx(1.786, abs=1e-3)
@@ -110,3 +111,31 @@ def test_roc_auc_matches_sklearn():
     s = rng.random(500) + 0.3 * y
     s[:50] = 0.5                                                # ties
     assert common._roc_auc(s, y) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+
+
+def test_observed_label_loss_matches_the_training_losses():
+    import jax.numpy as jnp
+
+    from gecko_jax import losses
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(3, 50, 11)).astype(np.float32) * 2
+    labels = rng.integers(0, 10, (3, 50))
+    probs = np.asarray(jax_softmax(logits), np.float64)
+    got = common._observed_label_loss(probs, labels, "gamblers", np.array([9.9, -1.0, 9.9], np.float32),
+                                      np.array([False, False, True]))
+    want = [losses.gamblers(jnp.asarray(logits[0]), jnp.asarray(labels[0]), payoff=9.9),
+            losses.gamblers(jnp.asarray(logits[1]), jnp.asarray(labels[1]),
+                            payoff=losses.auto_payoff(jnp.asarray(logits[1]), method="euc")),
+            losses.gamblers(jnp.asarray(logits[2]), jnp.asarray(labels[2]), payoff=1010.0, allow_nll_payoff=True)]
+    np.testing.assert_allclose(got, np.stack([np.asarray(w) for w in want]), rtol=1e-4, atol=1e-5)
+    nll = common._observed_label_loss(probs[..., :10] / probs[..., :10].sum(-1, keepdims=True), labels, "smoothed",
+                                      None, None)
+    np.testing.assert_allclose(nll, -np.log(np.take_along_axis(np.asarray(jax_softmax(logits[..., :10])),
+                                                               labels[..., None], -1)[..., 0]), rtol=1e-4, atol=1e-5)
+
+
+def jax_softmax(x):
+    import jax
+
+    return jax.nn.softmax(jax.numpy.asarray(x), axis=-1)
