@@ -26,7 +26,8 @@ from typing import Any, Sequence
 
 from .jsonl import JsonlAppender, JsonlError, load_by_id, read_jsonl, write_jsonl_atomic
 from .llm import GREEDY, CachedLLM, LLMError
-from .prompts import FAIR_REWRITE, PROMPT_VERSION, ParseError
+from .prompts import (FAIR_REWRITE, FAIR_V3_VERSION, PROMPT_VERSION, ParseError, fair_rewrite_prompt_v3,
+                      parse_rewrite)
 from .runner import parallel_map
 
 log = logging.getLogger(__name__)
@@ -212,6 +213,101 @@ def validate_rewrite(source: str, rewrite: str, group: str, *, min_ratio: float 
     return errs
 
 
+# Words a rewrite may add, drop or change without changing the content: the gender list, its neutral forms,
+# pronouns and the verbs whose agreement follows "they", articles.
+_FREE_WORDS = frozenset({"they", "them", "their", "theirs", "themselves", "someone", "somebody", "individual",
+                         "individuals", "person", "people", "adult", "adults", "performer", "performers", "parent",
+                         "parents", "are", "is", "were", "was", "have", "has", "do", "does", "a", "an", "the"}
+                        | {w.rstrip(".") for v in _NEUTRAL.values() for w in v.lower().split()})
+
+
+def content_words(text: str, lexicon: GenderLexicon | None = None) -> list[str]:
+    """Lower-cased words of ``text`` other than gender words and :data:`_FREE_WORDS` (the content to keep)."""
+    lex = lexicon or load_gender_lexicon()
+    out = []
+    for w in re.findall(r"[A-Za-z0-9]+(?:'[A-Za-z]+)?", text.lower()):
+        if w in lex.all or w + "." in lex.all or w in _FREE_WORDS:
+            continue
+        out.append(w)
+    return out
+
+
+def content_diff(source: str, rewrite: str, lexicon: GenderLexicon | None = None) -> tuple[list, list]:
+    """(content words of the source missing from the rewrite, content words the rewrite adds); multisets."""
+    from collections import Counter
+
+    a, b = Counter(content_words(source, lexicon)), Counter(content_words(rewrite, lexicon))
+    return sorted((a - b).elements()), sorted((b - a).elements())
+
+
+def check_rewrite(source: str, rewrite: str, group: str, *, max_changed: int = 1,
+                  lexicon: GenderLexicon | None = None) -> list[str]:
+    """:func:`validate_rewrite` plus the checks for LLM rewrites: not a copy of the source, and the content kept.
+
+    Content: at most ``max_changed`` content words (:func:`content_words`: not gender words, pronouns, neutral
+    nouns, articles or be/have/do forms) of the source may be missing from the rewrite, and at most ``max_changed``
+    added (catches truncation, run-on continuation, paraphrase).
+    """
+    errs = validate_rewrite(source, rewrite, group, lexicon=lexicon)
+    if errs == ["empty"]:
+        return errs
+    if " ".join(rewrite.split()).lower() == " ".join(source.split()).lower():
+        errs.insert(0, "copy of the source")
+    missing, added = content_diff(source, rewrite, lexicon)
+    if len(missing) > max_changed or len(added) > max_changed:
+        errs.append(f"content changed: missing {missing[:6]}, added {added[:6]} (more than {max_changed})")
+    return errs
+
+
+def pair_keys(word: str, lexicon: GenderLexicon | None = None) -> set:
+    """The male form(s) of a gender word (``her`` -> ``{his, him}``), the word itself if male, else empty."""
+    lex = lexicon or load_gender_lexicon()
+    w = word.lower()
+    if w == "her":
+        return {"his", "him"}
+    if w in lex.male_to_female:
+        return {w}
+    if w in lex.female_to_male:
+        return {lex.female_to_male[w]}
+    return set()
+
+
+def gender_prefix(text: str, lexicon: GenderLexicon | None = None) -> str:
+    """The words of ``text`` (whitespace-normalised) before its first gender word, without trailing space."""
+    lex = lexicon or load_gender_lexicon()
+    text = " ".join(text.split())
+    for m in _WORD.finditer(text):
+        lw = m.group(0).lower()
+        if lw in lex.all or lw.rstrip(".") in lex.all:
+            return text[:m.start()].rstrip()
+    return ""
+
+
+def llama_cpp_ban_fn(llm):
+    """``fn(words) -> token ids`` for :class:`~data_gen.llm.LlamaCppLLM` (or a CachedLLM around one): the ids of
+    every single-token spelling of each word (lower, Capitalised, UPPER; with and without a leading space)."""
+    inner = getattr(llm, "inner", llm)
+    tok = inner._llm.tokenize  # llama_cpp.Llama; LlamaCppLLM has no public tokenizer hook
+
+    def fn(words):
+        out = set()
+        for w in words:
+            w = w.rstrip(".")
+            for v in {w, w.capitalize(), w.upper()}:
+                for pre in ("", " "):
+                    t = tok((pre + v).encode("utf-8"), add_bos=False, special=False)
+                    if len(t) == 1:
+                        out.add(t[0])
+        return out
+    return fn
+
+
+def source_group(text: str, lexicon: GenderLexicon | None = None) -> str | None:
+    """``male``, ``female``, ``mixed`` (both kinds of gender words) or None (no gender words)."""
+    m, f = gender_words_in(text, lexicon)
+    return "mixed" if m and f else "male" if m else "female" if f else None
+
+
 def rule_based_tuple(rec_id: str, text: str, lexicon: GenderLexicon | None = None) -> dict[str, Any]:
     """The no-LLM baseline tuple, validated like LLM rewrites (``ok`` False with ``errors`` when it fails)."""
     lex = lexicon or load_gender_lexicon()
@@ -219,19 +315,24 @@ def rule_based_tuple(rec_id: str, text: str, lexicon: GenderLexicon | None = Non
     return _finish(rec_id, text, out, method="rules", model=None, lexicon=lex)
 
 
-def _finish(rec_id, text, out: dict, *, method: str, model: str | None, lexicon, errors=None) -> dict[str, Any]:
+def _finish(rec_id, text, out: dict, *, method: str, model: str | None, lexicon, errors=None,
+            prompt_version: str | None = None, check=None) -> dict[str, Any]:
     errors = dict(errors or {})
+    plain = lambda src, rw, g: validate_rewrite(src, rw, g, lexicon=lexicon)  # noqa: E731
+    check = check or plain
     male, female = gender_words_in(text, lexicon)
     if not (male or female):
         errors["source"] = ["no gendered words in the source (nothing to augment)"]
     for g in ("male", "female", "neutral"):
         if g in out and g not in errors:
-            e = validate_rewrite(text, out[g], g, lexicon=lexicon)
+            # the source kept as its own group's version (v3) is not a "copy" failure
+            e = (plain if out[g] == text and g == source_group(text, lexicon) else check)(text, out[g], g)
             if e:
                 errors[g] = e
     rec = {"id": rec_id, "source": text, "neutral": out.get("neutral"),
            "groups": {"male": out.get("male"), "female": out.get("female")},
-           "method": method, "prompt_version": PROMPT_VERSION if method == "llm" else None, "model": model,
+           "method": method, "model": model,
+           "prompt_version": (prompt_version or PROMPT_VERSION) if method == "llm" else None,
            "ok": not errors}
     if errors:
         rec["errors"] = errors
@@ -281,10 +382,36 @@ class FairAugmenter:
       concurrency: LLM calls in flight.
       max_tokens: generation budget per rewrite.
       retry_failed: on a re-run, also redo ids whose tuple failed validation.
+      prompt: ``"v2"`` (fixed 3-shot prompt, one generation per group, :func:`validate_rewrite`) or ``"v3"``
+        ("LLM proposes, validator checks", for small base models): the source is kept as its own gender's version
+        (a one-gender source needs 2 generations, not 3); demonstrations retrieved by shared gender words
+        (:func:`~data_gen.prompts.fair_rewrite_prompt_v3`); one output line, at most ``len(text) // 2 + 16``
+        tokens; each output checked by :func:`check_rewrite` (also rejects copies and changed content: more
+        than ``max_changed`` content words missing or added); up to ``attempts`` greedy generations per group,
+        each with other demonstrations.
+      demos: demonstrations per v3 prompt.
+      ban_tokens: v3 only: ``fn(words) -> token ids`` (e.g. :func:`llama_cpp_ban_fn`); the tokens of the gender
+        words the target must not contain get logit bias -100 (a negative lexical constraint: the model cannot copy
+        "woman" into the male version, so it writes what the demonstrations suggest instead).
+      prefix_from: v3 only: from this attempt on (0-based), the words before the first gender word are given
+        (:func:`gender_prefix`), and the model writes the rest; None: never.
     """
 
     def __init__(self, llm=None, *, concurrency: int = 1, max_tokens: int = 96, retry_failed: bool = False,
-                 progress: bool = True, lexicon: GenderLexicon | None = None):
+                 progress: bool = True, lexicon: GenderLexicon | None = None, prompt: str = "v2",
+                 attempts: int = 1, demos: int = 4, max_changed: int = 1, ban_tokens=None,
+                 prefix_from: int | None = None):
+        if prompt not in ("v2", "v3"):
+            raise ValueError(f"prompt: expected 'v2' or 'v3', got {prompt!r}")
+        if attempts < 1:
+            raise ValueError(f"attempts: expected >= 1, got {attempts}")
+        self.prompt = prompt
+        self.attempts = attempts
+        self.demos = demos
+        self.max_changed = max_changed
+        self.ban_tokens = ban_tokens
+        self.prefix_from = prefix_from
+        self._banned: dict = {}
         self.llm = llm if (llm is None or isinstance(llm, CachedLLM)) else CachedLLM(llm, None)
         self.concurrency = concurrency
         self.max_tokens = max_tokens
@@ -296,6 +423,8 @@ class FairAugmenter:
         rid, text = item
         if self.llm is None:
             return rule_based_tuple(rid, text, self.lexicon)
+        if self.prompt == "v3":
+            return self._one_v3(rid, text)
         out, errors = {}, {}
         row = {"text": text}
         for g in ("male", "female", "neutral"):
@@ -315,6 +444,61 @@ class FairAugmenter:
             except LLMError as e:
                 errors[g] = [f"llm: {e}"]
         rec = _finish(rid, text, out, method="llm", model=self.llm.model, lexicon=self.lexicon, errors=errors)
+        if any(e and e[0].startswith("llm:") for e in errors.values()):
+            rec["error_kind"] = "llm"
+        return rec
+
+    def _check(self, src: str, rewrite: str, g: str) -> list[str]:
+        return check_rewrite(src, rewrite, g, max_changed=self.max_changed, lexicon=self.lexicon)
+
+    def _one_v3(self, rid: str, text: str) -> dict:
+        sg = source_group(text, self.lexicon)
+        if sg is None:  # nothing to rewrite: recorded as a source failure, no LLM call
+            return _finish(rid, text, {}, method="llm", model=self.llm.model, lexicon=self.lexicon,
+                           prompt_version=FAIR_V3_VERSION, check=self._check)
+        out, errors, tries = {}, {}, {}
+        if sg in ("male", "female"):
+            out[sg] = text
+        budget = min(self.max_tokens, len(text) // 2 + 16)
+        for g in ("male", "female", "neutral"):
+            if g in out:
+                continue
+            for attempt in range(self.attempts):
+                tries[g] = attempt + 1
+                prefix = gender_prefix(text, self.lexicon) \
+                    if self.prefix_from is not None and attempt >= self.prefix_from else ""
+                prompt = fair_rewrite_prompt_v3(text, sg, g, k=self.demos, variant=attempt,
+                                                pair_key=lambda w: pair_keys(w, self.lexicon), prefix=prefix)
+                params = {"max_tokens": budget, "stop": ["\n"], **GREEDY}
+                if self.ban_tokens is not None:
+                    banned = self.lexicon.all if g == "neutral" else \
+                        (self.lexicon.female if g == "male" else self.lexicon.male)
+                    if g not in self._banned:
+                        self._banned[g] = {int(t): -100.0 for t in sorted(self.ban_tokens(sorted(banned)))}
+                    params["logit_bias"] = self._banned[g]
+
+                def ok(raw, g=g, prefix=prefix):
+                    try:
+                        return not self._check(text, parse_rewrite(prefix + raw), g)
+                    except ParseError:
+                        return False
+                try:
+                    raw = self.llm.generate(prompt, **params, accept=ok)
+                    out[g] = parse_rewrite(prefix + raw)
+                    errs = self._check(text, out[g], g)
+                except ParseError as e:
+                    errs = [f"parse: {e}"]
+                except LLMError as e:
+                    errs = [f"llm: {e}"]
+                    errors[g] = errs
+                    break
+                if not errs:
+                    errors.pop(g, None)
+                    break
+                errors[g] = errs
+        rec = _finish(rid, text, out, method="llm", model=self.llm.model, lexicon=self.lexicon, errors=errors,
+                      prompt_version=FAIR_V3_VERSION, check=self._check)
+        rec["attempts"] = tries
         if any(e and e[0].startswith("llm:") for e in errors.values()):
             rec["error_kind"] = "llm"
         return rec

@@ -226,3 +226,94 @@ def _rewrite_task(group: str) -> PromptTask:
 
 
 FAIR_REWRITE = {g: _rewrite_task(g) for g in FAIR_GROUPS}
+
+
+# ---- fairness augmentation, v3: retrieved few-shot demonstrations (for small base models) -----------------------
+#
+# Gemma 3 270M copied the input under the v2 prompt (1 valid tuple of 35). v3 keeps the v2 line format
+# ("Sentence: ..." / "<Group>: ...", so the same parser applies) but shows short demonstrations chosen for the
+# source: those that contain the same gender words (as male/female pairs), the most similar last, each going from
+# the source's own gender to the target group. Generation is one line (stop at "\n"). Ours, like all demos here.
+
+FAIR_V3_VERSION = "fair-v3"
+
+# (male, female, neutral); the neutral versions use no word of the gender list ("actor" is on it: "performer").
+FAIR_V3_BANK = [
+    ("A man is playing a guitar.", "A woman is playing a guitar.", "A person is playing a guitar."),
+    ("The men are walking down the street.", "The women are walking down the street.",
+     "The people are walking down the street."),
+    ("He put his keys on the table.", "She put her keys on the table.", "They put their keys on the table."),
+    ("A boy is jumping into the pool.", "A girl is jumping into the pool.", "A child is jumping into the pool."),
+    ("The teacher thanked him for his help.", "The teacher thanked her for her help.",
+     "The teacher thanked them for their help."),
+    ("His father works at the hospital.", "Her mother works at the hospital.", "Their parent works at the hospital."),
+    ("The king and his son arrived by train.", "The queen and her daughter arrived by train.",
+     "The monarch and their child arrived by train."),
+    ("The actor thanked his brother on stage.", "The actress thanked her sister on stage.",
+     "The performer thanked their sibling on stage."),
+    ("A male doctor spoke with the boys.", "A female doctor spoke with the girls.",
+     "A doctor spoke with the children."),
+    ("he is proud of himself .", "she is proud of herself .", "they are proud of themselves ."),
+    ("The guy said his uncle was late.", "The gal said her aunt was late.", "The person said their relative was late."),
+    ("The chairman met the spokesman.", "The chairwoman met the spokeswoman.", "The chairperson met the spokesperson."),
+    ("Mr. Lee asked the gentlemen to sit.", "Mrs. Lee asked the ladies to sit.", "Mx. Lee asked the people to sit."),
+    ("a funny film about a man and his dog .", "a funny film about a woman and her dog .",
+     "a funny film about a person and their dog ."),
+    ("Two boys and their dad are fishing.", "Two girls and their mom are fishing.",
+     "Two children and their parent are fishing."),
+    ("The males of the species are larger.", "The females of the species are larger.",
+     "The adults of the species are larger."),
+]
+
+_FAIR_V3_LABEL = {"male": "Male", "female": "Female", "neutral": "Neutral"}
+
+
+def _fair_keys(text: str, pair_key) -> set:
+    return {k for w in re.findall(r"[A-Za-z]+(?:'[A-Za-z]+)?\.?", text.lower()) for k in pair_key(w)}
+
+
+def fair_v3_demos(text: str, source_group: str, target: str, *, k: int = 4, variant: int = 0,
+                  pair_key=None) -> list[tuple[str, str]]:
+    """``k`` (source, target) demonstration pairs for ``text``, least similar first.
+
+    Similarity: the number of gender-pair keys (``pair_key(word)`` -> keys, e.g. ``"her"`` -> ``{"his", "him"}``)
+    shared with the demo's source side; ties keep bank order. ``variant`` v > 0 keeps the most similar demo and
+    rotates the others by ``v * (k - 1)`` ranks (a later attempt sees other demonstrations). ``source_group`` is
+    ``male``, ``female`` or ``mixed`` (a mixed source is shown male demos for female/neutral targets and female
+    demos for the male target).
+    """
+    if target not in FAIR_GROUPS:
+        raise ValueError(f"target: expected one of {FAIR_GROUPS}, got {target!r}")
+    if source_group not in ("male", "female", "mixed"):
+        raise ValueError(f"source_group: expected male, female or mixed, got {source_group!r}")
+    if source_group == "mixed":
+        source_group = "female" if target == "male" else "male"
+    if source_group == target:
+        raise ValueError(f"source and target are both {target!r}: nothing to rewrite")
+    col = {"male": 0, "female": 1, "neutral": 2}
+    pair_key = pair_key or (lambda w: {w})
+    want = _fair_keys(text, pair_key)
+    ranked = sorted(range(len(FAIR_V3_BANK)),
+                    key=lambda i: (-len(want & _fair_keys(FAIR_V3_BANK[i][col[source_group]], pair_key)), i))
+    rest, off = ranked[1:], variant * max(1, k - 1)
+    off %= max(1, len(rest))
+    chosen = ([ranked[0]] + rest[off:] + rest[:off])[:k]
+    return [(FAIR_V3_BANK[i][col[source_group]], FAIR_V3_BANK[i][col[target]]) for i in reversed(chosen)]
+
+
+def fair_rewrite_prompt_v3(text: str, source_group: str, target: str, *, k: int = 4, variant: int = 0,
+                           pair_key=None, prefix: str = "") -> str:
+    """Few-shot prompt (v3) for ``text`` rewritten into ``target``; ends with ``"\\n<Target>:"``.
+
+    ``prefix`` (the words of ``text`` before its first gender word, which a rewrite keeps) is written after the
+    label, so the model continues from the first gender word (the completion is the rest of the rewrite).
+    """
+    label = _FAIR_V3_LABEL[target] if target in _FAIR_V3_LABEL else None
+    demos = fair_v3_demos(text, source_group, target, k=k, variant=variant, pair_key=pair_key)
+    what = "gender-neutral (they/them/their, person, parent, child)" if target == "neutral" else target
+    lines = [f"Rewrite each sentence as {what}. Change only the gender words; copy every other word.", ""]
+    for src, tgt in demos:
+        lines += [f"Sentence: {src}", f"{label}: {tgt}", ""]
+    prefix = " ".join(prefix.split())
+    lines += [f"Sentence: {' '.join(text.split())}", f"{label}: {prefix}" if prefix else f"{label}:"]
+    return "\n".join(lines)

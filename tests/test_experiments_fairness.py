@@ -133,3 +133,20 @@ def test_llm_input_keeps_single_gender_train_sentences(eg):
     got = eg.llm_input(rows, 10)
     assert sorted(r["id"] for r in got) == ["a", "e"] and set(got[0]) == {"id", "text"}
     assert eg.llm_input(rows, 10) == got and len(eg.llm_input(rows, 1)) == 1
+
+
+def test_tables_add_train_tuples_and_scifact_columns(run_mod):
+    res = _res(0.03, 0.01, 80.0, 79.0)
+    for r in res["runs"].values():
+        r["eval"]["cced_test_rbf"] = 0.02
+    res["runs"]["base"]["eval"]["scifact"] = {"ndcg@10": 64.51}
+    res["runs"]["r"].update(spec={"data": "llm", "beta": 1.0}, steps=60, train_tuples=47)
+    res["runs"]["base"]["eval"]["cced_llm_test"] = 0.04
+    res["runs"]["r"]["eval"]["cced_llm_test"] = 0.01
+    md = run_mod.tables(res).splitlines()
+    head = [c.strip() for c in md[0].strip("|").split("|")]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in md[2:]]
+    assert head[2] == "train tuples" and head[-2:] == ["SciFact nDCG@10", "CCED LLM-made test"]
+    assert rows[0][2] == "-" and rows[1][2] == "47" and rows[0][-2] == "64.51" and rows[1][-2] == "-"
+    assert rows[1][-1] == "0.01000 (4.0x)" and rows[0][-1] == "0.04000 (1.0x)"
+    assert all(len(r) == len(head) for r in rows)

@@ -107,15 +107,15 @@ def extract(data_root: Path = DATA, words_path: Path | None = None, *, min_words
     return out
 
 
-def llm_input(rows: list[dict], n: int, seed: int = 0) -> list[dict]:
-    """Sentences for the (slow) LLM augmentation: train split, 30-110 characters, words of one gender only (a
+def llm_input(rows: list[dict], n: int, seed: int = 0, split: str = "train") -> list[dict]:
+    """Sentences for the (slow) LLM augmentation: ``split`` (train), 30-110 characters, words of one gender only (a
     sentence with both cannot be rewritten into a single group), shuffled with ``seed``; the first ``n``."""
     sys.path.insert(0, str(ROOT))
     from data_gen.fair import gender_words_in
 
     pool = []
     for r in rows:
-        if r["split"] != "train" or not 30 <= len(r["text"]) <= 110:
+        if r["split"] != split or not 30 <= len(r["text"]) <= 110:
             continue
         male, female = gender_words_in(r["text"])
         if bool(male) != bool(female):
@@ -130,12 +130,13 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "fairness" / "sentences.jsonl")
     ap.add_argument("--llm-input", type=Path, default=None, help="also write the LLM augmentation input here")
     ap.add_argument("--llm-n", type=int, default=300)
+    ap.add_argument("--llm-split", default="train", choices=("train", "val", "test"))
     args = ap.parse_args(argv)
     rows = extract(args.data_root)
     if args.llm_input:
         args.llm_input.parent.mkdir(parents=True, exist_ok=True)
         with open(args.llm_input, "w", encoding="utf-8") as f:
-            for r in llm_input(rows, args.llm_n):
+            for r in llm_input(rows, args.llm_n, split=args.llm_split):
                 f.write(json.dumps(r) + "\n")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as f:

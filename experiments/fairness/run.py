@@ -7,12 +7,15 @@ Pipeline (one command)::
 
 1. Data: gender sentences from the local corpora (``extract_gender.py``), rule-based male / female / neutral tuples
    (``data_gen.fair.rule_based_tuple``; invalid ones dropped), split by source sentence; LLM tuples
-   (``data_gen.fair.FairAugmenter`` with the embedded Gemma, produced offline by ``gecko-data augment-fair``) are read
-   from ``llm_tuples`` when the file exists; STS-B train pairs (score >= 4) for the optional contrastive term.
+   (``data_gen.fair.FairAugmenter`` with the embedded Gemma, produced offline by ``augment_llm.py``) are read
+   from ``llm_tuples`` when the file exists (training sets ``llm``, ``rules_matched``: the swapper's tuples of the
+   same sentences, ``rules_random``: as many random rule tuples), LLM-made test tuples from ``llm_test_tuples``;
+   STS-B train pairs (score >= 4) for the optional contrastive term.
 2. Training: ``gecko_jax.train`` contrastive trainer with the CCD term (``losses.content_conditional_debiasing``,
    RBF kernel, rho = |x|) plus the neutral-anchor term weighted by beta; one run per entry of ``runs``.
 3. Evaluation of the base model and every run: CCED gap on held-out rule-based test tuples (and the val tuples),
-   SEAT gender tests (sent-weat6/6b/7/7b/8/8b), STS-B test Spearman, SST-2 few-shot logistic regression.
+   SEAT gender tests (sent-weat6/6b/7/7b/8/8b), STS-B test Spearman, SST-2 few-shot logistic regression, SciFact
+   nDCG@10 for the runs named in ``scifact``.
 
 Reconstruction choices (the paper body was not available, PAPERS.md 2.2): embeddings L2-normalised in the loss; the
 RBF width gamma is the RMS distance ``||f(x_g) - f(x_n)||`` of the base model on the training tuples (the literal
@@ -137,6 +140,27 @@ def build_data(cfg: dict, work: pathlib.Path) -> dict:
             out["rules_matched_train"] = _write_jsonl(work / "rules_matched_train.jsonl",
                                                       [_tuple_row(r) for r in recs if r["id"] in ids and r["ok"]])
             out["stats"]["rules_matched_train_used"] = sum(1 for r in recs if r["id"] in ids and r["ok"])
+            # A random sample of the rule-based train tuples, as many as the valid LLM tuples (other sentences).
+            pool = split["train"]
+            rows = sorted(random.Random(cfg["seed"] + 1).sample(pool, min(len(good), len(pool))),
+                          key=lambda r: r["id"])
+            out["rules_random_train"] = _write_jsonl(work / "rules_random_train.jsonl", [_tuple_row(r) for r in rows])
+            out["stats"]["rules_random_train_used"] = len(rows)
+
+    llm_test = cfg.get("llm_test_tuples")
+    if llm_test and (ROOT / llm_test).is_file():
+        # A second test set made by the LLM (test-split sentences), and the rule tuples of the same sentences.
+        llm_recs = [json.loads(line) for line in open(ROOT / llm_test, encoding="utf-8") if line.strip()]
+        out["stats"]["llm_test"] = augmentation_stats(llm_recs)
+        by_id = {s["id"]: s["split"] for s in sents}
+        good = [r for r in llm_recs if r.get("ok") and by_id.get(r["id"]) == "test"]
+        ids = {r["id"] for r in good}
+        same = [r for r in recs if r["id"] in ids and r["ok"]]
+        out["stats"]["llm_test_used"], out["stats"]["rules_same_test_used"] = len(good), len(same)
+        if good:
+            out["llm_test"] = _write_jsonl(work / "llm_test.jsonl", [_tuple_row(r) for r in good])
+        if same:
+            out["rules_same_test"] = _write_jsonl(work / "rules_same_test.jsonl", [_tuple_row(r) for r in same])
 
     n_pairs = cfg.get("contrastive_pairs", 0)
     if n_pairs:
@@ -167,13 +191,24 @@ def rms_distance(embedder, tuples_path: pathlib.Path, limit: int = 256) -> float
     return float(np.sqrt(np.mean(d ** 2)))
 
 
-def evaluate(embedder, cfg: dict, data: dict) -> dict:
+def evaluate(embedder, cfg: dict, data: dict, name: str = "") -> dict:
     from gecko_jax import eval as gev
 
     res = {}
     t0 = time.time()
+    if name in (cfg.get("scifact") or []):
+        # Utility on retrieval: SciFact test nDCG@10 (raw text, no task prompt); corpus vectors cached by model hash.
+        t1 = time.time()
+        sf = gev.evaluate_retrieval(embedder, pathlib.Path(cfg.get("data_root", extract_gender.DATA)) / "scifact",
+                                    cache=gev.EmbeddingCache(gev.default_cache_dir()))["metrics"]
+        res["scifact"] = {k: v for k, v in sf.items() if isinstance(v, (int, float))}
+        res["scifact_seconds"] = time.time() - t1
+        log(name, "scifact", json.dumps({k: round(v, 2) for k, v in res["scifact"].items()}))
     res["cced_test"] = gev.evaluate_cced(embedder, str(data["rules_test"]))["metrics"]
     res["cced_test_rbf"] = gev.evaluate_cced(embedder, str(data["rules_test"]), kernel="rbf")["metrics"]["cced"]
+    for k in ("llm_test", "rules_same_test"):
+        if data.get(k):
+            res[f"cced_{k}"] = gev.evaluate_cced(embedder, str(data[k]))["metrics"]["cced"]
     if data.get("rules_val"):
         res["cced_val"] = gev.evaluate_cced(embedder, str(data["rules_val"]))["metrics"]["cced"]
     res["stsb_spearman"] = gev.evaluate_sts(embedder, data["sts"])["metrics"]["spearman"]
@@ -208,7 +243,7 @@ def train_config(cfg: dict, run: dict, tuples_path, pairs_path, gamma: float) ->
     }
 
 
-def train_run(cfg: dict, run: dict, data: dict, gamma: float, work: pathlib.Path):
+def train_run(cfg: dict, run: dict, data: dict, gamma: float, work: pathlib.Path, eval_max_length: int | None = None):
     import jax
 
     from gecko_jax import train
@@ -230,7 +265,9 @@ def train_run(cfg: dict, run: dict, data: dict, gamma: float, work: pathlib.Path
     metrics = [json.loads(line) for line in open(wd / "metrics.jsonl", encoding="utf-8")] \
         if (wd / "metrics.jsonl").exists() else []
     params = jax.tree.map(np.asarray, result.state.params)
-    emb = Embedder.from_params(task.encoder_config, params, task.tokenizer)
+    # Evaluate at the base model's input length (256 for MiniLM), not the training max_length: the training
+    # tokenizer truncates at 64 tokens, which cut SciFact abstracts (nDCG@10 64.5 -> 57.0 from truncation alone).
+    emb = Embedder.from_params(task.encoder_config, params, task.tokenizer, max_length=eval_max_length)
     return emb, {"train_seconds": secs, "steps": result.steps_run, "last_metrics": {
         k: float(v) for k, v in result.last_metrics.items() if np.ndim(v) == 0}, "log": metrics}
 
@@ -246,15 +283,17 @@ def run_experiment(cfg: dict, work: pathlib.Path, out: pathlib.Path | None = Non
     base = Embedder.from_pretrained("all-MiniLM-L6-v2")
     gamma = cfg.get("gamma") or rms_distance(base, data["rules_train"])
     log(f"gamma (RBF width) = {gamma:.4f}")
-    results = {"config": cfg, "data": data["stats"], "gamma": gamma, "runs": {}}
-    results["runs"]["base"] = {"eval": evaluate(base, cfg, data)}
+    eval_max_length = base.max_length
+    results = {"config": cfg, "data": data["stats"], "gamma": gamma, "eval_max_length": eval_max_length, "runs": {}}
+    results["runs"]["base"] = {"eval": evaluate(base, cfg, data, "base")}
     log("base:", json.dumps(_brief(results["runs"]["base"]["eval"])))
     del base
     for run in cfg["runs"]:
         log("training", run["name"])
-        emb, info = train_run(cfg, run, data, gamma, work)
-        info["eval"] = evaluate(emb, cfg, data)
+        emb, info = train_run(cfg, run, data, gamma, work, eval_max_length)
+        info["eval"] = evaluate(emb, cfg, data, run["name"])
         info["spec"] = run
+        info["train_tuples"] = data["stats"].get(f"{run['data']}_train_used")
         results["runs"][run["name"]] = info
         log(run["name"], f"{info['train_seconds']:.0f}s", json.dumps(_brief(info["eval"])))
         _save(results, (out or work) / "results.json")
@@ -331,9 +370,16 @@ def tables(results: dict) -> str:
     """Markdown tables of a results.json: fairness and utility per run, with the CCED reduction factor."""
     base = results["runs"]["base"]["eval"]
     seat_names = sorted(base.get("seat", {}))
+    sci = any("scifact" in r["eval"] for r in results["runs"].values())
     head = ["run", "data", "beta", "w_contr", "steps", "CCED test (cos)", "factor", "CCED test (rbf)",
             "SEAT mean abs d", "STS-B rho", "dSTS-B", "SST-2 acc"] + [n.replace("sent-", "") for n in seat_names]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    drop = [h for h, k in (("SEAT mean abs d", "seat_mean_abs"), ("SST-2 acc", "classification")) if k not in base]
+    head[2:2] = ["train tuples"] if any("train_tuples" in r for r in results["runs"].values()) else []
+    head += ["SciFact nDCG@10"] if sci else []
+    extra = [k for k in ("cced_llm_test", "cced_rules_same_test") if k in base]
+    head += [{"cced_llm_test": "CCED LLM-made test", "cced_rules_same_test": "CCED rules, same test sentences"}[k]
+             for k in extra]
+    lines = []
     for name, r in results["runs"].items():
         ev, spec = r["eval"], r.get("spec", {})
         c = ev["cced_test"]["cced"]
@@ -343,8 +389,15 @@ def tables(results: dict) -> str:
                f"{ev['stsb_spearman']:.2f}", f"{ev['stsb_spearman'] - base['stsb_spearman']:+.2f}",
                f"{ev.get('classification', {}).get('accuracy', float('nan')):.2f}"]
         row += [f"{ev['seat'][n]:+.3f}" for n in seat_names]
+        if "train tuples" in head:
+            row.insert(2, r.get("train_tuples") or "-")
+        if sci:
+            row.append(f"{ev['scifact']['ndcg@10']:.2f}" if "scifact" in ev else "-")
+        row += [f"{ev[k]:.5f} ({base[k] / ev[k]:.1f}x)" if k in ev else "-" for k in extra]
+        row = [x for h, x in zip(head, row) if h not in drop]
         lines.append("| " + " | ".join(str(x) for x in row) + " |")
-    return "\n".join(lines)
+    head = [h for h in head if h not in drop]
+    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + lines)
 
 
 def main(argv=None) -> int:
