@@ -103,3 +103,18 @@ def test_cli_rules_baseline(tmp_path):
         m, f = r["groups"]["male"], r["groups"]["female"]
         assert m != f and r["method"] == "rules"
         assert validate_rewrite(r["source"], f, "female") == validate_rewrite(r["source"], m, "male") == []
+
+
+def test_cli_llm_prompt_versions(tmp_path):
+    """`--prompt` reaches the augmenter: v3 (default) and v2 records say which prompt made them."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    for version, expected in (([], "fair-v3"), (["--prompt", "v2"], None)):
+        out = tmp_path / f"t{len(version)}.jsonl"
+        p = subprocess.run([sys.executable, "-m", "data_gen.cli", "augment-fair", "--llm", "fake", "--limit", "3",
+                            "--out", str(out), "--no-progress", *version], capture_output=True, text=True, env=env,
+                           cwd=REPO, timeout=120)
+        assert p.returncode == 0, p.stderr
+        recs = [json.loads(line) for line in open(out)]
+        assert recs and all(r["method"] == "llm" for r in recs)
+        versions = {r.get("prompt_version") for r in recs}
+        assert (versions == {expected}) if expected else ("fair-v3" not in versions)
