@@ -126,20 +126,28 @@ def build_data(cfg: dict, work: pathlib.Path) -> dict:
         out[f"rules_{k}"] = _write_jsonl(work / f"rules_{k}.jsonl", [_tuple_row(r) for r in rows]) if rows else None
         out["stats"][f"rules_{k}_used"] = len(rows)
 
-    llm_path = cfg.get("llm_tuples")
-    if llm_path and (ROOT / llm_path).is_file():
-        llm_recs = [json.loads(line) for line in open(ROOT / llm_path, encoding="utf-8") if line.strip()]
-        out["stats"]["llm"] = augmentation_stats(llm_recs)
-        by_id = {s["id"]: s["split"] for s in sents}
-        good = [r for r in llm_recs if r.get("ok") and by_id.get(r["id"]) == "train"]
+    split_of = {s["id"]: s["split"] for s in sents}
+
+    def llm_tuples(key: str, stats_key: str, split_name: str):
+        """Valid LLM tuples of ``split_name`` sentences from the file ``cfg[key]`` (None when not configured), and
+        the rule-based tuples of the same sentences (isolates the augmentation method at equal size)."""
+        path = cfg.get(key)
+        if not (path and (ROOT / path).is_file()):
+            return None
+        llm_recs = [json.loads(line) for line in open(ROOT / path, encoding="utf-8") if line.strip()]
+        out["stats"][stats_key] = augmentation_stats(llm_recs)
+        good = [r for r in llm_recs if r.get("ok") and split_of.get(r["id"]) == split_name]
+        ids = {r["id"] for r in good}
+        return good, [r for r in recs if r["id"] in ids and r["ok"]]
+
+    train = llm_tuples("llm_tuples", "llm", "train")
+    if train is not None:
+        good, same = train
         out["stats"]["llm_train_used"] = len(good)
         if good:
             out["llm_train"] = _write_jsonl(work / "llm_train.jsonl", [_tuple_row(r) for r in good])
-            # Same source sentences, rule-based rewrites: isolates the augmentation method at equal size.
-            ids = {r["id"] for r in good}
-            out["rules_matched_train"] = _write_jsonl(work / "rules_matched_train.jsonl",
-                                                      [_tuple_row(r) for r in recs if r["id"] in ids and r["ok"]])
-            out["stats"]["rules_matched_train_used"] = sum(1 for r in recs if r["id"] in ids and r["ok"])
+            out["rules_matched_train"] = _write_jsonl(work / "rules_matched_train.jsonl", [_tuple_row(r) for r in same])
+            out["stats"]["rules_matched_train_used"] = len(same)
             # A random sample of the rule-based train tuples, as many as the valid LLM tuples (other sentences).
             pool = split["train"]
             rows = sorted(random.Random(cfg["seed"] + 1).sample(pool, min(len(good), len(pool))),
@@ -147,15 +155,10 @@ def build_data(cfg: dict, work: pathlib.Path) -> dict:
             out["rules_random_train"] = _write_jsonl(work / "rules_random_train.jsonl", [_tuple_row(r) for r in rows])
             out["stats"]["rules_random_train_used"] = len(rows)
 
-    llm_test = cfg.get("llm_test_tuples")
-    if llm_test and (ROOT / llm_test).is_file():
+    test = llm_tuples("llm_test_tuples", "llm_test", "test")
+    if test is not None:
         # A second test set made by the LLM (test-split sentences), and the rule tuples of the same sentences.
-        llm_recs = [json.loads(line) for line in open(ROOT / llm_test, encoding="utf-8") if line.strip()]
-        out["stats"]["llm_test"] = augmentation_stats(llm_recs)
-        by_id = {s["id"]: s["split"] for s in sents}
-        good = [r for r in llm_recs if r.get("ok") and by_id.get(r["id"]) == "test"]
-        ids = {r["id"] for r in good}
-        same = [r for r in recs if r["id"] in ids and r["ok"]]
+        good, same = test
         out["stats"]["llm_test_used"], out["stats"]["rules_same_test_used"] = len(good), len(same)
         if good:
             out["llm_test"] = _write_jsonl(work / "llm_test.jsonl", [_tuple_row(r) for r in good])
