@@ -44,6 +44,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import pathlib
 import random
@@ -107,18 +108,21 @@ def passage(corpus: dict, pid: str, max_chars: int = MAX_PASSAGE_CHARS) -> dict:
     return {"id": pid, "title": p["title"], "text": cut_text(p["text"], max_chars)}
 
 
-def ranked(rec: dict) -> list[dict]:
-    """The record's candidates, best first (by the FRet ``rank``: RRF of QL and RC ranks)."""
-    return sorted(rec["candidates"], key=lambda c: (c["rank"], c["retrieval_rank"]))
+def ranked(rec: dict, by: str = "rrf") -> list[dict]:
+    """The record's candidates, best first: ``by="rrf"``: the FRet ``rank`` (RRF of QL and RC ranks); ``by="ql"``:
+    query likelihood alone (``ql_rank``). Ties by retrieval rank."""
+    key = {"rrf": "rank", "ql": "ql_rank"}[by]
+    return sorted(rec["candidates"], key=lambda c: (c[key], c["retrieval_rank"]))
 
 
 def choose_positive(rec: dict, kind: str) -> str:
-    """``seed``: the passage the query was generated from; ``rrf``: the LLM's top-1 (FRet's positive)."""
+    """``seed``: the passage the query was generated from; ``rrf``: the LLM's top-1 (FRet's positive); ``ql``: the
+    top-1 by query likelihood alone (relevance classification dropped)."""
     if kind == "seed":
         return str(rec["seed_id"])
-    if kind == "rrf":
-        return str(ranked(rec)[0]["id"])
-    raise ValueError(f"positive: expected 'seed' or 'rrf', got {kind!r}")
+    if kind in ("rrf", "ql"):
+        return str(ranked(rec, kind)[0]["id"])
+    raise ValueError(f"positive: expected 'seed', 'rrf' or 'ql', got {kind!r}")
 
 
 def _rng(seed: int, rid: str) -> random.Random:
@@ -130,7 +134,7 @@ def choose_negative(rec: dict, kind: str, positive_id: str, corpus_ids: Sequence
 
     Args:
       kind: ``none``; ``lowest`` = the lowest-ranked candidate other than the positive (the seed can be ranked
-        last when the positive is the seed); ``random`` = a uniformly random corpus passage that is neither the
+        last when the positive is the seed); ``lowest_ql``: the same by query likelihood alone; ``random`` = a uniformly random corpus passage that is neither the
         positive, the seed nor a candidate; ``random_candidate`` = uniform over the candidates minus the positive
         (the paper's ``Uniform(P \\ {p+})``, not in the grid).
       seed: with the record id, seeds the random choices (deterministic per record and seed).
@@ -138,9 +142,9 @@ def choose_negative(rec: dict, kind: str, positive_id: str, corpus_ids: Sequence
     if kind == "none":
         return None
     cands = [str(c["id"]) for c in ranked(rec)]
-    if kind == "lowest":
-        others = [c for c in cands if c != positive_id]
-        return others[-1]
+    if kind in ("lowest", "lowest_ql"):
+        order = cands if kind == "lowest" else [str(c["id"]) for c in ranked(rec, "ql")]
+        return [c for c in order if c != positive_id][-1]
     if kind == "random_candidate":
         return _rng(seed, str(rec["id"])).choice([c for c in cands if c != positive_id])
     if kind == "random":
@@ -150,7 +154,8 @@ def choose_negative(rec: dict, kind: str, positive_id: str, corpus_ids: Sequence
             pick = str(corpus_ids[rng.randrange(len(corpus_ids))])
             if pick not in banned:
                 return pick
-    raise ValueError(f"negative: expected 'none', 'lowest', 'random' or 'random_candidate', got {kind!r}")
+    raise ValueError(f"negative: expected 'none', 'lowest', 'lowest_ql', 'random' or 'random_candidate', "
+                     f"got {kind!r}")
 
 
 def build_variant(records: Sequence[dict], corpus: dict, *, positive: str, negative: str, seed: int = 0,
@@ -258,6 +263,8 @@ def make_cells(seeds: Sequence[int] = (0, 1, 2)) -> dict[str, Cell]:
         Cell("d_pft", "d", "pre-finetuning only: corpus title->abstract, in-batch negatives (eq. 2)",
              prefinetune="only", negative="none", mrl=False, same_tower=False),
         Cell("d_pft_fret", "d", "pre-finetuning, then the main FRet fine-tuning", prefinetune="then_fret"),
+        Cell("a_ql_lowest", "a", "positive QL top-1, lowest-QL negative (RC dropped: no signal from Gemma 270M)",
+             positive="ql", negative="lowest_ql"),
         Cell("quickstart", "q", "the quickstart's exact training (MRL 384/256/128, buckets 32/64/128)",
              quickstart=True),
     ]
@@ -602,6 +609,9 @@ def tables(results: dict[str, dict], dims: Sequence[int] = DIMS) -> dict[str, st
             n = names[(pos, neg)]
             vals.append(f"{_fmt(_score(results, n, 'scifact', full))} / {_fmt(_score(results, n, 'stsb', full))}")
         rows.append(f"| {label} | " + " | ".join(vals) + " |")
+    if "a_ql_lowest" in results:  # QL alone (RC dropped), lowest-QL negative
+        rows.append(f"| p_1 by QL alone (no RC) | | | {_fmt(_score(results, 'a_ql_lowest', 'scifact', full))} / "
+                    f"{_fmt(_score(results, 'a_ql_lowest', 'stsb', full))} |")
     rows.append(f"| base (no training) | {_fmt(base)} / {_fmt(_score(results, 'base', 'stsb', full))} | | |")
     out["a_labelling"] = (f"SciFact nDCG@10 / STS-B Spearman at {full} dims (Gecko Table 3 layout; paper, BEIR/STS: "
                           "p_seed 52.33/82.66, 51.37/82.00, 51.96/82.26; p_1 53.07/82.88, 52.60/82.85, "
@@ -738,8 +748,12 @@ def run_ablations(out, *, cells: Sequence[str] | None = None, steps: int | None 
                   model_path=None, data_dir=None, tiny: bool = False, pft_steps: int | None = None,
                   batch_size: int | None = None, eval_batch_size: int | None = None, time_budget: float = 0.0,
                   keep_checkpoints: bool = False, compile_cache=True, results_dir=None,
-                  learning_rate: float | None = None, eval_max_length: int | None = None) -> dict:
+                  learning_rate: float | None = None, eval_max_length: int | None = None,
+                  fret_data=None) -> dict:
     """Run the selected cells (finished ones are skipped), then write the tables and the plot.
+
+    ``fret_data``: another FRet JSONL (e.g. a larger quickstart's ``fret/fret.jsonl``) instead of the bundled
+    records; without ``steps``, the FRet fine-tuning then runs 4 epochs of it (ceil(4 * records / batch)).
 
     Returns ``{"results": {cell: json}, "tables": {name: markdown}, "ran": [...], "skipped": [...]}``.
     """
@@ -769,10 +783,15 @@ def run_ablations(out, *, cells: Sequence[str] | None = None, steps: int | None 
         from gecko_jax.embedder import resolve_model_path
 
         mp = pathlib.Path(model_path) if model_path else resolve_model_path("all-MiniLM-L6-v2")
+        if fret_data and not steps:  # 4 epochs, as the quickstart does
+            n = len(load_records(fret_data))
+            steps = max(1, math.ceil(4 * n / (batch_size or 16)))
         s = Settings(out=out, model_path=str(mp), data_root=data_root, eval_root=data_root, steps=steps or 12,
                      batch_size=batch_size or 16, pft_steps=pft_steps or 300,
                      keep_checkpoints=keep_checkpoints, learning_rate=learning_rate or 2e-5,
                      eval_batch_size=eval_batch_size or (32 if on_cpu else 256))
+    if fret_data:
+        s.fret_path = pathlib.Path(fret_data)
     dtypes = safetensors_dtypes(mp)
     log(f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}, {jax.device_count()} device(s)), jax "
         f"{jax.__version__}; model {mp} (weights on disk: {dtypes or '?'}"
@@ -828,6 +847,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=None, help="FRet fine-tuning steps (default 12 = 4 epochs of 45 "
                    "records at batch 16, the quickstart's budget)")
     p.add_argument("--batch-size", type=int, default=None, help="FRet batch (default 16)")
+    p.add_argument("--fret-data", default=None, help="FRet JSONL to use instead of the bundled 45 records (e.g. "
+                   "a larger quickstart's WORKDIR/fret/fret.jsonl); --steps then defaults to 4 epochs of it")
     p.add_argument("--learning-rate", type=float, default=None, help="peak learning rate (default 2e-5)")
     p.add_argument("--pft-steps", type=int, default=None, help="pre-finetuning steps at batch 64 (default 300)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of group e (first = main's)")
@@ -861,7 +882,7 @@ def main(argv=None) -> int:
                   tiny=a.tiny, pft_steps=a.pft_steps, batch_size=a.batch_size, eval_batch_size=a.eval_batch_size,
                   time_budget=a.time_budget, keep_checkpoints=a.keep_checkpoints,
                   compile_cache=not a.no_compile_cache, results_dir=a.results_dir, learning_rate=a.learning_rate,
-                  eval_max_length=a.eval_max_length)
+                  eval_max_length=a.eval_max_length, fret_data=a.fret_data)
     return 0
 
 

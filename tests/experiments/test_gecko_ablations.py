@@ -70,6 +70,19 @@ def test_negative_lowest_is_the_lowest_rrf_candidate_never_the_positive():
     assert all(r["negative"]["id"] != r["positive"]["id"] for r in rows)
 
 
+def test_ql_labelling_ranks_by_query_likelihood_alone():
+    recs = _records()
+    # r0: QL order d0 d1 d2 d3; r1: d5 d6 d7 d4; r2: QL prefers d9 (rank 1) although RC prefers d8
+    assert [abl.choose_positive(r, "ql") for r in recs] == ["d0", "d5", "d9"]
+    assert [abl.choose_negative(r, "lowest_ql", abl.choose_positive(r, "ql"), []) for r in recs] == ["d3", "d4", "d10"]
+    # where QL and RRF disagree on the order, so do the two labellings
+    rec = _record("r3", "d0", [("d0", 3, 1, 1), ("d1", 1, 3, 2), ("d2", 2, 2, 3)])
+    assert abl.choose_positive(rec, "rrf") == "d0" and abl.choose_positive(rec, "ql") == "d1"
+    assert abl.choose_negative(rec, "lowest", "d0", []) != abl.choose_negative(rec, "lowest_ql", "d1", [])
+    with pytest.raises(ValueError, match="positive"):
+        abl.choose_positive(rec, "rc")
+
+
 def test_random_negative_never_positive_seed_or_candidate_and_seeded():
     corpus = _corpus(30)
     ids = list(corpus)
@@ -171,6 +184,9 @@ def test_tables_layout_and_seed_spread(tmp_path):
     t = abl.tables(res)
     assert "| p_seed (the seed passage) | 58.00 / 81.00 | - / - | - / - |" in t["a_labelling"]
     assert "| p_1 (LLM top-1 by RRF) | - / - | - / - | 61.00 / 79.00 |" in t["a_labelling"]
+    assert "QL alone" not in t["a_labelling"]  # the row appears only once its cell has run
+    res_ql = dict(res, **_fake_results({"a_ql_lowest": (61.5, 78.5)}))
+    assert "| p_1 by QL alone (no RC) | | | 61.50 / 78.50 |" in abl.tables(res_ql)["a_labelling"]
     assert "| 64 | 57.00 | 58.00 | 56.00 |" in t["b_matryoshka"]
     v = [61.0, 63.0, 62.5]
     assert f"scifact 384: mean {statistics.mean(v):.2f} ± {statistics.stdev(v):.2f}" in t["e_seeds"]
