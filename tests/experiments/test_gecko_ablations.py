@@ -124,7 +124,7 @@ def test_cells_configs_and_eval_formats(tmp_path):
     cells = abl.make_cells()
     assert abl.select_cells(["b"], cells) == ["base", "main", "b_no_mrl"]
     assert set(abl.select_cells(["a"], cells)) == {"base", "main", "a_seed_none", "a_seed_random", "a_seed_lowest",
-                                                  "a_rrf_none", "a_rrf_random"}
+                                                  "a_rrf_none", "a_rrf_random", "a_ql_lowest"}
     assert "quickstart" not in abl.select_cells(None, cells) and "d_pft_fret" in abl.select_cells(None, cells)
     with pytest.raises(SystemExit):
         abl.select_cells(["zz"], cells)
@@ -139,7 +139,7 @@ def test_cells_configs_and_eval_formats(tmp_path):
     plain = abl.train_config(cells["c_plain_text"], s, f)
     assert not plain["data"]["gecko_format"] and cells["c_plain_text"].eval_format is None
     pft = abl.train_config(cells["d_pft"], s, f, pft=True)
-    assert pft["data"]["hard_negatives"] == 0 and not pft["loss"]["same_tower"] and pft["steps"] == 300
+    assert pft["data"]["hard_negatives"] == 0 and not pft["loss"]["same_tower"] and pft["steps"] == 60
     assert cells["main"].eval_format == "gecko" and cells["base"].eval_format is None
     assert cells["base_prompts"].eval_format == "gecko"
     assert abl.train_config(cells["e_seed2"], s, f)["seed"] == 2
