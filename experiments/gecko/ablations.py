@@ -134,17 +134,17 @@ def choose_negative(rec: dict, kind: str, positive_id: str, corpus_ids: Sequence
 
     Args:
       kind: ``none``; ``lowest`` = the lowest-ranked candidate other than the positive (the seed can be ranked
-        last when the positive is the seed); ``lowest_ql``: the same by query likelihood alone; ``random`` = a uniformly random corpus passage that is neither the
-        positive, the seed nor a candidate; ``random_candidate`` = uniform over the candidates minus the positive
-        (the paper's ``Uniform(P \\ {p+})``, not in the grid).
+        last when the positive is the seed); ``lowest_ql``: the same by query likelihood alone; ``random`` = a
+        uniformly random corpus passage that is neither the positive, the seed nor a candidate;
+        ``random_candidate`` = uniform over the candidates minus the positive (the paper's ``Uniform(P \\ {p+})``,
+        not in the grid).
       seed: with the record id, seeds the random choices (deterministic per record and seed).
     """
     if kind == "none":
         return None
-    cands = [str(c["id"]) for c in ranked(rec)]
+    cands = [str(c["id"]) for c in ranked(rec, "ql" if kind == "lowest_ql" else "rrf")]
     if kind in ("lowest", "lowest_ql"):
-        order = cands if kind == "lowest" else [str(c["id"]) for c in ranked(rec, "ql")]
-        return [c for c in order if c != positive_id][-1]
+        return [c for c in cands if c != positive_id][-1]
     if kind == "random_candidate":
         return _rng(seed, str(rec["id"])).choice([c for c in cands if c != positive_id])
     if kind == "random":
@@ -761,7 +761,7 @@ def run_ablations(out, *, cells: Sequence[str] | None = None, steps: int | None 
     _T0 = time.perf_counter()
     import jax
 
-    from gecko_jax.quickstart import make_tiny_data, resolve_data_dir
+    from gecko_jax.quickstart import QuickstartOptions, make_tiny_data, resolve_data_dir
 
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -772,6 +772,8 @@ def run_ablations(out, *, cells: Sequence[str] | None = None, steps: int | None 
     all_cells = make_cells(tuple(seeds))
     names = select_cells(cells, all_cells)
     on_cpu = jax.default_backend() == "cpu"
+    fret_path = pathlib.Path(fret_data) if fret_data else FRET_DATA
+    records = load_records(fret_path)
     if tiny:
         mp = pathlib.Path(model_path) if model_path else make_tiny_model(out / "tiny_model")
         eval_root = make_tiny_data(data_root, out / "tiny_data", queries=10, extra_docs=150, sts_pairs=100)
@@ -783,21 +785,18 @@ def run_ablations(out, *, cells: Sequence[str] | None = None, steps: int | None 
         from gecko_jax.embedder import resolve_model_path
 
         mp = pathlib.Path(model_path) if model_path else resolve_model_path("all-MiniLM-L6-v2")
-        if fret_data and not steps:  # 4 epochs, as the quickstart does
-            n = len(load_records(fret_data))
-            steps = max(1, math.ceil(4 * n / (batch_size or 16)))
+        if fret_data and not steps:  # the quickstart's epochs of the given records
+            steps = max(1, math.ceil(QuickstartOptions.epochs * len(records) / (batch_size or 16)))
         s = Settings(out=out, model_path=str(mp), data_root=data_root, eval_root=data_root, steps=steps or 12,
                      batch_size=batch_size or 16, pft_steps=pft_steps or 60,
                      keep_checkpoints=keep_checkpoints, learning_rate=learning_rate or 2e-5,
                      eval_batch_size=eval_batch_size or (32 if on_cpu else 256))
-    if fret_data:
-        s.fret_path = pathlib.Path(fret_data)
+    s.fret_path = fret_path
     dtypes = safetensors_dtypes(mp)
     log(f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}, {jax.device_count()} device(s)), jax "
         f"{jax.__version__}; model {mp} (weights on disk: {dtypes or '?'}"
         f"{', upcast to float32' if any(k in ('F16', 'BF16') for k in dtypes) else ''}); data {data_root}"
         f"{f'; eval on the tiny slice {s.eval_root}' if tiny else ''}")
-    records = load_records(s.fret_path)
     if s.records:
         records = records[:s.records]
     corpus = load_corpus(data_root)
