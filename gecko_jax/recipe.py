@@ -588,3 +588,44 @@ def _save_atomic(embedder, folder: pathlib.Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, folder)
+
+
+# ---- CLI: gecko-jax recipe ------------------------------------------------------------------------------------------
+
+def configure_parser(p) -> None:
+    p.add_argument("--config", default=str(DEFAULT_RECIPE),
+                   help="recipe JSON (default: experiments/configs/gecko_recipe_minilm.json)")
+    p.add_argument("--workdir", default="runs/recipe", help="stage folders; a re-run resumes (default runs/recipe)")
+    p.add_argument("--export", default=None, help="folder for the final model (default: WORKDIR/export)")
+    p.add_argument("--seed", type=int, default=None, help="seed of both stages and the sources (default: config's)")
+    p.add_argument("--fret", default=None, help="FRet JSONL for the 'fret' source(s) (default: config's)")
+    p.add_argument("--interpolate", default=None,
+                   help="comma-separated WiSE-FT alphas; several are picked on dev data (default: config's)")
+    p.add_argument("--data-dir", default=None, help="data folder (default: $GECKO_JAX_DATA or ../shared/data)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run(args) -> int:
+    import sys
+
+    overrides = {}
+    if args.seed is not None:
+        overrides["seed"] = args.seed
+    if args.data_dir is not None:
+        overrides["data_dir"] = args.data_dir
+    try:
+        if args.interpolate is not None:
+            overrides["interpolate"] = [float(a) for a in args.interpolate.split(",") if a.strip()]
+        cfg = load_recipe(args.config, **overrides)
+        if args.fret is not None:
+            if not pathlib.Path(args.fret).is_file():
+                raise RecipeError(f"--fret: no such file {args.fret}")
+            cfg = dataclasses.replace(cfg, sources=[dataclasses.replace(s, path=str(pathlib.Path(args.fret).resolve()))
+                                                    if s.kind == "fret" else s for s in cfg.sources])
+    except (RecipeError, ValueError) as e:
+        print(f"gecko-jax recipe: error: {e}", file=sys.stderr)
+        return 2
+    res = run_recipe(cfg, args.workdir, progress=not args.no_progress, export_dir=args.export)
+    print(json.dumps({"export_dir": res.export_dir, "alpha": res.alpha, "config_sha": res.config_sha,
+                      "steps": res.steps, "sources": res.sources}, indent=1))
+    return 0
