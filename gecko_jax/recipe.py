@@ -517,9 +517,13 @@ def _select(cfg: RecipeConfig, stage2: StageResult, base: _Base, workdir: pathli
 
 
 def run_recipe(cfg: RecipeConfig, workdir, *, progress: bool = True, cache_dir="default",
-               export_dir=None) -> RecipeResult:
+               export_dir=None, stages_dir=None) -> RecipeResult:
     """Run (or resume) the whole recipe in ``workdir``; the chosen model goes to ``export_dir`` (default
-    ``workdir/export``), loadable by ``Embedder.from_pretrained`` and sentence-transformers."""
+    ``workdir/export``), loadable by ``Embedder.from_pretrained`` and sentence-transformers.
+
+    ``stages_dir``: where the training stages run (default ``workdir``). Stage folders are named by a digest of
+    their config and data, so recipes that share a stage (e.g. the same pre-finetuning under several mixtures)
+    share its run when they share this folder."""
     from gecko_jax import Embedder
     from gecko_jax.eval.cache import EmbeddingCache, default_cache_dir
     from gecko_jax.eval.datasets import data_root
@@ -527,6 +531,7 @@ def run_recipe(cfg: RecipeConfig, workdir, *, progress: bool = True, cache_dir="
     t0 = time.perf_counter()
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    stages_dir = pathlib.Path(stages_dir) if stages_dir is not None else workdir
     root = data_root(cfg.data_dir)
     base = _Base(cfg.model, EmbeddingCache(default_cache_dir() if cache_dir == "default" else cache_dir))
     batch = int(cfg.finetune.get("data", {}).get("batch_size", 32))
@@ -536,13 +541,13 @@ def run_recipe(cfg: RecipeConfig, workdir, *, progress: bool = True, cache_dir="
         built1 = build_sources(cfg, cfg.prefinetune_sources, workdir, root=root, base=base, batch_size=pft_batch)
         c1 = cfg.stage_config("prefinetune", [b.dataset() for b in built1])
         key1 = {"config": _stage_dict(c1), "data": {b.name: _file_sha(b.path) for b in built1}}
-        s1 = run_stage("stage1", c1, workdir, key1, progress=progress)
+        s1 = run_stage("stage1", c1, stages_dir, key1, progress=progress)
         stages["prefinetune"], steps["prefinetune"], init = dataclasses.asdict(s1), s1.steps, s1.checkpoint_dir
     built2 = build_sources(cfg, cfg.sources, workdir, root=root, base=base, batch_size=batch)
     c2 = cfg.stage_config("finetune", [b.dataset() for b in built2], init_checkpoint=init)
     key2 = {"config": _stage_dict(c2), "data": {b.name: _file_sha(b.path) for b in built2},
-            "init": stages.get("prefinetune", {}).get("run_dir")}
-    s2 = run_stage("stage2", c2, workdir, key2, progress=progress)
+            "init": pathlib.Path(init).parent.name if init else None}
+    s2 = run_stage("stage2", c2, stages_dir, key2, progress=progress)
     stages["finetune"], steps["finetune"] = dataclasses.asdict(s2), s2.steps
     if s2.export_dir is None:
         raise RecipeError("recipe field 'finetune.checkpoint.export' must be true (the recipe exports a model)")
@@ -566,9 +571,15 @@ def run_recipe(cfg: RecipeConfig, workdir, *, progress: bool = True, cache_dir="
 
 
 def _stage_dict(config) -> dict:
+    """A stage's key: its config without progress bars, description and file locations (files enter the key by
+    content, so the same stage run from another workdir is recognised)."""
     d = config.to_dict()
     d.pop("progress", None)
     d.pop("description", None)
+    for ds in d["data"]["datasets"]:
+        ds.pop("path", None)
+    if d["checkpoint"].get("init_checkpoint"):
+        d["checkpoint"]["init_checkpoint"] = pathlib.Path(d["checkpoint"]["init_checkpoint"]).parent.name
     return d
 
 
