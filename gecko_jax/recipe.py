@@ -422,6 +422,7 @@ class StageResult:
     origin: str
     seconds: float
     last_metrics: dict
+    cpu_seconds: float = 0.0  # process CPU time of the stage (all threads): the load-independent cost
 
 
 def run_stage(name: str, config, workdir, key: dict, *, progress: bool = True) -> StageResult:
@@ -439,7 +440,7 @@ def run_stage(name: str, config, workdir, key: dict, *, progress: bool = True) -
     sources = ", ".join(f"{d.name} {d.weight:.3g}" for d in config.data.datasets)
     _log(f"{name}: {config.steps} steps, batch {config.data.batch_size}, lr {config.optimizer.learning_rate:g}, "
          f"sources [{sources}] -> {run_dir}")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     result = train.train_and_evaluate(config, run_dir)
     if int(result.state.step) < config.steps:
         raise RuntimeError(f"{name}: the run in {run_dir} stopped at step {int(result.state.step)} of "
@@ -447,7 +448,8 @@ def run_stage(name: str, config, workdir, key: dict, *, progress: bool = True) -
     out = StageResult(name=name, run_dir=str(run_dir), checkpoint_dir=str(run_dir / "checkpoints"),
                       export_dir=result.export_dir, steps=config.steps, origin=result.origin,
                       seconds=time.perf_counter() - t0,
-                      last_metrics={k: float(v) for k, v in result.last_metrics.items()})
+                      last_metrics={k: float(v) for k, v in result.last_metrics.items()},
+                      cpu_seconds=time.process_time() - c0)
     tmp = done.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(dataclasses.asdict(out), indent=1))
     tmp.replace(done)
