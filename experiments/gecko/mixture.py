@@ -16,6 +16,10 @@ and on the dev sets (``gecko_jax.eval.dev``). Cells:
 ==============  ============================================================================================
 
 All cells share the pre-finetuning stage of their seed (``stages_dir``: stage folders are keyed by content).
+Compute: on the shared 2-core box a SciFact test evaluation (5,183 abstracts at 256 tokens) is most of a cell's
+evaluation, so only ``full`` is evaluated on SciFact *test* by default; every cell gets the SciFact *dev* score
+(train-qrels slice, 1.2k-abstract sub-corpus) and every other test task. ``--scifact-test-all`` adds SciFact test
+for every cell.
 Outputs in ``--out``: ``runs/<cell>_s<seed>/`` (recipe workdirs, ``export/`` = the model), ``stages/``,
 ``cells/<cell>_s<seed>.json`` (one evaluation each; a re-run skips finished ones), ``base.json`` (the base model,
 raw text and with prompts), and with ``--report``: ``results/mixture.json`` (the issue's shape), ``mixture.md``.
@@ -112,24 +116,32 @@ def run_base(out: pathlib.Path, data_dir=None) -> dict:
     return res
 
 
+def cell_tasks(cell: str, scifact_test_all: bool = False) -> tuple:
+    """Test tasks of a cell (module docstring: SciFact test for ``full`` only unless asked)."""
+    if cell == "full" or scifact_test_all:
+        return TEST_TASKS
+    return tuple(t for t in TEST_TASKS if t != "scifact")
+
+
 def run_cell(cell: str, seed: int, out: pathlib.Path, base_cfg: RecipeConfig, *, records=None,
-             progress=False) -> dict:
+             progress=False, scifact_test_all: bool = False) -> dict:
     """Train (resuming) and evaluate one cell at one seed; writes ``cells/<cell>_s<seed>.json``."""
     from gecko_jax import Embedder
     from gecko_jax.eval import dev
 
     path = out / "cells" / f"{cell}_s{seed}.json"
     cfg = cell_recipe(cell, seed, base_cfg, records)
+    tasks = cell_tasks(cell, scifact_test_all)
     if path.is_file():
         done = json.loads(path.read_text())
-        if done.get("config_sha") == cfg.sha():
+        if done.get("config_sha") == cfg.sha() and set(tasks) <= set(done["metrics"]):
             return done
     t0 = time.perf_counter()
     res = run_recipe(cfg, out / "runs" / f"{cell}_s{seed}", progress=progress, stages_dir=out / "stages")
     t_train = time.perf_counter() - t0
     emb = Embedder.from_pretrained(res.export_dir)
     log(f"{cell} seed {seed}: evaluating {res.export_dir} with Gecko prompts")
-    ev = evaluate_model(emb, "gecko", base_cfg.data_dir)
+    ev = evaluate_model(emb, "gecko", base_cfg.data_dir, tasks)
     dev_scores = dev.evaluate_dev(emb, task_prompts="gecko", root=base_cfg.data_dir, cfg=cfg.dev)
     entry = {"cell": cell, "seed": seed, "prompts": True, "config_sha": res.config_sha, "sources": res.sources,
              "steps": res.steps.get("finetune"), "prefinetune_steps": res.steps.get("prefinetune", 0),
@@ -154,7 +166,7 @@ def summarize(base: dict, cells: list[dict]) -> dict:
         by_cell.setdefault(c["cell"], []).append(c)
     summary = {}
     for name, runs in by_cell.items():
-        tasks = runs[0]["metrics"]
+        tasks = [t for t in runs[0]["metrics"] if all(t in r["metrics"] for r in runs)]
         summary[name] = {"seeds": sorted(r["seed"] for r in runs),
                          "metrics": {t: dict(zip(("mean", "sd"), _mean_sd([r["metrics"][t] for r in runs])))
                                      for t in tasks},
@@ -186,6 +198,9 @@ def markdown(results: dict) -> str:
         s = results["summary"][name]
         cells = []
         for t in tasks:
+            if t not in s["metrics"]:
+                cells.append("-")
+                continue
             m = s["metrics"][t]
             better = (m["mean"] < results["base"][t]) if t == "seat_gender" else (m["mean"] > results["base"][t])
             txt = f"{m['mean']:.2f} ± {m['sd']:.2f}"
@@ -228,6 +243,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed-major", action="store_true", help="run every cell at a seed before the next seed "
                    "(default: every seed of a cell before the next cell)")
     p.add_argument("--data-dir", default=None, help="data folder (default: $GECKO_JAX_DATA or ../shared/data)")
+    p.add_argument("--scifact-test-all", action="store_true", help="SciFact test for every cell (default: full)")
     p.add_argument("--report", action="store_true", help="only write results/mixture.json + mixture.md")
     p.add_argument("--results-dir", default=None, help="also write the report here (e.g. experiments/gecko/results)")
     args = p.parse_args(argv)
@@ -254,7 +270,7 @@ def main(argv=None) -> int:
             records = {s.name: sum(v for k, v in sources.items() if k == s.name or k.startswith(s.name + "."))
                        for s in base_cfg.sources}
         log(f"cell {cell} seed {seed}")
-        run_cell(cell, seed, out, base_cfg, records=records)
+        run_cell(cell, seed, out, base_cfg, records=records, scifact_test_all=args.scifact_test_all)
     report(out, pathlib.Path(args.results_dir) if args.results_dir else None)
     return 0
 
