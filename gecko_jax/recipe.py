@@ -297,12 +297,15 @@ def _records(spec: SourceSpec, cfg: RecipeConfig, root: pathlib.Path, base: _Bas
     if spec.kind == "classification":
         from gecko_jax.eval.datasets import CLASSIFICATION_LOADERS
 
-        data = CLASSIFICATION_LOADERS[spec.dataset](root)
-        texts, labels = data.train_texts, list(data.train_labels)
-        if spec.dataset == "banking77":  # its dev rows select models: never train on them
-            keep, _ = dev_eval.banking77_split(labels, cfg.dev.banking77_per_label)
-            texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
-        names = [data.label_names[y] for y in labels]
+        if spec.path:  # any labelled set a user has: JSONL {text, label}
+            texts, names = mx.read_labelled_texts(spec.path)
+        else:
+            data = CLASSIFICATION_LOADERS[spec.dataset](root)  # the training split / pool only
+            texts, labels = data.train_texts, list(data.train_labels)
+            if spec.dataset == "banking77":  # its dev rows select models: never train on them
+                keep, _ = dev_eval.banking77_split(labels, cfg.dev.banking77_per_label)
+                texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
+            names = [data.label_names[y] for y in labels]
         return mx.classification_records(texts, names, source=spec.name, task=spec.task or mx.CLASSIFICATION_TASK,
                                          seed=cfg.seed, append_id=spec.append_id, limit=spec.limit, stats=stats)
     if spec.kind == "sts":
@@ -317,22 +320,10 @@ def _records(spec: SourceSpec, cfg: RecipeConfig, root: pathlib.Path, base: _Bas
                               min_score=spec.min_score, stats=stats)
     folder = _beir_folder(spec, root)
     if spec.kind == "title_body":
-        from gecko_jax.eval.beir import load_beir
-
-        corpus = load_beir(folder, split="test").corpus if (folder / "qrels" / "test.tsv").is_file() \
-            else _read_corpus(folder)
+        corpus = mx.read_beir_corpus(folder / "corpus.jsonl")
         return mx.title_body_records(corpus, source=spec.name, task=spec.task or mx.TITLE_BODY_TASK,
                                      max_chars=cfg.max_chars, limit=spec.limit, stats=stats)
     return _retrieval(spec, cfg, folder, base, stats)
-
-
-def _read_corpus(folder: pathlib.Path) -> dict:
-    from gecko_jax.data.jsonl import iter_jsonl
-
-    out = {}
-    for _, obj in iter_jsonl(folder / "corpus.jsonl"):
-        out[str(obj["_id"])] = {"title": obj.get("title") or "", "text": obj.get("text") or ""}
-    return out
 
 
 def _retrieval(spec: SourceSpec, cfg: RecipeConfig, folder: pathlib.Path, base: _Base, stats) -> list[dict]:

@@ -183,6 +183,51 @@ def nli_records(rows: Sequence[tuple[str, str, str, str]], *, source: str = "nli
     return out
 
 
+# ---- readers for user files ----------------------------------------------------------------------------------------
+
+def _jsonl(path):
+    from gecko_jax.data.jsonl import iter_jsonl
+
+    return iter_jsonl(path, error=MixtureDataError)
+
+
+def read_labelled_texts(path) -> tuple[list[str], list[str]]:
+    """``(texts, labels)`` of a JSONL file of ``{"text": str, "label": str | int}`` rows (any labelled set a user
+    has; labels are compared as strings). Errors name the file, line and field."""
+    texts, labels = [], []
+    for lineno, obj in _jsonl(path):
+        where = f"{path}:{lineno}"
+        text, label = obj.get("text"), obj.get("label")
+        if not isinstance(text, str) or not text.strip():
+            raise MixtureDataError(f"{where}: field 'text' must be a non-empty string, got {text!r}")
+        if not isinstance(label, (str, int)) or isinstance(label, bool) or str(label).strip() == "":
+            raise MixtureDataError(f"{where}: field 'label' must be a string or integer, got {label!r}")
+        texts.append(text)
+        labels.append(str(label))
+    if not texts:
+        raise MixtureDataError(f"{path}: no rows")
+    return texts, labels
+
+
+def read_beir_corpus(path) -> dict[str, dict[str, str]]:
+    """``{id: {"title", "text"}}`` of a BEIR ``corpus.jsonl`` (``{"_id", "title"?, "text"}`` per line), in file
+    order; for title -> body pairs from any corpus a user has."""
+    out = {}
+    for lineno, obj in _jsonl(path):
+        where = f"{path}:{lineno}"
+        if not isinstance(obj.get("_id"), (str, int)) or isinstance(obj.get("_id"), bool):
+            raise MixtureDataError(f"{where}: field '_id' must be a string or integer, got {obj.get('_id')!r}")
+        text, title = obj.get("text"), obj.get("title") or ""
+        if not isinstance(text, str):
+            raise MixtureDataError(f"{where}: field 'text' must be a string, got {type(text).__name__}")
+        if not isinstance(title, str):
+            raise MixtureDataError(f"{where}: field 'title' must be a string, got {type(title).__name__}")
+        out[str(obj["_id"])] = {"title": title, "text": text}
+    if not out:
+        raise MixtureDataError(f"{path}: no documents")
+    return out
+
+
 # ---- classification as retrieval ----------------------------------------------------------------------------------
 
 def classification_records(texts: Sequence[str], labels: Sequence, *, source: str, task: str = CLASSIFICATION_TASK,

@@ -216,3 +216,19 @@ def test_dev_splits_are_fixed_and_disjoint():
     tr, dev = mx.stratified_dev_split(labels, 3)
     assert len(dev) == 21 and set(tr).isdisjoint(dev) and sorted(tr + dev) == list(range(70))
     assert mx.stratified_dev_split(labels, 3) == (tr, dev)
+
+
+def test_user_file_readers_name_file_line_and_field(tmp_path):
+    good = tmp_path / "labelled.jsonl"
+    good.write_text('{"text": "refund please", "label": "refund"}\n{"text": "lost card", "label": 3}\n')
+    assert mx.read_labelled_texts(good) == (["refund please", "lost card"], ["refund", "3"])
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "ok", "label": "a"}\n{"text": "", "label": "b"}\n')
+    with pytest.raises(mx.MixtureDataError, match=r"bad\.jsonl:2: field 'text'"):
+        mx.read_labelled_texts(bad)
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text('{"_id": "d1", "title": "T", "text": "body"}\n{"title": "no id", "text": "x"}\n')
+    with pytest.raises(mx.MixtureDataError, match=r"corpus\.jsonl:2: field '_id'"):
+        mx.read_beir_corpus(corpus)
+    corpus.write_text('{"_id": 7, "text": "body"}\n')
+    assert mx.read_beir_corpus(corpus) == {"7": {"title": "", "text": "body"}}
