@@ -250,6 +250,11 @@ def classification_records(texts: Sequence[str], labels: Sequence, *, source: st
     by_label = collections.defaultdict(list)
     for i, y in enumerate(labels):
         by_label[y].append(i)
+    # positions (in by_label[y]) of each text: x+ is drawn from the label's rows minus the copies of x's text
+    text_pos = collections.defaultdict(list)
+    for y, idx in by_label.items():
+        for k, j in enumerate(idx):
+            text_pos[(y, texts[j])].append(k)
     names = sorted(by_label, key=str)
     if len(names) < 2:
         raise ValueError(f"classification_records({source}): needs >= 2 labels, got {names}")
@@ -260,11 +265,16 @@ def classification_records(texts: Sequence[str], labels: Sequence, *, source: st
     out = []
     for i in order:
         y = labels[i]
-        same = [j for j in by_label[y] if j != i and texts[j] != texts[i]]
-        if not same:
+        excluded = text_pos[(y, texts[i])]  # sorted; includes x itself
+        n_same = len(by_label[y]) - len(excluded)
+        if n_same <= 0:
             stats.drop("no other text with the same label")
             continue
-        j = same[rng.randrange(len(same))]
+        k = rng.randrange(n_same)  # the k-th allowed row, skipping the excluded positions
+        for e in excluded:
+            if e <= k:
+                k += 1
+        j = by_label[y][k]
         other = names[rng.randrange(len(names) - 1)]
         other = other if other != y else names[-1]
         n = by_label[other][rng.randrange(len(by_label[other]))]
