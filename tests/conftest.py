@@ -57,6 +57,31 @@ def run_multidevice(code: str, *, devices: int = 8, timeout: float = 300.0) -> s
     return last
 
 
+def _cpu_summary() -> str:
+    """CPU model and widest x86 vector ISA, from /proc/cpuinfo (CI machines differ from run to run)."""
+    try:
+        info = pathlib.Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return "unknown CPU"
+    model = next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("model name")), "unknown CPU")
+    flags = set(next((l.split(":", 1)[1].split() for l in info.splitlines() if l.startswith("flags")), []))
+    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    return f"{model}, {isa}, {os.cpu_count()} logical CPUs"
+
+
+def pytest_report_header(config):
+    import importlib.metadata as md
+
+    versions = []
+    for dist in ("jax", "jaxlib", "flax", "optax", "numpy"):
+        try:
+            versions.append(f"{dist} {md.version(dist)}")
+        except md.PackageNotFoundError:
+            pass
+    return [f"machine: {_cpu_summary()}", "packages: " + ", ".join(versions),
+            f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"]
+
+
 @pytest.fixture(scope="module")
 def fast_compiles():
     """Turn off most XLA optimisation passes for one test module (compiles dominate tiny-model tests on 2 cores;
