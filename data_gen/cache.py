@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .errors import CacheError, StorageError, describe_os_error
+from .errors import CacheError, StorageError, describe_os_error, low_space_note
 
 # sqlite primary result codes (sqlite3.h); Python >= 3.11 exposes them as ``sqlite_errorcode`` on errors.
 _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_NOTADB = 11, 13, 26
@@ -63,7 +63,7 @@ class SqliteCache:
         if code == _SQLITE_FULL or "disk is full" in msg:
             return StorageError(f"{self.path}: LLM cache: disk full (ENOSPC): free some space, then re-run "
                                 f"(finished records are kept and resume)")
-        return StorageError(f"{self.path}: LLM cache error while {doing} ({msg})")
+        return StorageError(f"{self.path}: LLM cache error while {doing} ({msg}{low_space_note(self.path)})")
 
     def get(self, key: str) -> Any | None:
         try:

@@ -180,8 +180,8 @@ def _cmd_fret(args) -> int:
                          max_passage_chars=args.max_passage_chars, seed=args.seed, concurrency=_concurrency(args),
                          retry_failed=args.retry_failed, progress=not args.no_progress)
         seeds = choose_seeds(list(corpus), args.passages, seed=args.seed)
-    except ValueError as e:
-        raise InputError(str(e)) from None
+    except ValueError as e:  # "neighbours: expected >= 2 ..." names the option
+        raise InputError(f"--{e}") from None
     llm = _make_llm(args)  # first: a bad LLM option fails fast, before an encoder is loaded
     embed_fn, query_embed_fn, emb_name = _make_embed_fn(args.embedder, args.embedder_model)
     log.info("fret: %d seed passages of %d, llm=%s model=%s, %d neighbours, negative=%s, concurrency=%d",
@@ -225,7 +225,7 @@ def _cmd_fair(args) -> int:
         aug = FairAugmenter(llm, concurrency=_concurrency(args), retry_failed=args.retry_failed,
                             progress=not args.no_progress, **extra)
     except ValueError as e:
-        raise InputError(str(e)) from None
+        raise InputError(f"--{e}") from None
     summary = aug.run(items, args.out)
     rep = dataclasses.asdict(summary)
     if llm is not None:

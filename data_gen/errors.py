@@ -21,7 +21,9 @@ code  meaning
 from __future__ import annotations
 
 import errno
+import os
 import re
+from pathlib import Path
 from typing import Iterable
 
 EXIT_OK = 0
@@ -75,7 +77,22 @@ def describe_os_error(e: OSError) -> str:
         return "disk full (ENOSPC): free some space, then re-run (finished records are kept and resume)"
     name = errno.errorcode.get(e.errno or 0)
     reason = e.strerror or str(e) or type(e).__name__
-    return f"{reason} ({name})" if name else reason
+    note = low_space_note(e.filename) if e.filename else ""
+    return (f"{reason} ({name})" if name else reason) + note
+
+
+def low_space_note(path: str | os.PathLike, *, below: int = 1 << 20) -> str:
+    """``"; only N KiB free on that disk (full?)"`` when the disk holding ``path`` has less than ``below`` bytes
+    free, else ``""``: for errors that do not say ENOSPC themselves (sqlite's "disk I/O error", short writes)."""
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        st = os.statvfs(p)
+    except OSError:
+        return ""
+    free = st.f_bavail * st.f_frsize
+    return f"; only {free // 1024} KiB free on that disk (full?)" if free < below else ""
 
 
 REDACTED = "[REDACTED]"

@@ -8,12 +8,13 @@ failure, so a reader sees the old file or the new one, never half of one, and no
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 from pathlib import Path
 from typing import IO, Iterable, Iterator, Tuple
 
-from .errors import OutputPathError, StorageError, describe_os_error
+from .errors import OutputPathError, StorageError, describe_os_error, low_space_note
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -130,7 +131,8 @@ def atomic_file(path: "str | os.PathLike", *, binary: bool = False) -> Iterator[
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         if isinstance(e, OSError):
-            raise StorageError(f"{path}: cannot write ({describe_os_error(e)})") from None
+            note = "" if e.errno in (errno.ENOSPC, errno.EDQUOT) else low_space_note(path)
+            raise StorageError(f"{path}: cannot write ({describe_os_error(e)}{note})") from None
         raise
     _fsync_folder(path.parent)
 

@@ -193,6 +193,11 @@ class StageStats:
     seconds: float = 0.0
 
 
+class _PlainWriter:
+    def __init__(self, f):
+        self.write = f.write
+
+
 @dataclass
 class FRetSummary:
     seeds: int = 0
@@ -308,7 +313,9 @@ class FRetPipeline:
                 return v
         v = self._embed(texts)
         with atomic_file(path, binary=True) as f:
-            np.save(f, v)
+            # Through a plain write(): given a real file numpy calls fwrite, whose short write on a full disk
+            # raises an OSError without errno ("N requested and M written").
+            np.save(_PlainWriter(f), v)
         return v
 
     def retrieve(self) -> StageStats:
