@@ -1,22 +1,7 @@
 """Error types, exit codes and secret redaction shared by the data_gen pipelines and the ``gecko-data`` CLI.
 
 Every error the CLI expects is a :class:`DataGenError` whose message is one line naming the file (and line) or the
-server at fault, and whose ``exit_code`` is one of:
-
-====  ==========================================================================================================
-code  meaning
-====  ==========================================================================================================
-0     every requested record was produced
-1     unexpected internal error (a traceback: please report it)
-2     bad input or usage: an option, an input file (missing, not UTF-8, bad JSON, bad field: ``file:line``), or
-      an output path that is a directory, not writable, or the same file as an input; nothing was sent to the LLM
-3     the run finished but some records failed; the failed ids and why are in ``<out>.failures.jsonl``; re-running
-      retries the LLM failures
-4     the LLM server refused the requests (HTTP 400/401/403/404: key, model or URL) or was unreachable after a few
-      consecutive connection failures; the run stopped, finished records are kept and a re-run resumes
-5     local storage: disk full, a file that cannot be written, a corrupt LLM cache
-130   interrupted (Ctrl-C); a re-run resumes
-====  ==========================================================================================================
+server at fault, and whose ``exit_code`` is one of the codes in :data:`EXIT_CODES_HELP` (printed by ``--help``).
 """
 from __future__ import annotations
 
@@ -36,6 +21,7 @@ EXIT_INTERRUPTED = 130
 
 EXIT_CODES_HELP = """exit codes:
   0  every requested record was produced
+  1  unexpected error (a traceback: please report it)
   2  bad input or usage (an option, an input file, an output path that is a folder, unwritable or an input);
      nothing was sent to the LLM
   3  finished with N failed records: see <out>.failures.jsonl (a re-run retries the LLM failures)

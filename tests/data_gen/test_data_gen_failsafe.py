@@ -317,11 +317,23 @@ def test_zero_records_summary_is_strict_json(tmp_path):
     assert s["records"] == 0 and s["failures"] == 3 and s["positive_differs_from_seed"] is None
 
 
+def test_interrupt_exits_130_with_one_line(tmp_path, monkeypatch, capsys):
+    from data_gen import fret
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(fret.FRetPipeline, "run", interrupted)
+    rc = gd_cli.main(["fret", "--out", str(tmp_path / "o.jsonl"), "--llm", "fake", "--embedder", "hash"])
+    assert rc == errors.EXIT_INTERRUPTED
+    assert capsys.readouterr().err.strip().splitlines()[-1] == ("gecko-data: interrupted; re-run the same command "
+                                                                 "to resume")
+
+
 def test_help_documents_the_exit_codes():
     for sub in (["fret"], ["augment-fair"], []):
         p = _run([*sub, "--help"])
         assert p.returncode == 0
-        for code in ("0 ", "2 ", "3 ", "4 ", "5 "):
+        for code in ("0 ", "1 ", "2 ", "3 ", "4 ", "5 ", "130"):
             assert f"\n  {code} " in p.stdout or f"\n  {code}" in p.stdout, p.stdout
         assert "failures.jsonl" in p.stdout
 
