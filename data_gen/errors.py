@@ -63,7 +63,7 @@ def describe_os_error(e: OSError) -> str:
         return "disk full (ENOSPC): free some space, then re-run (finished records are kept and resume)"
     name = errno.errorcode.get(e.errno or 0)
     reason = e.strerror or str(e) or type(e).__name__
-    note = low_space_note(e.filename) if e.filename else ""
+    note = low_space_note(e.filename) if e.filename and e.errno in (None, errno.EIO) else ""  # may be a full disk
     return (f"{reason} ({name})" if name else reason) + note
 
 

@@ -131,7 +131,7 @@ def atomic_file(path: "str | os.PathLike", *, binary: bool = False) -> Iterator[
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         if isinstance(e, OSError):
-            note = "" if e.errno in (errno.ENOSPC, errno.EDQUOT) else low_space_note(path)
+            note = low_space_note(path) if e.errno in (None, errno.EIO) else ""  # a short write, an I/O error
             raise StorageError(f"{path}: cannot write ({describe_os_error(e)}{note})") from None
         raise
     _fsync_folder(path.parent)
