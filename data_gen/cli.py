@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import importlib
 import json
 import logging
@@ -15,6 +16,9 @@ import math
 import os
 import sys
 from importlib import resources
+
+from .errors import (EXIT_CODES_HELP, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, EXIT_STORAGE, DataGenError,
+                     InputError, describe_os_error, one_line, redact)
 
 log = logging.getLogger("data_gen")
 
@@ -49,6 +53,8 @@ def _add_llm_args(p: argparse.ArgumentParser, *, default_concurrency: str = "aut
     g.add_argument("--rpm", type=float, default=None, help="requests-per-minute limit (token bucket)")
     g.add_argument("--tpm", type=float, default=None, help="tokens-per-minute limit (token bucket; estimated)")
     g.add_argument("--max-attempts", type=int, default=6, help="attempts per HTTP call, first included (default: 6)")
+    g.add_argument("--max-connection-failures", type=int, default=4,
+                   help="stop when the server cannot be reached this many times in a row (default: 4)")
     g.add_argument("--timeout", type=float, default=60.0, help="HTTP timeout per request in seconds (default: 60)")
     g.add_argument("--backoff-base", type=float, default=0.5, help="backoff base in seconds (default: 0.5)")
     g.add_argument("--cache", default=None, help="sqlite cache of LLM calls (default: <workdir>/llm_cache.sqlite)")
@@ -69,20 +75,27 @@ def _make_llm(args):
 
     if args.llm == "openai":
         if not args.base_url:
-            raise SystemExit("--llm openai needs --base-url (or $OPENAI_BASE_URL)")
+            raise InputError("--llm openai needs --base-url (or $OPENAI_BASE_URL)")
         if not args.model:
-            raise SystemExit("--llm openai needs --model (or $OPENAI_MODEL)")
+            raise InputError("--llm openai needs --model (or $OPENAI_MODEL)")
         try:
             extra = json.loads(args.extra_body) if args.extra_body else None
         except json.JSONDecodeError as e:
-            raise SystemExit(f"--extra-body: expected a JSON object, got {args.extra_body!r} ({e})")
+            raise InputError(f"--extra-body: expected a JSON object, got {args.extra_body!r} ({e})") from None
         if extra is not None and not isinstance(extra, dict):
-            raise SystemExit(f"--extra-body: expected a JSON object, got {type(extra).__name__}")
-        inner = OpenAICompatLLM(args.base_url, args.model, api_key_env=args.api_key_env, timeout=args.timeout,
-                                max_attempts=args.max_attempts, backoff_base=args.backoff_base,
-                                limiter=RateLimiter(args.rpm, args.tpm), extra_body=extra)
+            raise InputError(f"--extra-body: expected a JSON object, got {type(extra).__name__}")
+        try:
+            inner = OpenAICompatLLM(args.base_url, args.model, api_key_env=args.api_key_env, timeout=args.timeout,
+                                    max_attempts=args.max_attempts, backoff_base=args.backoff_base,
+                                    limiter=RateLimiter(args.rpm, args.tpm), extra_body=extra,
+                                    max_connection_failures=args.max_connection_failures)
+        except ValueError as e:
+            raise InputError(str(e)) from None
     elif args.llm == "local":
-        inner = LlamaCppLLM(args.model_path, n_ctx=args.n_ctx, n_threads=args.threads)
+        try:
+            inner = LlamaCppLLM(args.model_path, n_ctx=args.n_ctx, n_threads=args.threads)
+        except (ImportError, FileNotFoundError) as e:  # the extra is not installed, or no such GGUF file
+            raise InputError(str(e)) from None
     else:
         inner = FakeLLM()
     cache = None
@@ -97,9 +110,9 @@ def _concurrency(args) -> int:
     try:
         c = int(args.concurrency)
     except ValueError:
-        raise SystemExit(f"--concurrency: expected a positive integer or 'auto', got {args.concurrency!r}")
+        raise InputError(f"--concurrency: expected a positive integer or 'auto', got {args.concurrency!r}") from None
     if c < 1:
-        raise SystemExit(f"--concurrency: expected >= 1, got {c}")
+        raise InputError(f"--concurrency: expected >= 1, got {c}")
     return c
 
 
@@ -115,8 +128,11 @@ def _make_embed_fn(spec: str, model: str):
                 lambda texts: emb.encode(list(texts), kind="query"), f"gecko_jax:{model}")
     if ":" in spec:
         mod, fn = spec.split(":", 1)
-        return getattr(importlib.import_module(mod), fn), None, spec
-    raise SystemExit(f"--embedder: expected 'gecko', 'hash' or 'module:function', got {spec!r}")
+        try:
+            return getattr(importlib.import_module(mod), fn), None, spec
+        except (ImportError, AttributeError) as e:
+            raise InputError(f"--embedder {spec}: cannot load it ({e})") from None
+    raise InputError(f"--embedder: expected 'gecko', 'hash' or 'module:function', got {spec!r}")
 
 
 def _usage_report(llm, args) -> dict:
@@ -125,16 +141,47 @@ def _usage_report(llm, args) -> dict:
     return u
 
 
+def _cache_path(args) -> str | None:
+    return None if args.no_cache else (args.cache or os.path.join(args.workdir, "llm_cache.sqlite"))
+
+
+def _finish(rep: dict, failed: int, total: int, failures_file) -> int:
+    """Print the summary (strict JSON: NaN becomes null) and turn the failure count into the exit code."""
+    def strict(x):
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {k: strict(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [strict(v) for v in x]
+        return x
+    print(json.dumps(strict(rep), indent=1, allow_nan=False))
+    if failed:
+        print(f"gecko-data: finished with {failed} failed record{'s' * (failed != 1)} of {total}, see "
+              f"{failures_file}", file=sys.stderr)
+        return EXIT_PARTIAL
+    return EXIT_OK
+
+
 def _cmd_fret(args) -> int:
-    from .fret import FRetConfig, FRetPipeline, choose_seeds, load_corpus
+    from .files import check_outputs
+    from .fret import FRetConfig, FRetPipeline, choose_seeds, failures_path, load_corpus, stage_paths
 
     corpus_path = args.corpus or _asset(DEMO_CORPUS)
     args.workdir = args.workdir or str(args.out) + ".work"
+    q, n, sc = stage_paths(args.workdir)
+    check_outputs([("--out", args.out), ("failures file", failures_path(args.out)), ("stage file", q),
+                   ("stage file", n), ("stage file", sc), ("--cache", _cache_path(args))],
+                  folders=[("--workdir", args.workdir)],
+                  inputs=[("--corpus", corpus_path), ("--model-path", args.model_path)])
     corpus = load_corpus(corpus_path)
-    cfg = FRetConfig(neighbours=args.neighbours, negative=args.negative, max_passage_chars=args.max_passage_chars,
-                     seed=args.seed, concurrency=_concurrency(args), retry_failed=args.retry_failed,
-                     progress=not args.no_progress)
-    seeds = choose_seeds(list(corpus), args.passages, seed=args.seed)
+    try:
+        cfg = FRetConfig(neighbours=args.neighbours, negative=args.negative,
+                         max_passage_chars=args.max_passage_chars, seed=args.seed, concurrency=_concurrency(args),
+                         retry_failed=args.retry_failed, progress=not args.no_progress)
+        seeds = choose_seeds(list(corpus), args.passages, seed=args.seed)
+    except ValueError as e:  # "neighbours: expected >= 2 ..." names the option
+        raise InputError(f"--{e}") from None
     llm = _make_llm(args)  # first: a bad LLM option fails fast, before an encoder is loaded
     embed_fn, query_embed_fn, emb_name = _make_embed_fn(args.embedder, args.embedder_model)
     log.info("fret: %d seed passages of %d, llm=%s model=%s, %d neighbours, negative=%s, concurrency=%d",
@@ -144,17 +191,26 @@ def _cmd_fret(args) -> int:
     rep = dataclasses.asdict(summary)
     rep["usage"] = _usage_report(llm, args)
     rep["out"] = str(args.out)
-    print(json.dumps(rep, indent=1, default=lambda x: None if isinstance(x, float) and math.isnan(x) else x))
-    return 0 if summary.records > 0 else 1
+    rep["failures_file"] = str(failures_path(args.out))
+    return _finish(rep, summary.failures, summary.seeds, rep["failures_file"])
 
 
 def _cmd_fair(args) -> int:
-    from .fair import FairAugmenter, load_texts
+    from .fair import FairAugmenter, fair_side_files, load_texts
+    from .files import check_outputs
 
-    items = load_texts(args.input or _asset(DEMO_FAIR), text_field=args.text_field, id_field=args.id_field)
-    if args.limit:
-        items = items[: args.limit]
+    input_path = args.input or _asset(DEMO_FAIR)
     args.workdir = args.workdir or str(args.out) + ".work"
+    log_path, fail_path = fair_side_files(args.out)
+    cache = _cache_path(args) if args.method == "llm" else None
+    check_outputs([("--out", args.out), ("failures file", fail_path), ("log file", log_path), ("--cache", cache)],
+                  folders=[("--workdir", args.workdir if cache else None)],
+                  inputs=[("--input", input_path), ("--model-path", args.model_path)])
+    items = load_texts(input_path, text_field=args.text_field, id_field=args.id_field)
+    if args.limit is not None:
+        if args.limit < 0:
+            raise InputError(f"--limit: expected >= 0, got {args.limit}")
+        items = items[: args.limit]
     llm = _make_llm(args) if args.method == "llm" else None
     extra = {}
     if llm is not None and args.prompt == "v3":
@@ -165,25 +221,29 @@ def _cmd_fair(args) -> int:
             from .fair import llama_cpp_ban_fn
 
             extra["ban_tokens"] = llama_cpp_ban_fn(llm)
-    aug = FairAugmenter(llm, concurrency=_concurrency(args), retry_failed=args.retry_failed,
-                        progress=not args.no_progress, **extra)
+    try:
+        aug = FairAugmenter(llm, concurrency=_concurrency(args), retry_failed=args.retry_failed,
+                            progress=not args.no_progress, **extra)
+    except ValueError as e:
+        raise InputError(f"--{e}") from None
     summary = aug.run(items, args.out)
     rep = dataclasses.asdict(summary)
     if llm is not None:
         rep["usage"] = _usage_report(llm, args)
     rep["out"] = str(args.out)
-    print(json.dumps(rep, indent=1))
-    return 0 if summary.ok > 0 else 1
+    rep["failures_file"] = str(fail_path)
+    return _finish(rep, summary.failed, summary.inputs, rep["failures_file"])
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="gecko-data", description=__doc__.split("\n\n")[0])
+    fmt = dict(epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="gecko-data", description=__doc__.split("\n\n")[0], **fmt)
     sub = ap.add_subparsers(dest="command", required=True)
 
     f = sub.add_parser("fret", help="FRet: generate task+query per passage, mine positive and hard negative",
                        description="Few-shot Prompted Retrieval data (Gecko Sec. 3). Output: one JSON line per seed "
                                    "passage with task, query, positive, negative, all ranks/scores and provenance. "
-                                   "Re-running continues where a previous run stopped.")
+                                   "Re-running continues where a previous run stopped.", **fmt)
     f.add_argument("--corpus", default=None,
                    help="JSONL passages {_id|id, text, title?} (default: the bundled 250-passage SciFact demo)")
     f.add_argument("--out", required=True, help="output JSONL")
@@ -201,7 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser("augment-fair", help="rewrite texts into male / female / neutral versions",
                        description="Content-matched gender tuples {id, neutral, groups: {male, female}, source} for "
-                                   "content-conditional debiasing. Invalid rewrites go to <out>.failures.jsonl.")
+                                   "content-conditional debiasing. Invalid rewrites go to <out>.failures.jsonl.",
+                       **fmt)
     a.add_argument("--input", default=None, help="JSONL {id, text} or .txt (default: bundled demo sentences)")
     a.add_argument("--out", required=True, help="output JSONL of valid tuples")
     a.add_argument("--method", choices=("llm", "rules"), default="llm",
@@ -219,11 +280,39 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+class _RedactFilter(logging.Filter):
+    """Last line of defence: no log line shows the API key (or a bearer token / ``key=`` parameter)."""
+
+    def __init__(self, secrets):
+        super().__init__()
+        self.secrets = tuple(secrets)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact(record.getMessage(), self.secrets), None
+        return True
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run ``gecko-data``; returns the exit code (see ``--help``). Expected failures print one line to stderr."""
+    args = build_parser().parse_args(argv)  # a usage error exits with 2 (= EXIT_INPUT), like argparse always does
+    secrets = [os.environ.get(args.api_key_env)] if getattr(args, "api_key_env", None) else []
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return args.func(args)
+    for h in logging.getLogger().handlers:
+        h.addFilter(_RedactFilter(secrets))
+    try:
+        return args.func(args)
+    except DataGenError as e:
+        print(f"gecko-data: error: {one_line(redact(str(e), secrets), 1000)}", file=sys.stderr)
+        return e.exit_code
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"gecko-data: error: {e.filename or 'a file'}: {describe_os_error(e)}", file=sys.stderr)
+        return EXIT_STORAGE
+    except KeyboardInterrupt:
+        print("gecko-data: interrupted; re-run the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

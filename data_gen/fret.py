@@ -35,8 +35,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .jsonl import JsonlAppender, JsonlError, load_by_id, read_jsonl, write_jsonl_atomic
-from .llm import GREEDY, CachedLLM, LLMError
+from .errors import InputError
+from .files import atomic_file, check_outputs
+from .jsonl import JsonlAppender, JsonlError, iter_jsonl, load_by_id, record_id, record_text, write_jsonl_atomic
+from .llm import GREEDY, CachedLLM, FatalLLMError, LLMError
 from .prompts import (PROMPT_VERSION, QUERY_GENERATION, ParseError, passage_text, query_likelihood_prompt,
                       relevance_prompt)
 from .retrieval import EmbedFn, ExactRetriever, l2_normalize
@@ -52,27 +54,37 @@ class Passage:
     title: str = ""
 
 
+def stage_paths(workdir: str | os.PathLike) -> tuple[Path, Path, Path]:
+    """The stage files in ``workdir``: ``queries.jsonl``, ``neighbours.jsonl``, ``scores.jsonl``."""
+    w = Path(workdir)
+    return w / "queries.jsonl", w / "neighbours.jsonl", w / "scores.jsonl"
+
+
+def failures_path(out_path: str | os.PathLike) -> Path:
+    """Where the ids that produced no record are listed, with the stage and the error: ``<out>.failures.jsonl``."""
+    out_path = Path(out_path)
+    return out_path.with_name(out_path.name + ".failures.jsonl")
+
+
 def load_corpus(path: str | os.PathLike) -> dict[str, Passage]:
-    """Read a JSONL corpus: ``{"_id" or "id", "text", "title" (optional)}`` per line (the BEIR layout).
+    """Read a JSONL corpus: ``{"_id" or "id", "text", "title" (optional)}`` per line (the BEIR layout), UTF-8.
 
     Raises:
-      JsonlError: naming ``file:line`` for a missing/empty field or a duplicate id.
+      InputError: the file is missing; JsonlError (an InputError) naming ``file:line`` and the field for a line that
+      is not UTF-8 or not JSON, a missing/empty/mistyped field or a duplicate id.
     """
     out: dict[str, Passage] = {}
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"corpus: file not found: {path}")
-    for lineno, rec in enumerate(read_jsonl(path, tolerate_torn_tail=False), 1):
-        pid = rec.get("_id", rec.get("id"))
-        if pid is None or str(pid) == "":
-            raise JsonlError(f"{path}: record {lineno}: expected an '_id' or 'id' field, got keys {sorted(rec)}")
-        text = rec.get("text")
-        if not isinstance(text, str) or not text.strip():
-            raise JsonlError(f"{path}: record {lineno} (id {pid}): expected a non-empty string 'text'")
-        pid = str(pid)
+        raise InputError(f"corpus: file not found: {path}")
+    for lineno, rec in iter_jsonl(path, tolerate_torn_tail=False):
+        where = f"{path}:{lineno}"
+        pid = record_id(rec, where, "_id", "id")
+        text = record_text(rec, f"{where} (id {pid})", "text")
+        title = record_text(rec, f"{where} (id {pid})", "title", optional=True)
         if pid in out:
-            raise JsonlError(f"{path}: record {lineno}: duplicate id {pid!r}")
-        out[pid] = Passage(id=pid, text=text, title=str(rec.get("title") or ""))
+            raise JsonlError(f"{where}: duplicate id {pid!r}")
+        out[pid] = Passage(id=pid, text=text, title=title)
     if not out:
         raise JsonlError(f"{path}: the corpus is empty")
     return out
@@ -181,6 +193,11 @@ class StageStats:
     seconds: float = 0.0
 
 
+class _PlainWriter:
+    def __init__(self, f):
+        self.write = f.write
+
+
 @dataclass
 class FRetSummary:
     seeds: int = 0
@@ -224,9 +241,7 @@ class FRetPipeline:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config = config or FRetConfig()
         self.embedder_name = embedder_name
-        self.queries_path = self.workdir / "queries.jsonl"
-        self.neighbours_path = self.workdir / "neighbours.jsonl"
-        self.scores_path = self.workdir / "scores.jsonl"
+        self.queries_path, self.neighbours_path, self.scores_path = stage_paths(self.workdir)
 
     # -- stage 1 --
     def _needs(self, rec: dict | None) -> bool:
@@ -250,6 +265,8 @@ class FRetPipeline:
         try:
             raw = self.llm.generate(task.format_input(row), max_tokens=self.config.gen_max_tokens, stop=["\n\n"],
                                     **GREEDY, accept=parses)
+        except FatalLLMError:  # the server refuses every call: stop the run
+            raise
         except LLMError as e:
             return {"id": pid, "ok": False, "error_kind": "llm", "error": str(e)}
         try:
@@ -295,9 +312,10 @@ class FRetPipeline:
             if v.shape[0] == len(texts):
                 return v
         v = self._embed(texts)
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}.npy")
-        np.save(tmp, v)
-        os.replace(tmp, path)
+        with atomic_file(path, binary=True) as f:
+            # Through a plain write(): given a real file numpy calls fwrite, whose short write on a full disk
+            # raises an OSError without errno ("N requested and M written").
+            np.save(_PlainWriter(f), v)
         return v
 
     def retrieve(self) -> StageStats:
@@ -341,6 +359,8 @@ class FRetPipeline:
                 return "ok", self.llm.score(prompt, lead + query)
             prompt, label = relevance_prompt(query, text)
             return "ok", self.llm.score(prompt, label)
+        except FatalLLMError:  # the server refuses every call: stop the run
+            raise
         except LLMError as e:
             return "error", f"{kind} score of {cid}: {e}"
 
@@ -424,7 +444,7 @@ class FRetPipeline:
             })
         out_path = Path(out_path)
         write_jsonl_atomic(out_path, records)
-        write_jsonl_atomic(out_path.with_name(out_path.name + ".failures.jsonl"), failures)
+        write_jsonl_atomic(failures_path(out_path), failures)
         return len(records), len(failures), differ
 
     def run(self, seed_ids: Sequence[str], out_path: str | os.PathLike) -> FRetSummary:
@@ -432,6 +452,9 @@ class FRetPipeline:
         missing = [i for i in seed_ids if i not in self.corpus]
         if missing:
             raise KeyError(f"seed_ids: {len(missing)} ids are not in the corpus, e.g. {missing[:3]}")
+        out_path = Path(out_path)
+        check_outputs([("out", out_path), ("failures", failures_path(out_path))],
+                      folders=[("workdir", self.workdir)])  # before any LLM call is paid for
         t0 = time.perf_counter()
         s1 = self.generate(seed_ids)
         s2 = self.retrieve()

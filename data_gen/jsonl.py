@@ -15,10 +15,13 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from .errors import InputError, StorageError, describe_os_error
+from .files import atomic_file
+
 log = logging.getLogger(__name__)
 
 
-class JsonlError(ValueError):
+class JsonlError(InputError):
     """A JSONL file that cannot be read: names the file, line and what was expected."""
 
 
@@ -44,8 +47,50 @@ def _torn_tail_offset(path: Path) -> int | None:
         return 0
 
 
+def decode_line(raw: bytes, path: Path, lineno: int) -> str:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise JsonlError(f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[e.start]:02x} at byte {e.start + 1} of the "
+                         f"line); save the file as UTF-8") from None
+    return text[1:] if lineno == 1 and text.startswith("\ufeff") else text  # a UTF-8 byte-order mark
+
+
+def iter_jsonl(path: str | os.PathLike, *, tolerate_torn_tail: bool = True,
+               required: Iterable[str] = ()) -> Iterator[tuple[int, dict]]:
+    """Like :func:`read_jsonl`, yielding ``(line number, record)`` so callers can name ``file:line``."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise JsonlError(f"{path}: cannot read ({describe_os_error(e)})") from None
+    lines = data.split(b"\n")
+    last_complete = data.endswith(b"\n")
+    n = len(lines)
+    for i, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        is_tail = i == n and not last_complete
+        try:
+            rec = json.loads(decode_line(raw, path, i))
+        except (json.JSONDecodeError, JsonlError) as e:
+            if is_tail and tolerate_torn_tail:
+                log.warning("%s:%d: ignoring a torn last line (%d bytes) left by an interrupted write", path, i, len(raw))
+                return
+            if isinstance(e, JsonlError):
+                raise
+            raise JsonlError(f"{path}:{i}: expected one JSON object per line, got invalid JSON ({e})") from None
+        if not isinstance(rec, dict):
+            raise JsonlError(f"{path}:{i}: expected a JSON object, got {type(rec).__name__}")
+        for field in required:
+            if field not in rec:
+                raise JsonlError(f"{path}:{i}: missing required field {field!r} (has: {sorted(rec)})")
+        yield i, rec
+
+
 def read_jsonl(path: str | os.PathLike, *, tolerate_torn_tail: bool = True, required: Iterable[str] = ()) -> Iterator[dict]:
-    """Yield the records of a JSONL file.
+    """Yield the records of a JSONL file (UTF-8, one JSON object per line; a leading byte-order mark is allowed).
 
     Args:
       path: the file.
@@ -57,31 +102,36 @@ def read_jsonl(path: str | os.PathLike, *, tolerate_torn_tail: bool = True, requ
       an iterator of dicts.
 
     Raises:
-      JsonlError: naming ``path:line`` and the problem.
+      JsonlError: naming ``path:line`` and the problem (not UTF-8, invalid JSON, not an object, a missing field).
     """
-    path = Path(path)
-    with open(path, "rb") as f:
-        data = f.read()
-    lines = data.split(b"\n")
-    last_complete = data.endswith(b"\n")
-    n = len(lines)
-    for i, raw in enumerate(lines, 1):
-        if not raw.strip():
-            continue
-        is_tail = i == n and not last_complete
-        try:
-            rec = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            if is_tail and tolerate_torn_tail:
-                log.warning("%s:%d: ignoring a torn last line (%d bytes) left by an interrupted write", path, i, len(raw))
-                return
-            raise JsonlError(f"{path}:{i}: expected one JSON object per line, got invalid JSON ({e})") from None
-        if not isinstance(rec, dict):
-            raise JsonlError(f"{path}:{i}: expected a JSON object, got {type(rec).__name__}")
-        for field in required:
-            if field not in rec:
-                raise JsonlError(f"{path}:{i}: missing required field {field!r} (has: {sorted(rec)})")
+    for _, rec in iter_jsonl(path, tolerate_torn_tail=tolerate_torn_tail, required=required):
         yield rec
+
+
+def record_id(rec: dict, where: str, *keys: str) -> str:
+    """The first of ``keys`` present in ``rec`` as a string; it must be a non-empty string or an integer."""
+    for k in keys:
+        if k in rec and rec[k] is not None:
+            v = rec[k]
+            if isinstance(v, bool) or not isinstance(v, (str, int)) or str(v) == "":
+                raise JsonlError(f"{where}: field {k!r} must be a non-empty string or an integer, got {v!r:.60}")
+            return str(v)
+    raise JsonlError(f"{where}: expected an id field ({' or '.join(repr(k) for k in keys)}), got keys {sorted(rec)}")
+
+
+def record_text(rec: dict, where: str, key: str, *, optional: bool = False) -> str:
+    """``rec[key]`` as a string: non-empty, or for an ``optional`` field missing/null (-> "")."""
+    v = rec.get(key)
+    if optional and v is None:
+        return ""
+    if key not in rec:
+        raise JsonlError(f"{where}: missing field {key!r} (expected a non-empty string)")
+    if not isinstance(v, str):
+        raise JsonlError(f"{where}: field {key!r} must be a {'' if optional else 'non-empty '}string, got "
+                         f"{type(v).__name__} {v!r:.40}")
+    if not optional and not v.strip():
+        raise JsonlError(f"{where}: field {key!r} is empty (expected a non-empty string)")
+    return v
 
 
 def load_by_id(path: str | os.PathLike, *, key: str = "id") -> dict[str, dict]:
@@ -114,13 +164,17 @@ class JsonlAppender:
 
     def __init__(self, path: str | os.PathLike, *, fsync: bool = True):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists():
-            cut = _torn_tail_offset(self.path)
-            if cut is not None:
-                log.warning("%s: truncating a torn last line at byte %d before appending", self.path, cut)
-                os.truncate(self.path, cut)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._fd = -1
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.path.exists():
+                cut = _torn_tail_offset(self.path)
+                if cut is not None:
+                    log.warning("%s: truncating a torn last line at byte %d before appending", self.path, cut)
+                    os.truncate(self.path, cut)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise StorageError(f"{self.path}: cannot open for appending ({describe_os_error(e)})") from None
         self._fsync = fsync
         self._lock = threading.Lock()
         self.written = 0
@@ -129,12 +183,15 @@ class JsonlAppender:
         line = (json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
         with self._lock:
             view = memoryview(line)
-            # os.write on a regular file writes everything in one call in practice; loop for the pathological case.
-            while view:
-                k = os.write(self._fd, view)
-                view = view[k:]
-            if self._fsync:
-                os.fsync(self._fd)
+            try:
+                # os.write on a regular file writes everything in one call in practice; loop for the pathological case.
+                while view:
+                    k = os.write(self._fd, view)
+                    view = view[k:]
+                if self._fsync:
+                    os.fsync(self._fd)
+            except OSError as e:  # a partial line is a torn tail: the next run drops it
+                raise StorageError(f"{self.path}: cannot append a record ({describe_os_error(e)})") from None
             self.written += 1
 
     def close(self) -> None:
@@ -150,16 +207,11 @@ class JsonlAppender:
 
 
 def write_jsonl_atomic(path: str | os.PathLike, records: Iterable[dict]) -> int:
-    """Write a whole file atomically (temp file + ``os.replace``); returns the number of records."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    """Write a whole file atomically (temporary file beside it, ``fsync``, rename; removed on failure); returns the
+    number of records. Raises :class:`~data_gen.errors.StorageError` naming ``path`` (e.g. disk full)."""
     n = 0
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_file(path) as f:
         for rec in records:
             f.write(json.dumps(rec, ensure_ascii=False, sort_keys=True) + "\n")
             n += 1
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
     return n

@@ -13,21 +13,27 @@ Nothing here imports an ML framework; ``llama_cpp`` is imported lazily inside :c
 """
 from __future__ import annotations
 
+import http
+import http.client
 import json
 import logging
 import math
 import os
 import random
+import re
 import socket
+import ssl
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence, Union, runtime_checkable
 
 from .cache import SqliteCache, cache_key
+from .errors import EXIT_SERVER, DataGenError, one_line, redact
 from .limits import RateLimiter, backoff_delay, parse_retry_after
 
 log = logging.getLogger(__name__)
@@ -44,16 +50,30 @@ class LLMError(RuntimeError):
 
 
 class TransientLLMError(LLMError):
-    """Worth retrying: 429, 5xx, timeouts, connection errors, malformed responses."""
+    """Worth retrying: 408/409/425/429, 5xx, timeouts, transport faults (a connection refused, reset or closed
+    mid-response, a truncated body, a garbage status line, a TLS error), malformed responses.
 
-    def __init__(self, msg: str, *, retry_after: float | None = None, kind: str = "transient"):
+    ``unreachable`` marks failures to reach the server at all (refused, DNS, no route, connect timeout, TLS
+    handshake): they feed the client's circuit breaker."""
+
+    def __init__(self, msg: str, *, retry_after: float | None = None, kind: str = "transient",
+                 unreachable: bool = False):
         super().__init__(msg)
         self.retry_after = retry_after
         self.kind = kind
+        self.unreachable = unreachable
 
 
 class PermanentLLMError(LLMError):
-    """Not worth retrying: bad request, authentication, unknown model, prompt too long."""
+    """Not worth retrying, for this record: a prompt longer than the model's context."""
+
+
+class FatalLLMError(PermanentLLMError, DataGenError):
+    """Not worth retrying, for any record: the server refuses the requests (HTTP 400/401/403/404: key, model, URL)
+    or cannot be reached (the circuit breaker tripped). Pipelines stop at once; the CLI prints the message (one line,
+    naming the server and the status, never the key) and exits with :data:`~data_gen.errors.EXIT_SERVER`."""
+
+    exit_code = EXIT_SERVER
 
 
 @dataclass
@@ -132,13 +152,37 @@ def sum_continuation_logprobs(tokens: Sequence[str], token_logprobs: Sequence[fl
     return total
 
 
+_CONTEXT_LENGTH = re.compile(r"(?i)context.{0,20}(length|window|size)|too long|too many tokens|maximum context")
+
+
+def _display_url(url: str) -> str:
+    """``url`` without credentials or query string, for messages."""
+    u = urllib.parse.urlsplit(url)
+    host = u.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host + (f":{u.port}" if u.port else "")
+    return urllib.parse.urlunsplit((u.scheme, netloc, u.path, "", ""))
+
+
 class OpenAICompatLLM:
     """Any OpenAI-compatible server: OpenAI, Gemini's compatible endpoint, vLLM, Ollama, ``llama_cpp.server``.
 
-    Retries 429/5xx/timeouts/malformed JSON at most ``max_attempts`` times in all, with full-jitter exponential backoff,
-    waiting at least what a ``Retry-After`` header asks (capped at ``max_retry_after``); every retry is logged at
-    WARNING. 4xx other than 408/429 fail at once. The API key is read from the environment variable named
-    ``api_key_env`` and is never logged, cached, or shown in ``repr``.
+    Transient failures (408/409/425/429, 5xx, timeouts, malformed JSON and every transport fault: refused, reset or
+    closed connections, truncated bodies, garbage status lines, TLS errors) are retried at most ``max_attempts`` times
+    in all, with full-jitter exponential backoff, waiting at least what a ``Retry-After`` header asks (capped at
+    ``max_retry_after``); every retry is logged at WARNING.
+
+    Fail fast: other 4xx answers (400 bad request, 401/403 key, 404 model or URL) raise :class:`FatalLLMError`, and so
+    does every later call without a request; the exceptions are 413 and a 400/422 whose body speaks of the context
+    length, which concern one prompt (:class:`PermanentLLMError`, recorded for that record only). Until the server
+    has answered one request successfully, requests go out one at a time (a wrong key costs one request, not one per
+    thread). A circuit breaker counts consecutive failures to reach the server (refused, DNS, no route, connect
+    timeout, TLS handshake) across all threads; at ``max_connection_failures`` it raises :class:`FatalLLMError`.
+
+    The API key is read from the environment variable named ``api_key_env`` and is never logged, cached, or shown in
+    ``repr``; every error message is passed through :func:`~data_gen.errors.redact` (the key, bearer tokens,
+    ``key=`` parameters), so an error body that echoes the key does not store it.
 
     ``score`` uses ``/v1/completions`` with ``echo=True, logprobs=1, max_tokens=1`` and sums the returned prompt-token
     log-probs over the continuation span. Servers that do not return prompt log-probs (OpenAI's chat-only models)
@@ -154,6 +198,7 @@ class OpenAICompatLLM:
       limiter: requests/tokens-per-minute buckets shared by all threads using this client.
       extra_body: fields merged into every request body (e.g. ``{"repeat_penalty": 1.0}`` for llama.cpp); they are
         part of the cache key.
+      max_connection_failures: consecutive failures to reach the server that stop the client (circuit breaker).
     """
 
     name = "openai"
@@ -161,13 +206,15 @@ class OpenAICompatLLM:
     def __init__(self, base_url: str, model: str, *, api_key_env: str | None = "OPENAI_API_KEY",
                  timeout: float = 60.0, max_attempts: int = 6, backoff_base: float = 0.5, backoff_cap: float = 30.0,
                  max_retry_after: float = 120.0, limiter: RateLimiter | None = None,
-                 extra_body: dict[str, Any] | None = None, seed: int | None = None, usage: Usage | None = None):
+                 extra_body: dict[str, Any] | None = None, seed: int | None = None, usage: Usage | None = None,
+                 max_connection_failures: int = 4):
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url: expected an http(s) URL such as http://127.0.0.1:8000/v1, got {base_url!r}")
         if max_attempts < 1:
             raise ValueError(f"max_attempts: expected >= 1, got {max_attempts}")
         self.base_url = base_url.rstrip("/")
         self.model = model
+        self._api_key_env = api_key_env
         self._api_key = os.environ.get(api_key_env) if api_key_env else None
         self.timeout = timeout
         self.max_attempts = max_attempts
@@ -177,6 +224,15 @@ class OpenAICompatLLM:
         self.usage = usage or Usage()
         self._rng = random.Random(seed)
         self._rng_lock = threading.Lock()
+        if max_connection_failures < 1:
+            raise ValueError(f"max_connection_failures: expected >= 1, got {max_connection_failures}")
+        self.max_connection_failures = max_connection_failures
+        self.server = _display_url(self.base_url)
+        self._state_lock = threading.Lock()
+        self._probe_lock = threading.Lock()  # one request at a time until the server has answered once
+        self._healthy = False
+        self._unreachable_streak = 0
+        self._fatal: FatalLLMError | None = None
 
     def __repr__(self) -> str:
         key = "set" if self._api_key else "unset"
@@ -185,6 +241,32 @@ class OpenAICompatLLM:
     def cache_identity(self) -> dict[str, Any]:
         # The URL is left out on purpose: the same model behind another host/port gives the same answers.
         return {"backend": self.name, "model": self.model, "extra_body": self.extra_body}
+
+    def _redact(self, text: str) -> str:
+        return redact(text, (self._api_key,))
+
+    def _http_error(self, e: urllib.error.HTTPError, path: str) -> LLMError:
+        try:
+            detail = e.read()[:400].decode("utf-8", "replace") if e.fp is not None else ""
+        except (OSError, http.client.HTTPException):
+            detail = ""
+        detail = one_line(self._redact(detail), 200)
+        try:
+            phrase = http.HTTPStatus(e.code).phrase
+        except ValueError:
+            phrase = ""
+        status = f"HTTP {e.code}{' ' + phrase if phrase else ''}"
+        if e.code in (408, 409, 425, 429) or e.code >= 500:
+            return TransientLLMError(f"{status} from {path}: {detail}",
+                                     retry_after=parse_retry_after(e.headers.get("Retry-After")), kind=f"http{e.code}")
+        if e.code == 413 or (e.code in (400, 422) and _CONTEXT_LENGTH.search(detail)):
+            return PermanentLLMError(f"{status} from {self.server}{path} (this prompt only): {detail}")
+        hint = {401: "check the API key in ${env}", 403: "check the API key in ${env} and its permissions",
+                404: "check --base-url and --model"}.get(e.code, "the server rejects the request; check --base-url, "
+                                                                  "--model and --extra-body")
+        hint = hint.replace("${env}", f"${self._api_key_env}" if self._api_key_env else "the key variable")
+        return FatalLLMError(f"LLM server {self.server} answered {status} to POST {path}: {detail or '(no body)'}; "
+                             f"{hint}")
 
     def _post_once(self, path: str, body: dict) -> dict:
         data = json.dumps(body).encode("utf-8")
@@ -196,41 +278,100 @@ class OpenAICompatLLM:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 raw = resp.read()
         except urllib.error.HTTPError as e:
-            detail = e.read()[:300].decode("utf-8", "replace") if e.fp is not None else ""
-            if e.code in (408, 409, 425, 429) or e.code >= 500:
-                raise TransientLLMError(f"HTTP {e.code} from {path}: {detail}",
-                                        retry_after=parse_retry_after(e.headers.get("Retry-After")),
-                                        kind=f"http{e.code}") from None
-            raise PermanentLLMError(f"HTTP {e.code} from {self.base_url}{path}: {detail}") from None
+            raise self._http_error(e, path) from None
+        except urllib.error.URLError as e:
+            # Raised while connecting or sending: the server could not be reached (or closed before the request
+            # was sent, which counts as reached).
+            reason = e.reason
+            if isinstance(reason, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
+                raise TransientLLMError(f"connection reset while sending {path}: {reason}",
+                                        kind="connection") from None
+            kind = ("tls" if isinstance(reason, ssl.SSLError) else
+                    "connect-timeout" if isinstance(reason, (socket.timeout, TimeoutError)) else "unreachable")
+            err = TransientLLMError(f"cannot reach {self.server}: {self._redact(str(reason))}", kind=kind,
+                                    unreachable=True)
+            err.reason = self._redact(str(reason))
+            raise err from None
+        except http.client.IncompleteRead as e:
+            more = f"{e.expected} more" if e.expected is not None else "more"
+            raise TransientLLMError(f"truncated response from {path}: {len(e.partial)} bytes read, {more} expected",
+                                    kind="truncated") from None
+        except http.client.RemoteDisconnected:
+            raise TransientLLMError(f"the server closed the connection without answering {path}",
+                                    kind="disconnected") from None
+        except http.client.HTTPException as e:  # BadStatusLine, LineTooLong, ...
+            raise TransientLLMError(f"invalid HTTP response to {path}: {type(e).__name__} "
+                                    f"{one_line(self._redact(repr(e.args[0] if e.args else '')), 80)}",
+                                    kind="protocol") from None
         except (socket.timeout, TimeoutError) as e:
             raise TransientLLMError(f"timeout after {self.timeout}s on {path}: {e}", kind="timeout") from None
-        except urllib.error.URLError as e:
-            kind = "timeout" if isinstance(e.reason, (socket.timeout, TimeoutError)) else "connection"
-            raise TransientLLMError(f"{kind} error on {path}: {e.reason}", kind=kind) from None
-        except (ConnectionError, OSError) as e:
+        except ssl.SSLError as e:
+            raise TransientLLMError(f"TLS error on {path}: {e}", kind="tls") from None
+        except OSError as e:  # ConnectionResetError and the like, after the request was sent
             raise TransientLLMError(f"connection error on {path}: {e}", kind="connection") from None
         try:
             out = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError):
-            raise TransientLLMError(f"malformed JSON from {path}: {raw[:120]!r}", kind="garbage") from None
+            raise TransientLLMError(f"malformed JSON from {path}: {self._redact(repr(raw[:120]))}",
+                                    kind="garbage") from None
         if not isinstance(out, dict) or not isinstance(out.get("choices"), list) or not out["choices"]:
-            raise TransientLLMError(f"response from {path} has no 'choices': {str(out)[:120]}", kind="garbage")
+            raise TransientLLMError(f"response from {path} has no 'choices': {self._redact(str(out)[:120])}",
+                                    kind="garbage")
         return out
+
+    def _check_open(self) -> None:
+        if self._fatal is not None:
+            raise FatalLLMError(str(self._fatal))
+
+    def _attempt(self, path: str, body: dict, estimated_tokens: int, parse: Callable[[dict], Any]) -> tuple:
+        """One request; updates the breaker. Returns ``(response, parsed result)``."""
+        self._check_open()
+        self.limiter.acquire(estimated_tokens)
+        self._check_open()
+        self.usage.add(requests=1)
+        try:
+            out = self._post_once(path, body)
+            try:
+                result = parse(out)
+            except (KeyError, IndexError, TypeError, AttributeError, ValueError) as e:
+                if isinstance(e, LLMError):
+                    raise
+                raise TransientLLMError(f"unexpected response shape from {path}: {e!r}", kind="garbage") from None
+        except FatalLLMError as e:
+            with self._state_lock:
+                if self._fatal is None:
+                    self._fatal = e
+            raise
+        except TransientLLMError as e:
+            with self._state_lock:
+                if not e.unreachable:
+                    self._unreachable_streak = 0
+                    raise
+                self._healthy = False
+                self._unreachable_streak += 1
+                if self._unreachable_streak >= self.max_connection_failures and self._fatal is None:
+                    self._fatal = FatalLLMError(
+                        f"LLM server {self.server} is unreachable after {self._unreachable_streak} consecutive "
+                        f"connection failures (last: {getattr(e, 'reason', e)}); check --base-url and that the "
+                        f"server is running")
+                if self._fatal is not None:
+                    raise FatalLLMError(str(self._fatal)) from None
+            raise
+        with self._state_lock:
+            self._healthy = True
+            self._unreachable_streak = 0
+        return out, result
 
     def _post(self, path: str, body: dict, *, estimated_tokens: int, parse: Callable[[dict], Any]) -> Any:
         body = {**self.extra_body, **body, "model": self.model}
         last: TransientLLMError | None = None
         for attempt in range(self.max_attempts):
-            self.limiter.acquire(estimated_tokens)
-            self.usage.add(requests=1)
             try:
-                out = self._post_once(path, body)
-                try:
-                    result = parse(out)
-                except (KeyError, IndexError, TypeError, AttributeError, ValueError) as e:
-                    if isinstance(e, LLMError):
-                        raise
-                    raise TransientLLMError(f"unexpected response shape from {path}: {e!r}", kind="garbage") from None
+                if self._healthy:
+                    out, result = self._attempt(path, body, estimated_tokens, parse)
+                else:
+                    with self._probe_lock:
+                        out, result = self._attempt(path, body, estimated_tokens, parse)
             except PermanentLLMError:
                 self.usage.add(failures=1)
                 raise
