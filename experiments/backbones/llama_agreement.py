@@ -62,7 +62,7 @@ PROMPTS = [
 ]
 
 
-def compare(gguf_path, prompts, *, n_ctx: int = 256) -> dict:
+def compare(gguf_path, prompts, *, n_ctx: int = 64) -> dict:
     import jax
     from llama_cpp import Llama
 
@@ -72,14 +72,17 @@ def compare(gguf_path, prompts, *, n_ctx: int = 256) -> dict:
     config, params = gguf_io.load_gguf(gguf_path, causal=True)
     enc = Encoder(config)
     states = jax.jit(lambda p, i, m: enc.apply({"params": p}, i, m, method=enc.encode_tokens))
-    llm = Llama(model_path=str(gguf_path), n_ctx=n_ctx, n_threads=2, logits_all=False, verbose=False)
+    # logits_all: llama-cpp-python keeps `scores` only then (n_ctx x vocab floats: keep n_ctx small)
+    llm = Llama(model_path=str(gguf_path), n_ctx=n_ctx, n_threads=2, logits_all=True, verbose=False)
     rows = []
     for prompt in prompts:
         ids = tokenizer.encode(prompt).ids
         llama_ids = llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=False)
         llm.reset()
         llm.eval(ids)
-        theirs = np.asarray(llm.scores[len(ids) - 1], np.float32)
+        theirs = np.array(llm.scores[len(ids) - 1], np.float32)
+        if not np.any(theirs):
+            raise RuntimeError("llama.cpp returned no logits (llama-cpp-python keeps them only with logits_all)")
         arr = np.asarray([ids], np.int32)
         hidden = states(params, arr, np.ones_like(arr))
         ours = np.asarray(gemma3.lm_logits(params["backbone"], hidden[0, -1]))
