@@ -4,8 +4,13 @@ all-MiniLM-L6-v2, on tasks of the local suite, with wall times, steps/s and the 
     python experiments/backbones/run.py --workdir runs/backbones                 # STS-B, 12 steps (the config)
     python experiments/backbones/run.py --workdir runs/bb --tasks stsb banking77 --steps 12
     python experiments/backbones/run.py --workdir runs/bbq --quick               # 2 steps, STS-B only
+    # on a small shared host: one stage per process, token table frozen (see README.md)
+    python experiments/backbones/run.py --workdir runs/bb --stages train --steps 4 \
+        --set 'optimizer.frozen=["backbone/embed_tokens"]'
 
-Writes ``<workdir>/results.json`` and ``results.md``; the numbers in README.md come from these files.
+Stages (``--stages``, default all, in order): ``base`` (evaluate the untrained encoder), ``train``, ``trained``
+(evaluate the export), ``minilm``. Each stage's result is merged into ``<workdir>/results.json`` (so stages can run
+in separate processes) and the table is rewritten to ``results.md``; the numbers in README.md come from these files.
 """
 from __future__ import annotations
 
@@ -69,9 +74,10 @@ def table(out: dict) -> str:
     head = "| model | " + " | ".join(tasks) + " | eval wall (s) |\n|---|" + "---|" * (len(tasks) + 1) + "\n"
     rows = []
     for label, key in (("Gemma-3-270M encoder, base (bidirectional, mean pooled, no training)", "base"),
-                       (f"Gemma-3-270M encoder after our recipe ({out['train']['steps']} steps)", "trained"),
+                       (f"Gemma-3-270M encoder after our recipe ({out.get('train', {}).get('steps', '?')} steps)",
+                        "trained"),
                        ("all-MiniLM-L6-v2", "minilm")):
-        if key in out:
+        if key in out and all(t in out[key]["scores"] for t in tasks):
             r = out[key]
             rows.append(f"| {label} | " + " | ".join(f"{100 * r['scores'][t]:.2f}" if r['scores'][t] <= 1 else
                                                      f"{r['scores'][t]:.2f}" for t in tasks)
@@ -85,7 +91,8 @@ def main(argv=None):
     ap.add_argument("--tasks", nargs="+", default=["stsb"])
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--set", nargs="*", default=[], help="config overrides, e.g. data.batch_size=8")
-    ap.add_argument("--skip-minilm", action="store_true")
+    ap.add_argument("--stages", nargs="+", default=["base", "train", "trained", "minilm"],
+                    choices=["base", "train", "trained", "minilm"])
     ap.add_argument("--quick", action="store_true", help="2 training steps, STS-B only")
     args = ap.parse_args(argv)
     if args.quick:
@@ -93,21 +100,30 @@ def main(argv=None):
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
     cache = work / "embedding_cache"
-    out = {"machine": machine(), "tasks": args.tasks, "config": CONFIG, "overrides": args.set,
-           "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
-    t0 = time.perf_counter()
-    out["base"] = evaluate("gemma-3-270m", args.tasks, work / "eval_base", cache)
-    out["train"] = train(work / "train", args.steps, args.set)
-    out["trained"] = evaluate(out["train"]["export"], args.tasks, work / "eval_trained", cache)
-    if not args.skip_minilm:
-        out["minilm"] = evaluate("all-MiniLM-L6-v2", args.tasks, work / "eval_minilm", cache)
-    out["total_seconds"] = time.perf_counter() - t0
-    out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
-    out["table"] = table(out)
-    (work / "results.json").write_text(json.dumps(out, indent=2) + "\n")
-    (work / "results.md").write_text(out["table"] + f"\n{out['machine']}; total {out['total_seconds']:.0f} s\n")
+    results_file = work / "results.json"
+    out = json.loads(results_file.read_text()) if results_file.is_file() else {}
+    out.update({"machine": machine(), "tasks": args.tasks, "config": CONFIG})
+    for stage in args.stages:
+        t0 = time.perf_counter()
+        if stage == "base":
+            out["base"] = evaluate("gemma-3-270m", args.tasks, work / "eval_base", cache)
+        elif stage == "train":
+            out["train"] = {**train(work / "train", args.steps, args.set), "overrides": args.set}
+        elif stage == "trained":
+            out["trained"] = evaluate(out["train"]["export"], args.tasks, work / "eval_trained", cache)
+        else:
+            out["minilm"] = evaluate("all-MiniLM-L6-v2", args.tasks, work / "eval_minilm", cache)
+        out.setdefault("stage_log", []).append({
+            "stage": stage, "seconds": time.perf_counter() - t0, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+            "load_average_at_end": os.getloadavg()[0]})
+        out["table"] = table(out)
+        tmp = results_file.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(out, indent=2) + "\n")
+        os.replace(tmp, results_file)
+        (work / "results.md").write_text(out["table"] + f"\n{out['machine']}\n")
+        print(f"[backbones] {stage} done in {out['stage_log'][-1]['seconds']:.0f} s", flush=True)
     print(out["table"])
-    print(json.dumps({k: out[k] for k in ("machine", "train", "total_seconds", "peak_rss_gb")}, indent=2))
 
 
 if __name__ == "__main__":

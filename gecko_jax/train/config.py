@@ -124,8 +124,14 @@ class OptimizerConfig:
     eps: float = 1e-8  # Adam epsilon
     momentum: float = 0.9  # sgd only
     clip_norm: float | None = 1.0  # global-norm gradient clipping; None disables
+    # Parameter path prefixes kept fixed ("backbone/embed_tokens": Gemma's 168M-row-parameter token table): no
+    # update and no optimizer state; their gradients are never used, so XLA drops them. Empty: train everything.
+    frozen: tuple = ()
 
     def __post_init__(self):
+        self.frozen = tuple(str(f) for f in self.frozen)
+        _check(all(f and not f.startswith("/") for f in self.frozen), "optimizer.frozen",
+               "a list of parameter path prefixes such as 'backbone/embed_tokens'", self.frozen)
         _check(self.name in OPTIMIZERS, "optimizer.name", f"one of {sorted(OPTIMIZERS)}", self.name)
         _check(self.schedule in SCHEDULES, "optimizer.schedule", f"one of {sorted(SCHEDULES)}", self.schedule)
         _check(self.learning_rate > 0, "optimizer.learning_rate", "a positive number", self.learning_rate)
