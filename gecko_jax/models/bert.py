@@ -252,4 +252,5 @@ BERT = register(Architecture(
     params_from_hf=params_from_hf,
     params_to_hf=params_to_hf,
     hf_prefixes=("bert.",),
+    hf_pooler=True,
 ))

@@ -99,6 +99,7 @@ class ModelConfig:
     tiny: dict | None = None  # random tiny encoder: overrides for EncoderConfig.tiny (used when pretrained is None)
     tokenizer: str | None = None  # tokenizer folder/name; defaults to `pretrained`
     dropout: float | None = None  # override the encoder's dropout rates (None: keep the checkpoint's)
+    dtype: str | None = None  # encoder compute dtype ("bfloat16" on GPU/TPU); params stay float32. None: float32
     classifier: str = "text_head"  # classifier trainer: "text_head" (encoder + linear), "mlp", or "cnn:<name>"
     hidden: tuple = (256,)  # classifier "mlp": hidden widths
 
@@ -107,6 +108,7 @@ class ModelConfig:
         _check(self.classifier in ("text_head", "mlp") or self.classifier.startswith("cnn:"), "model.classifier",
                "'text_head', 'mlp' or 'cnn:<name>'", self.classifier)
         _check(self.dropout is None or 0.0 <= self.dropout < 1.0, "model.dropout", "a rate in [0, 1)", self.dropout)
+        _check(self.dtype in (None, "float32", "bfloat16"), "model.dtype", "null, 'float32' or 'bfloat16'", self.dtype)
 
 
 @dataclasses.dataclass
@@ -122,8 +124,14 @@ class OptimizerConfig:
     eps: float = 1e-8  # Adam epsilon
     momentum: float = 0.9  # sgd only
     clip_norm: float | None = 1.0  # global-norm gradient clipping; None disables
+    # Parameter path prefixes kept fixed ("backbone/embed_tokens": Gemma's 168M-row-parameter token table): no
+    # update and no optimizer state; their gradients are never used, so XLA drops them. Empty: train everything.
+    frozen: tuple = ()
 
     def __post_init__(self):
+        self.frozen = tuple(str(f) for f in self.frozen)
+        _check(all(f and not f.startswith("/") for f in self.frozen), "optimizer.frozen",
+               "a list of parameter path prefixes such as 'backbone/embed_tokens'", self.frozen)
         _check(self.name in OPTIMIZERS, "optimizer.name", f"one of {sorted(OPTIMIZERS)}", self.name)
         _check(self.schedule in SCHEDULES, "optimizer.schedule", f"one of {sorted(SCHEDULES)}", self.schedule)
         _check(self.learning_rate > 0, "optimizer.learning_rate", "a positive number", self.learning_rate)
