@@ -206,7 +206,8 @@ def save_pretrained(path, config: EncoderConfig, params: Mapping[str, Any], *, m
     """Write ``config.json`` + ``model.safetensors`` (+ the sentence-transformers files) into ``path``.
 
     Args:
-      path: output folder (created; existing files of the same names are overwritten).
+      path: output folder (created; written into a temporary sibling folder and swapped in at the end, so a failure
+        leaves the previous folder intact; files of the previous folder that are not rewritten are kept).
       config: the encoder's config.
       params: ``{"backbone": ..., ["projection": ...]}`` as returned by ``load_pretrained`` or training.
       max_seq_length: written to ``sentence_bert_config.json`` (defaults to ``config.max_position_embeddings``).
@@ -215,21 +216,27 @@ def save_pretrained(path, config: EncoderConfig, params: Mapping[str, Any], *, m
     Returns:
       The folder path.
     """
-    from safetensors.numpy import save_file
-
     if "backbone" not in params:
         raise KeyError(f"params must have a 'backbone' entry (got keys {sorted(params)})")
     if config.projection_dim is not None and not sentence_transformers:
         raise ValueError("a projection head is stored as a sentence-transformers Dense module: "
                          "save with sentence_transformers=True")
-    out = pathlib.Path(path)
-    out.mkdir(parents=True, exist_ok=True)
+    from gecko_jax.fileio import atomic_dir
+
+    with atomic_dir(path) as tmp:  # a crash or a full disk never leaves a half-written model folder at `path`
+        _write_folder(tmp, config, params, max_seq_length, sentence_transformers)
+    return pathlib.Path(path)
+
+
+def _write_folder(out: pathlib.Path, config: EncoderConfig, params, max_seq_length, sentence_transformers) -> None:
+    from safetensors.numpy import save_file
+
     arch = get_architecture(config.model_type)
     (out / "config.json").write_text(json.dumps(config.to_hf(), indent=2) + "\n")
     save_file(arch.params_to_hf(params["backbone"], config), str(out / "model.safetensors"),
               metadata={"format": "pt"})
     if not sentence_transformers:
-        return out
+        return
     modules = [{"idx": 0, "name": "0", "path": "", "type": _ST + "Transformer"},
                {"idx": 1, "name": "1", "path": "1_Pooling", "type": _ST + "Pooling"}]
     (out / "1_Pooling").mkdir(exist_ok=True)
@@ -266,7 +273,6 @@ def save_pretrained(path, config: EncoderConfig, params: Mapping[str, Any], *, m
     (out / "config_sentence_transformers.json").write_text(json.dumps({
         "__version__": {"gecko_jax": _version()}, "prompts": {}, "default_prompt_name": None,
         "similarity_fn_name": "cosine"}, indent=2) + "\n")
-    return out
 
 
 def _version() -> str:
