@@ -44,10 +44,15 @@ os.umask(_UMASK)
 
 
 def output_error(path, error: OSError) -> OutputError | OSError:
-    """``error`` as a one-line :class:`OutputError` naming ``path``, when it is one the user can act on."""
-    if isinstance(error, OutputError) or error.errno not in _WRITE_REASONS:
+    """``error`` as a one-line :class:`OutputError` naming ``path``, when it is one the user can act on.
+
+    An ``OSError`` without an errno is a short write some library reported itself (numpy's ``tofile``: "N requested
+    and M written"); that is a full disk or a size limit too.
+    """
+    if isinstance(error, OutputError) or (error.errno is not None and error.errno not in _WRITE_REASONS):
         return error
-    out = OutputError(f"cannot write {path}: {_WRITE_REASONS[error.errno]}")
+    reason = _WRITE_REASONS[error.errno] if error.errno is not None else f"short write ({error}): is the disk full?"
+    out = OutputError(f"cannot write {path}: {reason}")
     out.errno, out.filename = error.errno, str(path)
     return out
 
@@ -139,8 +144,15 @@ def save_npy(path, array) -> pathlib.Path:
     import numpy as np
 
     with atomic_write(path, "wb") as f:
-        np.save(f, array)
+        # Through a plain .write() (numpy then writes in chunks), not numpy's tofile() on the raw file: a failed
+        # write then keeps its errno (ENOSPC, EFBIG) instead of numpy's "N requested and M written".
+        np.save(_Writer(f), array)
     return pathlib.Path(path)
+
+
+class _Writer:
+    def __init__(self, f):
+        self.write = f.write
 
 
 # ------------------------------------------------------------------------------------------------ folders
