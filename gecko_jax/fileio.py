@@ -79,15 +79,20 @@ def _make_parent(path: pathlib.Path) -> None:
         raise output_error(path, e) from None
 
 
+def _temp_beside(path: pathlib.Path) -> tuple[int, str]:
+    """A new temporary file in ``path``'s folder (made if needed): ``(fd, name)``."""
+    _make_parent(path)
+    try:
+        return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise output_error(path, e) from None
+
+
 def check_writable(path) -> pathlib.Path:
     """Fail early (before any expensive work) when ``path`` cannot be written: its folder cannot be made or
     written to, or a folder is in the way. Creates the parent folders; writes nothing at ``path``."""
     path = pathlib.Path(path)
-    _make_parent(path)
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as e:
-        raise output_error(path, e) from None
+    fd, tmp = _temp_beside(path)
     os.close(fd)
     os.unlink(tmp)
     return path
@@ -102,11 +107,7 @@ def atomic_write(path, mode: str = "wb", *, encoding: str | None = None) -> Iter
       ...     np.save(f, vecs)
     """
     path = pathlib.Path(path)
-    _make_parent(path)
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as e:
-        raise output_error(path, e) from None
+    fd, tmp = _temp_beside(path)
     try:
         with os.fdopen(fd, mode, encoding=encoding) as f:
             yield f
