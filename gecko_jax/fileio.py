@@ -18,6 +18,7 @@ import errno
 import json
 import os
 import pathlib
+import re
 import shutil
 import tempfile
 from typing import Any, Iterator
@@ -54,6 +55,24 @@ def output_error(path, error: OSError) -> OutputError | OSError:
     reason = _WRITE_REASONS[error.errno] if error.errno is not None else f"short write ({error}): is the disk full?"
     out = OutputError(f"cannot write {path}: {reason}")
     out.errno, out.filename = error.errno, str(path)
+    return out
+
+
+def errno_in_message(text: str) -> int | None:
+    """The OS error number a library wrote into a message (tensorstore: ``[os_error_code='28']``; Python:
+    ``[Errno 28]``), or None."""
+    m = re.search(r"os_error_code='?(\d+)|\[Errno (\d+)\]", text)
+    return int(m.group(1) or m.group(2)) if m else None
+
+
+def write_failure(path, error: BaseException) -> OutputError | None:
+    """An error some library raised while writing ``path`` as a one-line :class:`OutputError`, when its message
+    carries an OS error the user can act on (disk full, permission denied, ...); else None."""
+    err = errno_in_message(str(error))
+    if err not in _WRITE_REASONS:
+        return None
+    out = OutputError(f"cannot write {path}: {_WRITE_REASONS[err]}")
+    out.errno, out.filename = err, str(path)
     return out
 
 

@@ -158,3 +158,13 @@ def test_decode_names_file_line_and_byte(tmp_path):
 def test_exit_codes_are_distinct_and_documented():
     assert set(EXIT_CODES) == {0, 1, 2, 3, 4, 5, 143}
     assert exit_code(RuntimeError("a bug")) is None  # bugs keep their traceback
+
+
+def test_os_errors_inside_library_messages():
+    ts = 'Failed to write 3730295 bytes to file 6: File too large [os_error_code=\'27\']'
+    assert fileio.errno_in_message(ts) == errno.EFBIG
+    assert fileio.errno_in_message("[Errno 28] No space left on device: 'x'") == errno.ENOSPC
+    assert fileio.errno_in_message("shape mismatch") is None
+    out = fileio.write_failure("ckpt", ValueError("OUT_OF_RANGE: ... [os_error_code=28]"))
+    assert isinstance(out, OutputError) and str(out) == "cannot write ckpt: no space left on device"
+    assert fileio.write_failure("ckpt", ValueError("[os_error_code=2]")) is None  # not a write failure

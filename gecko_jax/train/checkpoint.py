@@ -23,6 +23,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from gecko_jax.errors import RestoreError
+from gecko_jax.fileio import write_failure
 from gecko_jax.train.state import TrainState
 
 _FIELDS = ("step", "params", "opt_state", "rng", "data_position", "frozen")
@@ -44,6 +45,7 @@ class Checkpointer:
         self.every_steps = every_steps
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, save_interval_steps=every_steps, create=True)
         self.manager = ocp.CheckpointManager(self.directory, options=options)
+        _filter_orbax_noise()
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -55,7 +57,20 @@ class Checkpointer:
         """Save when ``step`` is due (every ``every_steps``) or ``force``; returns whether a save started."""
         if step in self.manager.all_steps():
             return False
-        return self.manager.save(step, args=ocp.args.StandardSave(_as_dict(state)), force=force)
+        with self._write_errors():
+            return self.manager.save(step, args=ocp.args.StandardSave(_as_dict(state)), force=force)
+
+    @contextlib.contextmanager
+    def _write_errors(self):
+        """A full disk (or a permission, quota, size limit) while orbax writes in the background surfaces at the
+        next save or wait as a tensorstore error: raise it as a one-line OutputError naming the checkpoint."""
+        try:
+            yield
+        except Exception as e:  # noqa: BLE001
+            out = write_failure(f"checkpoints in {self.directory}", e)  # (the step that failed may be earlier)
+            if out is None:
+                raise
+            raise out from e
 
     def restore(self, like: TrainState, step: int | None = None) -> TrainState:
         """Restore into the structure, dtypes and shardings of ``like`` (a freshly created state).
@@ -97,11 +112,14 @@ class Checkpointer:
         self.manager.reload()
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        with self._write_errors():
+            self.manager.wait_until_finished()
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
+        try:
+            self.wait()
+        finally:
+            self.manager.close()
 
 
 def failure_reason(error: BaseException, limit: int = 240) -> str:
@@ -117,28 +135,46 @@ def _say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
 
-def _is_restore_debris(exc_type, exc, obj=None) -> bool:
-    """What a failed orbax restore leaves behind: reads still in flight when its event loop closed report "Event
-    loop is closed", and their coroutines, collected later, "Exception ignored in <coroutine ...>"."""
+def _is_orbax_debris(exc_type, exc, obj=None) -> bool:
+    """What a failed orbax read or write leaves behind: tensorstore I/O still in flight when orbax's event loop
+    closed reports "Event loop is closed", and its coroutines, collected later, "Exception ignored in
+    <coroutine ...>"."""
     if exc_type is RuntimeError and str(exc) == "Event loop is closed":
         return True
     code = getattr(obj, "cr_code", None)
     return code is not None and "orbax" in code.co_filename
 
 
-def _filter_restore_debris() -> None:
-    """After a failed restore, drop (only) its debris from the process's error hooks; the caller has already
-    reported the failure in one line. Installed once; anything else still reaches the previous hooks."""
+class _WriteFailureLog(logging.Filter):
+    """Orbax's background save thread logs a failed write (full disk, ...) at ERROR with its whole traceback; the
+    same error is raised at the next save or wait, where ``Checkpointer`` reports it in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        try:
+            text = record.getMessage() + (str(record.exc_info[1]) if record.exc_info else "")
+        except Exception:  # noqa: BLE001 (a record that cannot render is not ours to judge)
+            return True
+        return write_failure("", RuntimeError(text)) is None
+
+
+def _filter_orbax_noise() -> None:
+    """Drop (only) orbax's debris from the process's error hooks and its logged write failures; the caller reports
+    each failure in one line. Installed once; anything else still reaches the previous hooks and handlers."""
+    absl = logging.getLogger("absl")
+    if not any(isinstance(f, _WriteFailureLog) for f in absl.filters):
+        absl.addFilter(_WriteFailureLog())
     if getattr(sys.unraisablehook, "_gecko_restore_filter", False):
         return
     previous_unraisable, previous_except = sys.unraisablehook, sys.excepthook
 
     def unraisable(info):
-        if not _is_restore_debris(info.exc_type, info.exc_value, info.object):
+        if not _is_orbax_debris(info.exc_type, info.exc_value, info.object):
             previous_unraisable(info)
 
     def excepthook(exc_type, exc, tb):
-        if not _is_restore_debris(exc_type, exc):
+        if not _is_orbax_debris(exc_type, exc):
             previous_except(exc_type, exc, tb)
 
     unraisable._gecko_restore_filter = True
@@ -155,7 +191,7 @@ def _quiet_orbax():
     try:
         yield
     except BaseException:
-        _filter_restore_debris()
+        _filter_orbax_noise()
         raise
     finally:
         for lg, level in zip(loggers, levels):

@@ -119,15 +119,12 @@ def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path, *, task
     step_fn = make_step(task.step_loss(), config, mesh)
     start, pos = int(state.step), int(state.data_position)
     end = config.steps if stop_after is None else min(config.steps, start + stop_after)
-    restart = None
-    if origin == "workdir":
-        # Steps after the checkpoint were logged by the run that died; they are about to be taken again. A finished
-        # run rerun evaluates again, so its final eval records go too.
-        finished = start >= config.steps
-        if lead:
-            rewind_metrics(workdir / "metrics.jsonl", start, keep_evals_at_step=not finished)
-        restart = start if finished else start + 1
-    writer = MetricsWriter(workdir, enabled=lead, restart_step=restart)
+    # Records after the restored step were logged by a run that died; those steps are about to be taken again (all
+    # of them when no checkpoint was restored). A finished run rerun evaluates again, so its final eval goes too.
+    finished = start >= config.steps
+    if lead:
+        rewind_metrics(workdir / "metrics.jsonl", start, keep_evals_at_step=0 < start < config.steps)
+    writer = MetricsWriter(workdir, enabled=lead, restart_step=start if finished or start == 0 else start + 1)
     result = TrainResult(state=state, steps_run=0, origin=origin)
     try:
         if start == 0:

@@ -133,9 +133,10 @@ class EventWriter:
 def rewind_metrics(path: str | pathlib.Path, step: int, *, keep_evals_at_step: bool = True) -> int:
     """Cut ``metrics.jsonl`` back to a resumed run's checkpoint ``step``, so no step appears twice.
 
-    Keeps the records at steps ``<= step`` (without the eval-only records at ``step`` when
-    ``keep_evals_at_step=False``: the final evaluation of a finished run, which a rerun writes again) and drops a
-    torn last line. The file is rewritten atomically. Returns the number of records dropped.
+    Keeps the records at steps ``<= step`` (without the records at ``step`` that hold no ``loss`` when
+    ``keep_evals_at_step=False``: the final evaluation of a finished run, or the step-0 records of a run that starts
+    again from step 0, which the rerun writes again) and drops a torn last line. The file is rewritten atomically.
+    Returns the number of records dropped.
     """
     path = pathlib.Path(path)
     if not path.is_file():

@@ -164,3 +164,32 @@ def test_workdir_that_is_a_file_exit_5(tmp_path, capsys):
     assert main(["train", "--config", str(cfg), "--workdir", str(tmp_path / "w")]) == 5
     assert capsys.readouterr().err.strip() == (f"gecko-jax train: error: cannot write {tmp_path / 'w' / 'config.json'}"
                                                ": a file is in the way of a folder on the path")
+
+
+def test_disk_full_during_training_exit_5_then_rerun(tmp_path):
+    """A real failed checkpoint write (the file size limit RLIMIT_FSIZE fails write() with EFBIG, as a full disk does
+    with ENOSPC) in orbax's background thread: one stderr line and exit 5; the rerun starts clean (no repeated
+    metrics steps, orbax's unfinished temporary folder replaced)."""
+    import os
+    import subprocess
+
+    data = th.write_pairs(tmp_path / "pairs.jsonl", 40)
+    cfg = th.write_config(tmp_path / "c.json", th.contrastive_raw(data, steps=6, checkpoint=CKPT))
+    wd = tmp_path / "w"
+    code = ("import resource, signal, sys\n"
+            "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))\n"
+            "from gecko_jax.cli import main\n"
+            f"sys.exit(main(['train', '--config', {str(cfg)!r}, '--workdir', {str(wd)!r}]))\n")
+    env = {**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).resolve().parents[2]), "JAX_PLATFORMS": "cpu",
+           **th.subprocess_env()}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    err = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 5 and len(err) == 1, proc.stderr[-3000:]
+    assert err[0] == (f"gecko-jax train: error: cannot write checkpoints in {wd / 'checkpoints'}: file too large "
+                      "(a file size limit is set)")
+    assert not [p for p in (wd / "checkpoints").iterdir() if p.name.isdigit()]  # nothing half-committed
+
+    res = train.train_and_evaluate(train.from_dict(th.contrastive_raw(data, steps=6, checkpoint=CKPT)), wd)
+    assert res.origin == "random" and int(res.state.step) == 6
+    assert [m["step"] for m in th.read_metrics(wd)] == list(range(7))
