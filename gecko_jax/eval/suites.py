@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import pathlib
 import platform
 import time
@@ -224,11 +223,12 @@ def _fmt(v: float) -> str:
 
 def write_results(out: dict, out_dir) -> pathlib.Path:
     """Write ``results.json`` (everything) and ``results.md`` (table + settings + licence note)."""
+    from gecko_jax.fileio import write_json, write_text
+
     out_dir = pathlib.Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.json").write_text(json.dumps(out, indent=2, default=str) + "\n")
+    write_json(out_dir / "results.json", out, indent=2, default=str)  # atomic, as every gecko_jax output
     md = [f"# gecko-jax eval: suite `{out['suite']}`", "", f"Model: `{out['model']['repr']}`  ",
           f"Task prompts: `{out['task_prompts']}`; total time {out['seconds']:.1f} s; {out['date']}", "",
           out["table"], "", f"_{out['licence_note']}_", ""]
-    (out_dir / "results.md").write_text("\n".join(md))
+    write_text(out_dir / "results.md", "\n".join(md))
     return out_dir

@@ -246,7 +246,8 @@ def save_pretrained(path, config: EncoderConfig, params: Mapping[str, Any], *, m
     """Write ``config.json`` + ``model.safetensors`` (+ the sentence-transformers files) into ``path``.
 
     Args:
-      path: output folder (created; existing files of the same names are overwritten).
+      path: output folder (created; written into a temporary sibling folder and swapped in at the end, so a failure
+        leaves the previous folder intact; files of the previous folder that are not rewritten are kept).
       config: the encoder's config.
       params: ``{"backbone": ..., ["projection": ...]}`` as returned by ``load_pretrained`` or training.
       max_seq_length: written to ``sentence_bert_config.json`` (defaults to ``config.max_position_embeddings``).
@@ -260,8 +261,14 @@ def save_pretrained(path, config: EncoderConfig, params: Mapping[str, Any], *, m
     if config.projection_dim is not None and not sentence_transformers:
         raise ValueError("a projection head is stored as a sentence-transformers Dense module: "
                          "save with sentence_transformers=True")
-    out = pathlib.Path(path)
-    out.mkdir(parents=True, exist_ok=True)
+    from gecko_jax.fileio import atomic_dir
+
+    with atomic_dir(path) as tmp:  # a crash or a full disk never leaves a half-written model folder at `path`
+        _write_folder(tmp, config, params, max_seq_length, sentence_transformers)
+    return pathlib.Path(path)
+
+
+def _write_folder(out: pathlib.Path, config: EncoderConfig, params, max_seq_length, sentence_transformers) -> None:
     arch = get_architecture(config.model_type)
     _write_json(out / "config.json", config.to_hf())
     tensors = arch.params_to_hf(params["backbone"], config)
@@ -270,7 +277,7 @@ def save_pretrained(path, config: EncoderConfig, params: Mapping[str, Any], *, m
         tensors["pooler.dense.bias"] = np.zeros(config.hidden_size, np.float32)
     _save_tensors(tensors, out / "model.safetensors")
     if not sentence_transformers:
-        return out
+        return
     modules = [{"idx": 0, "name": "0", "path": "", "type": _ST + "Transformer"},
                {"idx": 1, "name": "1", "path": "1_Pooling", "type": _ST + "Pooling"}]
     (out / "1_Pooling").mkdir(exist_ok=True)
@@ -310,23 +317,21 @@ def save_pretrained(path, config: EncoderConfig, params: Mapping[str, Any], *, m
     _write_json(out / "config_sentence_transformers.json", {
         "__version__": {"gecko_jax": _version()}, "prompts": {}, "default_prompt_name": None,
         "similarity_fn_name": "cosine"})
-    return out
 
 
 def _write_json(path: pathlib.Path, obj) -> None:
-    """Write ``obj`` as indented JSON atomically (temporary file in the same folder, then rename)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    from gecko_jax.fileio import write_json
+
+    write_json(path, obj)
 
 
 def _save_tensors(tensors: Mapping[str, np.ndarray], path: pathlib.Path) -> None:
-    """``safetensors`` file written atomically, with the metadata PyTorch loaders expect."""
-    from safetensors.numpy import save_file
+    """``safetensors`` file with the metadata PyTorch loaders expect (atomic through ``fileio``)."""
+    from safetensors.numpy import save
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file(dict(tensors), str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, path)
+    from gecko_jax.fileio import write_bytes
+
+    write_bytes(path, save(dict(tensors), metadata={"format": "pt"}))
 
 
 def _version() -> str:

@@ -168,15 +168,15 @@ class GeckoSst2(_LocalBuilder):
 
     def _generate_examples(self, part):
         path = _require(self.source_dir / f"sentiment-{part}", "lines 'sentence<TAB>label'")
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                line = line.rstrip("\n")
-                if not line:
-                    continue
-                sentence, sep, label = line.rpartition("\t")
-                if not sep or label.strip() not in ("0", "1"):
-                    raise ValueError(f"{path}:{lineno}: expected 'sentence<TAB>0|1', got {line[-40:]!r}")
-                yield lineno, {"idx": lineno - 1, "sentence": sentence.strip(), "label": int(label)}
+        from gecko_jax.fileio import iter_lines
+
+        for lineno, line in iter_lines(path):  # a non-UTF-8 byte: InputError naming file:line
+            if not line:
+                continue
+            sentence, sep, label = line.rpartition("\t")
+            if not sep or label.strip() not in ("0", "1"):
+                raise ValueError(f"{path}:{lineno}: expected 'sentence<TAB>0|1', got {line[-40:]!r}")
+            yield lineno, {"idx": lineno - 1, "sentence": sentence.strip(), "label": int(label)}
 
 
 def mr_split_indices(n: int) -> dict[str, np.ndarray]:
