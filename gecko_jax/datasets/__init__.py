@@ -126,9 +126,9 @@ def _not_available(ds: Dataset, data_dir, why: str) -> DatasetNotAvailable:
     need = ", ".join(ds.files[:4]) + (" ..." if len(ds.files) > 4 else "")
     if data_dir is not None:
         return DatasetNotAvailable(
-            f"{ds.name}: {pathlib.Path(data_dir) / ds.folder} does not exist (--data-dir / data_dir= was given, so "
-            f"nothing else is tried); expected a folder {ds.folder}/ holding {need}. Drop --data-dir to use "
-            f"$GECKO_JAX_DATA, the cache or a download.")
+            f"{ds.name}: {pathlib.Path(data_dir) / ds.folder / ds.files[0]} not found (--data-dir / data_dir= was "
+            f"given, so nothing else is tried); expected a folder {ds.folder}/ holding {need}. Drop --data-dir to "
+            f"use $GECKO_JAX_DATA, the cache or a download.")
     mirror = mirror_root()
     tried = (f"$GECKO_JAX_DATA/{ds.folder} ({mirror / ds.folder})" if mirror else "$GECKO_JAX_DATA (unset)")
     return DatasetNotAvailable(
