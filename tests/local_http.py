@@ -52,8 +52,10 @@ class LocalServer:
         self.httpd.server_close()
 
     def requests(self, prefix: str = "") -> list:
+        """Logged requests under ``prefix``, without huggingface_hub's daily fetch of its agent-harness registry
+        (``/api/agent-harnesses``, a client-side side request unrelated to what is downloaded)."""
         with self._lock:
-            return [r for r in self.log if r[1].startswith(prefix)]
+            return [r for r in self.log if r[1].startswith(prefix) and not r[1].startswith("/api/agent-harnesses")]
 
     # ---- routing ------------------------------------------------------------------------------------------------
     def _handle(self, h, *, head: bool):

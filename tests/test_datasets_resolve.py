@@ -236,13 +236,13 @@ def test_hub_dataset_repo_through_hf_endpoint(tmp_path, shared_data):
         assert first.returncode == 0, first.stderr[-3000:]
         folder = pathlib.Path(first.stdout.strip().splitlines()[-1])
         assert _same_files(folder, shared_data / "scifact")
-        resolves = [r for r in srv.log if "/resolve/" in r[1]]
+        resolves = [r for r in srv.requests() if "/resolve/" in r[1]]
         assert {r[1].rsplit("/", 1)[-1] for r in resolves} >= {"corpus.jsonl", "queries.jsonl", "test.tsv"}
         assert all("0228b52cf27578f30900b9e5271d331663a030d7" in r[1] for r in resolves)   # the pinned revision
-        n = len(srv.log)
+        n = len(srv.requests())
         again = _run(code.replace("sys.argv[-1] == 'fetch'", "False"), dict(env, HF_HUB_OFFLINE="1"))
         assert again.returncode == 0 and pathlib.Path(again.stdout.strip()) == folder, again.stderr[-2000:]
-        assert len(srv.log) == n                                           # cache hit: no request
+        assert len(srv.requests()) == n                                    # cache hit: no request
         srv.repos.clear()                                                  # a repo the Hub does not have
         missing = _run(code.replace("sys.argv[-1] == 'fetch'", "True"),
                        dict(env, GECKO_JAX_CACHE=str(tmp_path / "cache2"), HF_HOME=str(tmp_path / "hf2")))
