@@ -51,9 +51,12 @@ def verify(path: pathlib.Path, remote: Remote, recorded: str | None, origin: str
     sha, md5 = _digests(path)
     want = remote.sha256 or recorded
     if want is not None and sha != want:
+        fix = ("a changed upstream file needs a new pin in gecko_jax/datasets/_registry.py" if remote.sha256 else
+               "if the source really changed, delete the dataset's cache folder and its .downloads/<name>/recorded.json "
+               "to accept the new file")
         raise ChecksumError(f"{origin}: sha256 {sha} does not match the expected {want} "
                             f"({'pinned' if remote.sha256 else 'recorded at the first download'}); the file was "
-                            "removed, fetch again (a changed upstream file needs a new pin)")
+                            f"removed; {fix}")
     if remote.md5 is not None and md5 != remote.md5:
         raise ChecksumError(f"{origin}: md5 {md5} does not match the published {remote.md5}; the file was removed")
     return sha
