@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from gecko_jax import runtime
+
+    runtime.configure_cpu()  # XLA:CPU flags must be in place before any command starts jax
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
