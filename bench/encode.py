@@ -137,11 +137,16 @@ def main(argv=None) -> int:
     p.add_argument("--pack-length", default="128", help="gecko_jax packing: an int or 'none' (one text per row)")
     p.add_argument("--cpu-tokens", type=int, default=None, help="Embedder cpu_tokens_per_call (default: its own)")
     p.add_argument("--no-runtime-setup", action="store_true",
-                   help="skip gecko_jax.runtime.configure_cpu() (the XLA flags our CLI sets)")
+                   help="skip gecko_jax.runtime.tune_malloc() and configure_cpu() (what the "
+                        "gecko-jax CLI does before jax starts: glibc malloc tunables, XLA flags)")
     p.add_argument("--st-worker", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.st_worker is not None:
         return st_worker(args.st_worker)
+    from gecko_jax import runtime
+
+    if argv is None and not args.no_runtime_setup:
+        runtime.tune_malloc()  # as the gecko-jax CLI does (re-executes this script once)
 
     if args.threads and hasattr(os, "sched_setaffinity"):
         cpus = sorted(os.sched_getaffinity(0))[:args.threads]
@@ -149,8 +154,6 @@ def main(argv=None) -> int:
     if args.isa == "avx2":
         os.environ.update(AVX2_ENV)
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_max_isa=AVX2").strip()
-    from gecko_jax import runtime
-
     added = [] if args.no_runtime_setup else runtime.configure_cpu()
     import jax
     import numpy as np
@@ -178,8 +181,8 @@ def main(argv=None) -> int:
 
     st = None
     if not args.skip_st:
-        env = dict(os.environ)
-        env.pop("XLA_FLAGS", None)
+        # The baseline as its users run it: none of our process settings (XLA flags, malloc tunables).
+        env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "GLIBC_TUNABLES", "GECKO_JAX_MALLOC")}
         try:
             st = STProcess(args.st_python, sets, str(resolve_model_path("all-MiniLM-L6-v2")), threads, env)
             print(f"# sentence-transformers: {args.st_python}: {st.banner}")

@@ -83,6 +83,8 @@ def prepare_gecko(pairs, batch: int, seq: int, steps: int, model: str, pack: boo
     if model == "minilm":
         enc_cfg, params = load_pretrained(folder)
         enc_cfg = enc_cfg.replace(dtype=dtype)
+        if os.environ.get("BENCH_NO_DROPOUT"):
+            enc_cfg = enc_cfg.replace(hidden_dropout=0.0, attention_dropout=0.0)
     else:  # BERT-base shape, random weights: for device throughput and MFU only
         enc_cfg, params = EncoderConfig(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072,
                                         dtype=dtype), None
@@ -224,7 +226,8 @@ class STProcess:
 
     def __init__(self, python: str, model: str, data: str, npairs: int, threads: int | None):
         cmd = [python, __file__, "--st-worker", model, data, str(npairs)] + (["--threads", str(threads)] if threads else [])
-        env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+        # The baseline as its users run it: none of our process settings (XLA flags, malloc tunables).
+        env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "GLIBC_TUNABLES", "GECKO_JAX_MALLOC")}
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         self.banner = self.proc.stdout.readline().strip()
         if not self.banner.startswith("ready"):
@@ -260,19 +263,22 @@ def main(argv=None) -> int:
     p.add_argument("--skip-st", action="store_true")
     p.add_argument("--eigen-single-thread", action="store_true")
     p.add_argument("--no-runtime-setup", action="store_true",
-                   help="skip gecko_jax.runtime.configure_cpu() (the XLA flags our CLI sets)")
+                   help="skip gecko_jax.runtime.tune_malloc() and configure_cpu() (what the "
+                        "gecko-jax CLI does before jax starts: glibc malloc tunables, XLA flags)")
     p.add_argument("--threads", type=int, default=None,
                    help="pin both processes to this many cores (torch to as many threads); default: all")
     p.add_argument("--st-worker", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.st_worker is not None:
         return st_worker(args.st_worker)
+    from gecko_jax import runtime
+
+    if argv is None and not args.no_runtime_setup:
+        runtime.tune_malloc()  # as the gecko-jax CLI does (re-executes this script once)
     if args.threads and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:args.threads]))
     if args.eigen_single_thread:
         os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
-    from gecko_jax import runtime
-
     added = [] if args.no_runtime_setup else runtime.configure_cpu()
     global MODEL
     if args.model_path:

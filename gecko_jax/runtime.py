@@ -1,6 +1,7 @@
 """The machine under the code: CPU model and ISA, a quick f32 matmul peak, FLOP counts, XLA:CPU setup.
 
     from gecko_jax import runtime
+    runtime.tune_malloc()                           # CLIs: re-exec once with glibc malloc tunables (see there)
     runtime.configure_cpu()                         # CLIs call this before jax starts (see configure_cpu)
     info = runtime.cpu_info()                        # {"model": "AMD EPYC ...", "isa": "AVX-512 (bf16)", ...}
     peak = runtime.matmul_peak_gflops()             # measured f32 matmul GFLOP/s of this box, ~1 s
@@ -50,6 +51,35 @@ def configure_cpu(*, force: bool = False) -> list[str]:
     return added
 
 
+# glibc malloc settings for XLA:CPU's per-call buffers: every execution allocates one temp buffer (451 MB for a packed
+# MiniLM train step at batch 32) and frees it at the end. By default glibc maps buffers above 32 MB afresh with mmap
+# and unmaps them on free, so each call page-faults the whole buffer again (issue 21: 293 M minor faults, 1,038 s
+# of system time in one main job). With these three, big buffers come from the main heap and stay there:
+# train step -20% CPU, system time 5.4 -> 1.3 s, minor faults 2.0 M -> 0.4 M (BENCHMARKS.md). Only all three
+# together do it (measured one by one), and only at process start (mallopt() caps the threshold at 32 MB).
+MALLOC_TUNABLES = ("glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=17179869184:"
+                   "glibc.malloc.arena_max=1")
+_MALLOC_MARK = "GECKO_JAX_MALLOC"  # "tuned" once re-executed; set it to "system" to keep glibc's defaults
+
+
+def tune_malloc() -> bool:
+    """Re-execute this program once with :data:`MALLOC_TUNABLES` in ``GLIBC_TUNABLES`` (glibc reads them only at
+    start-up). Returns False, doing nothing, when: not Linux/glibc; already done; ``GECKO_JAX_MALLOC=system``; the
+    user set ``GLIBC_TUNABLES`` or any ``MALLOC_*`` variable; or pytest is running. Only the ``gecko-jax`` entry
+    point and the bench scripts call it, as their first statement (it replaces the process: nothing before it runs
+    twice except Python's start-up).
+    """
+    if (not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc" or os.environ.get(_MALLOC_MARK)
+            or "GLIBC_TUNABLES" in os.environ or any(k.startswith("MALLOC_") for k in os.environ)
+            or "pytest" in sys.modules or not getattr(sys, "orig_argv", None)):
+        return False
+    env = dict(os.environ, GLIBC_TUNABLES=MALLOC_TUNABLES, **{_MALLOC_MARK: "tuned"})
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, sys.orig_argv, env)
+    return True  # not reached
+
+
 # ---------------------------------------------------------------------------------------------------- the machine
 
 def cpu_info() -> dict:
@@ -57,18 +87,19 @@ def cpu_info() -> dict:
 
     Returns ``{"model", "cores" (schedulable CPUs), "isa" (e.g. "AVX-512 (+bf16)", "AVX2+FMA"), "flags"}``.
     """
-    model, flags = platform.processor() or platform.machine(), set()
+    model, flags = "", set()
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             for line in f:
                 key, _, value = line.partition(":")
                 key = key.strip()
-                if key == "model name" and model in ("", platform.machine(), platform.processor()):
+                if key == "model name" and not model:
                     model = value.strip()
                 elif key == "flags" and not flags:
                     flags = set(value.split())
     except OSError:
         pass
+    model = model or platform.processor() or platform.machine()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return {"model": model, "cores": cores, "isa": isa_name(flags), "flags": sorted(flags)}
 
@@ -143,8 +174,9 @@ def estimate_encode_seconds(config, lengths: Iterable[int], peak_gflops: float, 
 
 
 def machine_line() -> str:
-    """One line naming the machine for benchmark output: model, ISA, cores, load, XLA_FLAGS."""
+    """One line naming the machine for benchmark output: model, ISA, cores, load, XLA_FLAGS, malloc setting."""
     info = cpu_info()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (f"{info['model']} | {info['isa']} | {info['cores']} schedulable CPUs of {os.cpu_count()} | "
-            f"load average {load:.1f} | XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+            f"load average {load:.1f} | XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r} | "
+            f"malloc {os.environ.get(_MALLOC_MARK) or 'system'}")

@@ -89,3 +89,34 @@ def test_configure_cpu_adds_only_flags_this_cpu_supports_and_keeps_the_users():
 def test_configure_cpu_is_a_no_op_once_jax_has_started():
     got = _configure_in_fresh_python(None, before="import jax, jax.numpy as jnp\njnp.ones(2).block_until_ready()")
     assert got["added"] == [] and got["env"] == ""
+
+
+_REEXEC = ("import os, sys\nfrom gecko_jax import runtime\n"
+           "print('start', os.environ.get('GECKO_JAX_MALLOC'), flush=True)\n"
+           "runtime.tune_malloc()\n"
+           "print('after', os.environ.get('GLIBC_TUNABLES'), 'pytest' in sys.modules)")
+
+
+def _run(code: str, **env_extra) -> list[str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("GECKO_JAX_MALLOC", "GLIBC_TUNABLES") and not k.startswith("MALLOC_")}
+    env.update(env_extra)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(REPO), env=env,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.split("\n")[:-1]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc tunables are Linux-only")
+def test_tune_malloc_re_executes_once_with_the_tunables():
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("not glibc")
+    assert _run(_REEXEC) == ["start None", "start tuned", f"after {runtime.MALLOC_TUNABLES} False"]
+    # The user's choice wins: an opt-out, or any malloc setting of their own, means no re-exec.
+    assert _run(_REEXEC, GECKO_JAX_MALLOC="system") == ["start system", "after None False"]
+    assert _run(_REEXEC, MALLOC_ARENA_MAX="4") == ["start None", "after None False"]
+    assert _run(_REEXEC, GLIBC_TUNABLES="glibc.malloc.arena_max=2") == ["start None", "after glibc.malloc.arena_max=2 False"]
+    # Never inside pytest (it would restart the test run).
+    assert _run("import pytest\n" + _REEXEC) == ["start None", "after None True"]
