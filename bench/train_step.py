@@ -66,7 +66,8 @@ def _median_step_time(run_step, steps: int, warmup: int) -> float:
     return statistics.median(times)
 
 
-def prepare_gecko(pairs, batch: int, seq: int, steps: int, model: str, pack: bool = False, dtype: str = "float32"):
+def prepare_gecko(pairs, batch: int, seq: int, steps: int, model: str, pack: bool = False, dtype: str = "float32",
+                  dropout: bool = True):
     """Build, compile and warm our step; returns ``(time_steps, info)``: ``time_steps()`` gives a median step time."""
     import jax
     import numpy as np
@@ -83,7 +84,7 @@ def prepare_gecko(pairs, batch: int, seq: int, steps: int, model: str, pack: boo
     if model == "minilm":
         enc_cfg, params = load_pretrained(folder)
         enc_cfg = enc_cfg.replace(dtype=dtype)
-        if os.environ.get("BENCH_NO_DROPOUT"):
+        if not dropout:
             enc_cfg = enc_cfg.replace(hidden_dropout=0.0, attention_dropout=0.0)
     else:  # BERT-base shape, random weights: for device throughput and MFU only
         enc_cfg, params = EncoderConfig(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072,
@@ -256,6 +257,7 @@ def main(argv=None) -> int:
                         "sentence-transformers pads each batch to its longest text (its default); without it both "
                         "pad every text to exactly --seq tokens (same work: kernel efficiency only)")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="our encoder's compute dtype")
+    p.add_argument("--no-dropout", action="store_true", help="our step without dropout (to see what the RNG costs)")
     p.add_argument("--model-path", default=None, help="model folder (default: the installed all-MiniLM-L6-v2)")
     p.add_argument("--data", default=str(STSB), help="STS-B train TSV the sentence pairs come from")
     p.add_argument("--st-python", default=os.environ.get("GECKO_BENCH_ST_PYTHON", sys.executable),
@@ -304,7 +306,8 @@ def main(argv=None) -> int:
           "ratio" + (" | peak GFLOP/s | ours: share of peak | ST: share of peak" if on_cpu else "")
           + (" | TFLOP/step | MFU" if args.peak_tflops else ""))
     for b in args.batch:
-        time_steps, info = prepare_gecko(pairs, b, args.seq, args.steps, args.model, pack=args.pack, dtype=args.dtype)
+        time_steps, info = prepare_gecko(pairs, b, args.seq, args.steps, args.model, pack=args.pack, dtype=args.dtype,
+                                         dropout=not args.no_dropout)
         ours, theirs, peaks = [], [], []
         for r in range(args.rounds):
             if on_cpu:
