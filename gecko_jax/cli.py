@@ -42,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from gecko_jax import runtime
+
+    if argv is None:  # the `gecko-jax` program itself (not a call from Python): glibc malloc tunables, once
+        runtime.tune_malloc()
+    runtime.configure_cpu()  # XLA:CPU flags must be in place before any command starts jax
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
