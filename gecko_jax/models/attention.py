@@ -27,9 +27,12 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def _core(q, k, v, allowed, dropout: Callable | None):
-    """``q, k, v``: ``[..., heads, L, d]`` (q already scaled); ``allowed`` broadcastable to ``[..., heads, L, L]``."""
+def _core(q, k, v, allowed, dropout: Callable | None, bias=None):
+    """``q, k, v``: ``[..., heads, L, d]`` (q already scaled); ``allowed`` (and ``bias``, if any) broadcastable to
+    ``[..., heads, L, L]``."""
     s = jnp.einsum("...qd,...kd->...qk", q, k, preferred_element_type=jnp.float32)
+    if bias is not None:
+        s = s + bias
     s = jnp.where(allowed, s, -jnp.inf)
     # Any shift leaves softmax unchanged, so the max carries no gradient (and costs no backward pass).
     m = jax.lax.stop_gradient(jnp.max(s, axis=-1, keepdims=True))
@@ -42,7 +45,7 @@ def _core(q, k, v, allowed, dropout: Callable | None):
     return out / jnp.maximum(den, jnp.finfo(jnp.float32).tiny)
 
 
-def attention(q, k, v, allowed, *, dropout: Callable | None = None):
+def attention(q, k, v, allowed, *, dropout: Callable | None = None, bias=None):
     """Multi-head attention: ``[B, L, heads, d]`` x3 -> ``float32[B, L, heads * d]``.
 
     Args:
@@ -50,6 +53,8 @@ def attention(q, k, v, allowed, *, dropout: Callable | None = None):
       allowed: ``bool`` broadcastable to ``[B, heads, L, L]`` (e.g. ``[B, 1, 1, L]`` padding mask or
         ``[B, 1, L, L]`` block-diagonal packing mask): True where query ``i`` may attend to key ``j``.
       dropout: elementwise function applied to the unnormalised attention weights (training), or None.
+      bias: optional ``float32`` additive scores broadcastable to ``[B, heads, L, L]`` (MPNet's relative position
+        bias); added before the mask. None (BERT, RoBERTa): no float ``[.., L, L]`` buffer at all.
 
     Returns:
       ``float32[B, L, heads * d]``.
@@ -57,7 +62,7 @@ def attention(q, k, v, allowed, *, dropout: Callable | None = None):
     b, length, heads, d = q.shape
     q = q * jnp.asarray(1.0 / np.sqrt(d), q.dtype)
     q, k, v = (jnp.transpose(t, (0, 2, 1, 3)) for t in (q, k, v))  # [B, heads, L, d]
-    out = _core(q, k, v, allowed, dropout)
+    out = _core(q, k, v, allowed, dropout, bias)
     return jnp.transpose(out, (0, 2, 1, 3)).reshape(b, length, heads * d)
 
 

@@ -79,13 +79,14 @@ class BertSelfAttention(nn.Module):
     def __call__(self, x, mask, *, deterministic: bool):
         cfg = self.config
         b, length, _ = x.shape
-        if mask.dtype != jnp.bool_:
-            mask = mask > jnp.finfo(jnp.float32).min / 2
+        bias = None
+        if mask.dtype != jnp.bool_:  # additive float scores: finfo.min hides a key, other values are added (MPNet)
+            mask, bias = mask > jnp.finfo(jnp.float32).min / 2, mask
         qkv = _dense(cfg, 3 * cfg.hidden_size, "qkv")(x).reshape(b, length, 3, cfg.num_heads, cfg.head_dim)
         dropout = None
         if not deterministic and cfg.attention_dropout > 0:
             dropout = functools.partial(nn.Dropout(cfg.attention_dropout), deterministic=False)
-        ctx = attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], mask, dropout=dropout)
+        ctx = attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], mask, dropout=dropout, bias=bias)
         return _dense(cfg, cfg.hidden_size, "out")(ctx)
 
 
