@@ -137,6 +137,38 @@ def relevance_prompt(query: str, passage: str) -> tuple[str, str]:
     return "\n".join(lines), " Yes"
 
 
+RC_GRADED_VERSION = "rc-graded-v1"
+RC_GRADED_LABELS = ("0", "1", "2", "3")
+
+_RC_GRADED_DEMOS = [
+    (_QG_DEMOS[0][2], _QG_DEMOS[0][0], "3"),
+    (_QG_DEMOS[2][2], _QG_DEMOS[3][0], "0"),
+    ("battery life of electric cars", _QG_DEMOS[4][0], "1"),
+    ("antibiotics discovered in the twentieth century", _QG_DEMOS[5][0], "2"),
+]
+
+
+def relevance_prompt_graded(query: str, passage: str) -> tuple[str, tuple[str, ...]]:
+    """FRet step 2 relevance classification with graded labels: returns ``(prompt, labels)``.
+
+    Zhuang et al. 2023 ("Beyond Yes and No: Improving Zero-Shot LLM Rankers via Scoring Fine-Grained Relevance
+    Labels") rank by the expected relevance over the label distribution,
+
+    .. math:: RC(q, p) = \\sum_{k=0}^{3} k \\, \\frac{e^{\\ell_k}}{\\sum_j e^{\\ell_j}},
+       \\quad \\ell_k = \\log P(\\text{" k"} \\mid \\text{prompt}),
+
+    which separates candidates a binary Yes/No flattens. Labels are scored with a leading space (completion
+    style); a chat answer lists them without it. Few-shot demos show each label once; ours, like all prompts here.
+    """
+    lines = ["Judge how relevant the passage is to the search query, on a scale from 0 to 3: 3 = perfectly relevant "
+             "(the passage is about the query and answers it), 2 = highly relevant (it answers the query in part), "
+             "1 = somewhat relevant (same topic, but it does not answer the query), 0 = not relevant.", ""]
+    for q, p, a in _RC_GRADED_DEMOS:
+        lines += [f"Query: {q}", f"Passage: {p}", f"Relevance: {a}", ""]
+    lines += [f"Query: {query}", f"Passage: {passage}", "Relevance:"]
+    return "\n".join(lines), tuple(" " + label for label in RC_GRADED_LABELS)
+
+
 # ---- fairness augmentation -------------------------------------------------------------------------------------
 
 FAIR_GROUPS = ("male", "female", "neutral")
