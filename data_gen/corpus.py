@@ -177,9 +177,10 @@ class CorpusStore(Mapping):
             yield p
 
     def close(self) -> None:
-        for fd in self._fds.values():
+        for fd in getattr(self, "_fds", {}).values():
             os.close(fd)
-        self._fds.clear()
+        if hasattr(self, "_fds"):
+            self._fds.clear()
 
     def __del__(self):
         self.close()

@@ -291,13 +291,12 @@ class FRetPipeline:
                                       for q in todo], self.query_embed_fn)
                     idx, sc = retriever.search(qv, n)
                     for q, qvec, ii, ss in zip(todo, l2_normalize(qv), idx, sc):
-                        keep = [(j, s) for j, s in zip(ii, ss) if j >= 0]
                         seed_pos = self._pos.position(q["id"])
-                        rec = neighbour_record(q, [j for j, _ in keep], [s for _, s in keep], self._pos.id_at,
-                                               seed_pos, lambda: seed_cosine(retriever.doc_vector(seed_pos), qvec),
-                                               include_seed=self.config.include_seed, embedder=self.embedder_name)
-                        rec["retriever"] = retriever.name
-                        w.append(rec)
+                        w.append(neighbour_record(
+                            q, ii, ss, self._pos.id_at, seed_pos,
+                            lambda: seed_cosine(retriever.doc_vector(seed_pos), qvec),
+                            include_seed=self.config.include_seed, embedder=self.embedder_name,
+                            retriever=retriever.name))
                         st.ok += 1
         queries.close()
         st.seconds = time.perf_counter() - t0

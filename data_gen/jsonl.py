@@ -349,7 +349,7 @@ class JsonlIndex:
         return self._read(offset)
 
     def close(self) -> None:
-        if self._fd >= 0:
+        if getattr(self, "_fd", -1) >= 0:
             os.close(self._fd)
             self._fd = -1
 

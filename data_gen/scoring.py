@@ -267,4 +267,5 @@ class ScoreAssembler:
             else:
                 rc = acc["rc"][(k, 0)]
             cands.append(dict(c, ql=ql, rc=rc))
-        return {**base, "ok": True, "task": nb["task"], "candidates": cands, "seed_in_topn": nb.get("seed_in_topn")}
+        return {**base, "ok": True, "task": nb["task"], "candidates": cands, "seed_in_topn": nb.get("seed_in_topn"),
+                "retriever": nb.get("retriever")}

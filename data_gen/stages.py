@@ -149,18 +149,19 @@ def generate_one(llm, pid: str, title: str, text: str, config: FRetConfig) -> di
 # ---- stage 2 ----------------------------------------------------------------------------------------------------
 
 def neighbour_record(q: dict, idx_row: Sequence[int], score_row: Sequence[float], id_at: Callable[[int], str],
-                     seed_pos: int, seed_score: Callable[[], float], *, include_seed: bool, embedder: str) -> dict:
+                     seed_pos: int, seed_score: Callable[[], float], *, include_seed: bool, embedder: str,
+                     retriever: str) -> dict:
     """Stage 2 for one query: candidates ``[{id, retrieval_rank, retrieval_score}]`` from one row of search
     results; when the seed is not among them and ``include_seed``, it replaces the N-th (``seed_score()`` gives
     its cosine score, asked only then)."""
-    n = len(idx_row)
-    cands = [{"id": id_at(int(j)), "retrieval_rank": r, "retrieval_score": float(s)}
-             for r, (j, s) in enumerate(zip(idx_row, score_row), 1)]
-    seed_in = any(int(j) == seed_pos for j in idx_row)
+    kept = [(int(j), s) for j, s in zip(idx_row, score_row) if j >= 0]  # an ANN index may miss some
+    n = len(kept)
+    cands = [{"id": id_at(j), "retrieval_rank": r, "retrieval_score": float(s)} for r, (j, s) in enumerate(kept, 1)]
+    seed_in = any(j == seed_pos for j, _ in kept)
     if not seed_in and include_seed:
         cands[-1] = {"id": q["id"], "retrieval_rank": n, "retrieval_score": float(seed_score())}
     return {"id": q["id"], "task": q["task"], "query": q["query"], "candidates": cands, "seed_in_topn": seed_in,
-            "embedder": embedder}
+            "embedder": embedder, "retriever": retriever}
 
 
 def seed_cosine(doc_vec: np.ndarray, query_vec: np.ndarray) -> float:
