@@ -181,8 +181,10 @@ class Generate(beam.DoFn):
     def process(self, batch: Sequence[tuple]):
         cfg = self.job.config
         results: dict[str, dict] = {}
-        parallel_map(lambda d: generate_one(self.llm, d[1], d[2], d[3], cfg), batch, concurrency=cfg.concurrency,
-                     on_result=lambda d, rec: results.__setitem__(d[1], rec), progress=False)
+        route = self.job.plan.generate
+        parallel_map(lambda d: generate_one(self.llm, d[1], d[2], d[3], cfg, route), batch,
+                     concurrency=cfg.concurrency, on_result=lambda d, rec: results.__setitem__(d[1], rec),
+                     progress=False)
         self.usage.flush()
         for d in batch:
             rec = results[d[1]]

@@ -17,7 +17,7 @@ import re
 import threading
 import time
 from collections import Counter
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from .llm import PromptOrMessages, Usage, messages_to_text
 from .prompts import TASK_PREFIX
@@ -328,3 +328,51 @@ class FakeOpenAIServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+_SYLLABLES = ("ba", "ko", "mi", "ne", "ru", "sa", "te", "vi", "do", "pa", "zu", "le", "fo", "gi", "ha", "ju", "ra",
+              "to", "ni", "se")
+
+
+def synthetic_corpus(n: int, *, seed: int = 0, vocab: int = 20_000, topics: int = 2_000,
+                     words: tuple[int, int] = (60, 100)) -> Iterator[Passage]:
+    """``n`` deterministic synthetic passages for benchmarks and tests at any scale (no download, no licence).
+
+    Pseudo-words from syllables; each passage draws about half its words from one of ``topics`` topic word lists
+    and the rest from a Zipf-like background, so passages of a topic are near neighbours (retrieval has structure)
+    and frequent words are shared (an ANN index is not handed well-separated clusters). Streamed in chunks.
+    """
+    import numpy as np
+
+    from .corpus import Passage as _Passage
+
+    rng = np.random.default_rng(seed)
+    syl = np.array(_SYLLABLES)
+    lex, seen = [], set()
+    while len(lex) < vocab:
+        w = "".join(syl[rng.integers(0, len(syl), rng.integers(2, 5))])
+        if w not in seen:
+            seen.add(w)
+            lex.append(w)
+    lex = np.array(lex)
+    zipf = 1.0 / np.arange(1, vocab + 1) ** 1.05
+    cdf = np.cumsum(zipf / zipf.sum())
+    cdf[-1] = 1.0
+    topic_words = np.searchsorted(cdf, rng.random((topics, 40)))
+    topic_words = (topic_words + rng.integers(0, vocab, size=(topics, 40))) % vocab  # topical words are rarer
+    chunk = 4096
+    for start in range(0, n, chunk):
+        m = min(chunk, n - start)
+        t = rng.integers(0, topics, m)
+        lens = rng.integers(words[0], words[1] + 1, m)
+        own_n, bg_n = lens // 2, lens - lens // 2
+        own = topic_words[np.repeat(t, own_n), rng.integers(0, 40, int(own_n.sum()))]
+        bg = np.searchsorted(cdf, rng.random(int(bg_n.sum())))
+        oo, bo = np.concatenate([[0], np.cumsum(own_n)]), np.concatenate([[0], np.cumsum(bg_n)])
+        keys = rng.random(int(lens.sum()))
+        ko = np.concatenate([[0], np.cumsum(lens)])
+        for i in range(m):
+            ws = np.concatenate([own[oo[i]:oo[i + 1]], bg[bo[i]:bo[i + 1]]])[np.argsort(keys[ko[i]:ko[i + 1]])]
+            text = " ".join(lex[ws].tolist()).capitalize() + "."
+            tw = topic_words[t[i]]
+            yield _Passage(id=f"syn{start + i:08d}", title=f"{lex[tw[0]].capitalize()} {lex[tw[1]]}", text=text)

@@ -206,9 +206,11 @@ class FRetPipeline:
         done.close()
         st = StageStats(todo=len(todo))
 
+        route = self.scoring_plan().generate
+
         def one(pid):
             p = self.corpus[pid]
-            return generate_one(self.llm, pid, p.title, p.text, self.config)
+            return generate_one(self.llm, pid, p.title, p.text, self.config, route)
         with JsonlAppender(self.queries_path) as w:
             def on_result(_pid, rec):
                 w.append(rec)

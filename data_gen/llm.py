@@ -70,7 +70,11 @@ class PermanentLLMError(LLMError):
 
 class NotOfferedError(LLMError):
     """A capability probe found that the server does not offer an endpoint or a field (404/405/400/422/501, or a 200
-    answer without the field asked for). Never retried, never fatal: the caller plans around it."""
+    answer without the field asked for: ``status`` None). Never retried, never fatal: the caller plans around it."""
+
+    def __init__(self, msg: str, status: int | None = None):
+        super().__init__(msg)
+        self.status = status
 
 
 class FatalLLMError(PermanentLLMError, DataGenError):
@@ -285,7 +289,7 @@ class OpenAICompatLLM:
             return TransientLLMError(f"{status} from {path}: {detail}",
                                      retry_after=parse_retry_after(e.headers.get("Retry-After")), kind=f"http{e.code}")
         if probe and _not_offered(e.code, detail):
-            return NotOfferedError(f"{status} from {path}: {detail}")
+            return NotOfferedError(f"{status} from {path}: {detail}", e.code)
         if e.code == 413 or (e.code in (400, 422) and _CONTEXT_LENGTH.search(detail)):
             return PermanentLLMError(f"{status} from {self.server}{path} (this prompt only): {detail}")
         hint = {401: "check the API key in ${env}", 403: "check the API key in ${env} and its permissions",
@@ -522,14 +526,16 @@ _PROBE_QUESTION = "Is Paris the capital of France? Answer Yes or No."
 def probe_capabilities(llm: "OpenAICompatLLM") -> dict[str, bool]:
     """What an OpenAI-compatible server offers for FRet's scoring, found with at most four tiny requests.
 
-    Returns ``{"completions_echo": ..., "completions_prompt_logprobs": ..., "chat_top_logprobs": ...,
-    "chat_prompt_logprobs": ...}``. It stops asking once query likelihood has a route (in that order of
-    preference) and, when neither completion route exists, asks whether chat answers carry ``top_logprobs``.
+    Returns ``{"completions": ..., "completions_echo": ..., "completions_prompt_logprobs": ...,
+    "chat_top_logprobs": ..., "chat_prompt_logprobs": ...}`` (``completions``: the endpoint exists, whatever its
+    log-probs). It stops asking once query likelihood has a completion route (in that order of preference) and,
+    when neither completion route exists, asks whether chat answers carry ``top_logprobs``.
     A 400/404/405/422/501 or a 200 answer without the field means "not offered"; 401/403 and an unreachable
     server raise :class:`FatalLLMError` as for any request.
     """
-    caps = {"completions_echo": False, "completions_prompt_logprobs": False, "chat_top_logprobs": False,
-            "chat_prompt_logprobs": False}
+    caps = {"completions": False, "completions_echo": False, "completions_prompt_logprobs": False,
+            "chat_top_logprobs": False, "chat_prompt_logprobs": False}
+    refused: list[int | None] = []
 
     def offered(path: str, body: dict, check: Callable[[dict], bool]) -> bool | None:
         def parse(out):
@@ -542,6 +548,7 @@ def probe_capabilities(llm: "OpenAICompatLLM") -> dict[str, bool]:
             raise
         except NotOfferedError as e:
             log.info("capability probe %s %s: not offered (%s)", path, sorted(k for k in body if k != "prompt"), e)
+            refused.append(e.status)
             return False
         except LLMError as e:  # still failing after every retry: nothing learnt
             log.warning("capability probe %s: no answer (%s)", path, e)
@@ -566,9 +573,11 @@ def probe_capabilities(llm: "OpenAICompatLLM") -> dict[str, bool]:
         # The server did not answer (5xx, timeouts after every retry): assume the completions route, as before
         # probing existed; its calls will fail or succeed on their own, and the next run probes again.
         log.warning("capability probe: %s did not answer; assuming /v1/completions echo log-probs", llm.server)
-        return {**caps, "completions_echo": True, "unknown": True}
+        return {**caps, "completions": True, "completions_echo": True, "unknown": True}
     caps["completions_echo"] = echo
-    if not echo:
+    # The endpoint exists unless the refusal was about the path itself (404/405/501).
+    caps["completions"] = echo or refused[-1] not in (404, 405, 501)
+    if not echo and caps["completions"]:
         caps["completions_prompt_logprobs"] = bool(offered(
             "/completions", {"prompt": _PROBE_PROMPT, "max_tokens": 1, "prompt_logprobs": 1},
             lambda out: prompt_lp_ok(out["choices"][0].get("prompt_logprobs"))))
@@ -635,12 +644,17 @@ def sum_prompt_logprobs(entries: Sequence[dict | None], full: str, prompt_len: i
         offs.append(pos)
         pos += len(tok)
     rendered = "".join(toks)
-    tail = full[-min(len(full), 256):]
-    at = rendered.rfind(tail)
+    # The text's tail, as long as possible (up to 256 characters) but never reaching into the first token, whose
+    # text is not given; at least the continuation itself.
+    size, cont = min(len(full), 256), len(full) - prompt_len
+    at = rendered.rfind(full[-size:])
+    while at < 0 and size > cont:
+        size = max(cont, size // 2)
+        at = rendered.rfind(full[-size:])
     if at < 0:
         raise TransientLLMError("the prompt text is not found in the decoded prompt_logprobs tokens", kind="garbage")
-    end = at + len(tail)
-    start = end - (len(full) - prompt_len)
+    end = at + size
+    start = end - cont
     if start < 0:
         raise TransientLLMError("the continuation starts in the first prompt token (no log-prob)", kind="garbage")
     return sum_continuation_logprobs(toks, lps, offs, start, end)

@@ -34,7 +34,7 @@ from .prompts import (RC_GRADED_LABELS, RC_GRADED_VERSION, passage_text, query_l
 log = logging.getLogger(__name__)
 
 QL_ROUTES = ("score", "prompt_logprobs", "prompt_logprobs_chat")
-RC_ROUTES = ("score", "chat_logprobs")
+RC_ROUTES = ("score", "prompt_logprobs", "prompt_logprobs_chat", "chat_logprobs")
 RC_LABELS = ("binary", "graded")
 RC_BINARY_VERSION = "rc-yesno-v1"
 
@@ -52,8 +52,10 @@ class ScoringPlan:
     """How step 2 obtains its scores.
 
     Attributes:
+      generate: step 1's route: ``"completions"`` (the few-shot prompt continued) or ``"chat"`` (the same prompt
+        as a user message after an instruction: chat-only APIs).
       ql: a route of :data:`QL_ROUTES`, or None when the server cannot give prompt log-probs (``rc_only``).
-      rc: a route of :data:`RC_ROUTES`.
+      rc: a route of :data:`RC_ROUTES` (a prompt-log-prob route scores the label as a continuation).
       rc_labels: ``"binary"`` or ``"graded"``.
       top_logprobs: how many answer tokens a chat RC call asks for (the OpenAI maximum is 20).
     """
@@ -62,8 +64,11 @@ class ScoringPlan:
     rc: str = "score"
     rc_labels: str = "binary"
     top_logprobs: int = 20
+    generate: str = "completions"
 
     def __post_init__(self):
+        if self.generate not in ("completions", "chat"):
+            raise ValueError(f"generate: expected 'completions' or 'chat', got {self.generate!r}")
         if self.ql is not None and self.ql not in QL_ROUTES:
             raise ValueError(f"ql: expected one of {QL_ROUTES} or None, got {self.ql!r}")
         if self.rc not in RC_ROUTES:
@@ -80,10 +85,12 @@ class ScoringPlan:
     def provenance(self) -> dict[str, Any]:
         """What every record carries under ``scoring``; part of the scores' staleness check."""
         return {"mode": self.mode, "ql": self.ql, "rc": self.rc, "rc_labels": self.rc_labels,
-                "rc_prompt": RC_GRADED_VERSION if self.rc_labels == "graded" else RC_BINARY_VERSION}
+                "rc_prompt": RC_GRADED_VERSION if self.rc_labels == "graded" else RC_BINARY_VERSION,
+                "generate": self.generate}
 
     def describe(self) -> str:
-        return (f"QL via {_ROUTE_TEXT[self.ql]}; RC ({self.rc_labels}) via {_ROUTE_TEXT[self.rc]}")
+        gen = "/v1/chat/completions" if self.generate == "chat" else "completion prompts"
+        return f"generation via {gen}; QL via {_ROUTE_TEXT[self.ql]}; RC ({self.rc_labels}) via {_ROUTE_TEXT[self.rc]}"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,8 +101,9 @@ def plan_scoring(llm, *, rc_labels: str = "binary", ql: str = "auto", rc: str = 
     """Choose the scoring routes for ``llm`` (a :class:`~data_gen.llm.CachedLLM`), probing the server once.
 
     ``ql``/``rc`` ``"auto"`` prefer, for QL: completion echo log-probs, then vLLM ``prompt_logprobs`` on
-    completions, then on chat, else none (``rc_only``); for RC: the completion route whenever QL has one (so a
-    server offering both gives exactly the records of the completions path), else chat ``top_logprobs``. An
+    completions, then on chat, else none (``rc_only``); for RC: the same completion route as QL when there is one
+    (so a server offering both gives exactly the records of the completions path), else the chat answer's
+    ``top_logprobs``, else chat ``prompt_logprobs``. An
     explicit route is used as given (``ql="none"`` forces ``rc_only``). In-process backends (no probe) use
     ``score`` for both.
 
@@ -104,7 +112,7 @@ def plan_scoring(llm, *, rc_labels: str = "binary", ql: str = "auto", rc: str = 
     """
     caps = llm.capabilities() if hasattr(llm, "capabilities") else None
     if caps is None:  # an in-process model: score() always works
-        caps = {"completions_echo": True}
+        caps = {"completions": True, "completions_echo": True}
     if ql == "auto":
         ql_route = ("score" if caps.get("completions_echo") else
                     "prompt_logprobs" if caps.get("completions_prompt_logprobs") else
@@ -114,15 +122,20 @@ def plan_scoring(llm, *, rc_labels: str = "binary", ql: str = "auto", rc: str = 
     if rc == "auto":
         if caps.get("completions_echo"):
             rc_route = "score"
+        elif caps.get("completions_prompt_logprobs"):
+            rc_route = "prompt_logprobs"
         elif caps.get("chat_top_logprobs"):
             rc_route = "chat_logprobs"
+        elif caps.get("chat_prompt_logprobs"):
+            rc_route = "prompt_logprobs_chat"
         else:
             raise FatalLLMError(
                 f"LLM {llm.name}:{llm.model}: the server returns neither prompt log-probs on /v1/completions nor "
                 f"top_logprobs on /v1/chat/completions, so FRet step 2 cannot score (capabilities: {caps})")
     else:
         rc_route = rc
-    plan = ScoringPlan(ql=ql_route, rc=rc_route, rc_labels=rc_labels, top_logprobs=top_logprobs)
+    plan = ScoringPlan(ql=ql_route, rc=rc_route, rc_labels=rc_labels, top_logprobs=top_logprobs,
+                       generate="completions" if caps.get("completions", True) else "chat")
     log.info("scoring: %s", plan.describe())
     return plan
 
@@ -181,7 +194,7 @@ def calls_for(plan: ScoringPlan, seed: str, n_candidates: int) -> list[Call]:
     out: list[Call] = []
     if plan.ql:
         out += [Call(seed, k, "ql") for k in range(n_candidates)]
-    parts = len(RC_GRADED_LABELS) if (plan.rc_labels == "graded" and plan.rc == "score") else 1
+    parts = len(RC_GRADED_LABELS) if (plan.rc_labels == "graded" and plan.rc != "chat_logprobs") else 1
     out += [Call(seed, k, "rc", j) for k in range(n_candidates) for j in range(parts)]
     return out
 
@@ -194,12 +207,12 @@ def run_call(llm, plan: ScoringPlan, call: Call, query: str, text: str) -> float
         return llm.score(prompt, lead + query, via=plan.ql)
     if plan.rc_labels == "binary":
         prompt, label = relevance_prompt(query, text)
-        if plan.rc == "score":
-            return llm.score(prompt, label)
+        if plan.rc != "chat_logprobs":
+            return llm.score(prompt, label, via=plan.rc)
         return _binary_from_top(llm.top_logprobs(prompt, plan.top_logprobs))
     prompt, labels = relevance_prompt_graded(query, text)
-    if plan.rc == "score":
-        return llm.score(prompt, labels[call.part])
+    if plan.rc != "chat_logprobs":
+        return llm.score(prompt, labels[call.part], via=plan.rc)
     return _graded_from_top(llm.top_logprobs(prompt, plan.top_logprobs))
 
 
@@ -258,7 +271,7 @@ class ScoreAssembler:
         if acc["errors"]:
             return {**base, "ok": False, "error_kind": "llm", "error": "; ".join(acc["errors"][:3]),
                     "candidates": nb["candidates"]}
-        graded_parts = self.plan.rc_labels == "graded" and self.plan.rc == "score"
+        graded_parts = self.plan.rc_labels == "graded" and self.plan.rc != "chat_logprobs"
         cands = []
         for k, c in enumerate(nb["candidates"]):
             ql = acc["ql"][(k, 0)] if self.plan.ql else None

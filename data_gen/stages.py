@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from .llm import GREEDY, FatalLLMError, LLMError
-from .prompts import PROMPT_VERSION, QUERY_GENERATION, ParseError
+from .prompts import PROMPT_VERSION, QUERY_GENERATION, QUERY_GENERATION_CHAT, ParseError
 
 SCORERS = ("ql", "rc", "retrieval")
 FUSIONS = ("rrf", "drop", "weighted")
@@ -119,12 +119,13 @@ def sample_seed_ids(ids: Iterable[str], n: int | None, *, seed: int = 0) -> list
 
 # ---- stage 1 ----------------------------------------------------------------------------------------------------
 
-def generate_one(llm, pid: str, title: str, text: str, config: FRetConfig) -> dict:
+def generate_one(llm, pid: str, title: str, text: str, config: FRetConfig, route: str = "completions") -> dict:
     """Stage 1 for one seed: ``{"id", "ok": True, "task", "query", "raw"}`` or a failure
     ``{"id", "ok": False, "error_kind": "llm"|"parse", "error", "raw"?}``. A rejected (unparseable) answer is
-    remembered by the cache unless ``retry_failed``, so a re-run neither repeats nor loses it."""
+    remembered by the cache unless ``retry_failed``, so a re-run neither repeats nor loses it. ``route``:
+    ``"completions"`` or ``"chat"`` (:attr:`~data_gen.scoring.ScoringPlan.generate`)."""
     row = {"text": text, "title": title, "max_chars": config.max_passage_chars}
-    task = QUERY_GENERATION
+    task = QUERY_GENERATION_CHAT if route == "chat" else QUERY_GENERATION
 
     def parses(out: str) -> bool:
         try:
