@@ -155,7 +155,7 @@ class ScannRetriever:
         n = docs.shape[0]
         leaves = params.scann_leaves or max(1, int(math.sqrt(n)))
         searcher = (ops.builder(docs, 10, "dot_product")
-                    .tree(num_leaves=leaves, num_leaves_to_search=min(params.scann_leaves_to_search, leaves),
+                    .tree(num_leaves=leaves, num_leaves_to_search=min(100, leaves),
                           training_sample_size=min(n, 250_000))
                     .score_ah(2, anisotropic_quantization_threshold=0.2)
                     .reorder(params.scann_reorder).build())
@@ -165,7 +165,8 @@ class ScannRetriever:
         q = np.ascontiguousarray(l2_normalize(query_vecs), dtype=np.float32)
         k = min(k, self.size)
         idx, scores = self.searcher.search_batched(q, final_num_neighbors=k,
-                                                   pre_reorder_num_neighbors=max(k, self.params.scann_reorder))
+                                                   pre_reorder_num_neighbors=max(k, self.params.scann_reorder),
+                                                   leaves_to_search=self.params.scann_leaves_to_search)
         return np.asarray(idx, np.int64), np.asarray(scores, np.float32)
 
     def doc_vector(self, j: int) -> np.ndarray:
