@@ -144,12 +144,17 @@ def _cmd_fret(args) -> int:
 
     corpus_spec = args.corpus or _asset(DEMO_CORPUS)
     args.workdir = args.workdir or str(args.out) + ".work"
-    q, n, sc = stage_paths(args.workdir)
-    remote = "://" in str(corpus_spec)
+    remote, remote_work = "://" in str(corpus_spec), "://" in str(args.workdir)
+    if (remote or remote_work) and args.engine != "beam":
+        raise InputError(f"{'--corpus' if remote else '--workdir'} on a remote filesystem needs --engine beam")
+    if remote_work and not (args.cache or args.no_cache):
+        raise InputError(f"--workdir {args.workdir}: the LLM cache is a sqlite file; give --cache PATH (a local path "
+                         f"on every worker, or a shared mount) or --no-cache")
+    q, n, sc = stage_paths(args.workdir) if not remote_work else (None, None, None)
     files = [] if remote else corpus_files(corpus_spec)
     check_outputs([("--out", args.out), ("failures file", failures_path(args.out)), ("stage file", q),
                    ("stage file", n), ("stage file", sc), ("--cache", _cache_path(args))],
-                  folders=[("--workdir", args.workdir)],
+                  folders=[("--workdir", None if remote_work else args.workdir)],
                   inputs=[*(("--corpus", f) for f in files), ("--model-path", args.model_path)])
     if args.passages is not None and args.passages < 1:
         raise InputError(f"--passages: expected >= 1, got {args.passages}")
@@ -216,7 +221,8 @@ def _fret_beam(args, corpus_spec, cfg) -> int:
     llm = spec.build()
     plan = plan_scoring(llm, rc_labels=cfg.rc_labels, ql=cfg.scoring_ql, rc=cfg.scoring_rc)  # probed once, here
     embedder = EmbedderSpec(args.embedder, args.embedder_model)
-    job = beam_fret.BeamFRetJob(files=files, workdir=os.path.join(args.workdir, "beam"), n_seeds=args.passages,
+    workdir = (args.workdir.rstrip("/") + "/beam") if "://" in args.workdir else os.path.join(args.workdir, "beam")
+    job = beam_fret.BeamFRetJob(files=files, workdir=workdir, n_seeds=args.passages,
                                 llm=spec, embedder=embedder, plan=plan, config=cfg, model=llm.model,
                                 backend=llm.name)
     fails = failures_path(args.out)

@@ -5,8 +5,8 @@ folder of ``*.jsonl`` files or a glob (``shards/part-*.jsonl``); shards are read
 defines the corpus order (retrieval breaks score ties by it, output follows it).
 
 :class:`CorpusStore` validates the corpus in one streaming pass and keeps, per passage, only where its line is
-(file, byte offset, length), its line number and its id: ~40 bytes plus the id, so a 10M-passage corpus costs
-~0.5 GB instead of its text. Passages are read back with ``pread`` when a prompt needs them.
+(file, byte offset), its line number, its id and a 128-bit id hash for lookups: ~52 bytes plus the id, so a
+10M-passage corpus costs ~0.7 GB instead of its text. Passages are read back with ``pread`` when a prompt needs them.
 """
 from __future__ import annotations
 
