@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import InputError
-from .jsonl import JsonlError, iter_jsonl_at, key_hash, read_line_at, record_id, record_text
+from .jsonl import JsonlError, find_key, iter_jsonl_at, key_hash, read_line_at, record_id, record_text
 
 
 @dataclass(frozen=True)
@@ -149,13 +149,8 @@ class CorpusStore(Mapping):
 
     def position(self, pid: str) -> int:
         """The corpus position of ``pid``, or -1."""
-        a, b = key_hash(pid)
-        lo = int(np.searchsorted(self._k1, np.uint64(a), "left"))
-        hi = int(np.searchsorted(self._k1, np.uint64(a), "right"))
-        if lo == hi:
-            return -1
-        i = lo + int(np.searchsorted(self._k2[lo:hi], np.uint64(b), "left"))
-        return int(self._order[i]) if i < hi and int(self._k2[i]) == b else -1
+        i = find_key(self._k1, self._k2, pid)
+        return -1 if i < 0 else int(self._order[i])
 
     def where(self, j: int) -> str:
         return f"{self.files[self._file[j]]}:{self._line[j]}"

@@ -235,6 +235,17 @@ def key_hash(text: str) -> tuple[int, int]:
     return int.from_bytes(d[:8], "little"), int.from_bytes(d[8:], "little")
 
 
+def find_key(k1: np.ndarray, k2: np.ndarray, text: str) -> int:
+    """The row of ``key_hash(text)`` in key arrays sorted by ``(k1, k2)``, or -1."""
+    a, b = key_hash(text)
+    lo = int(np.searchsorted(k1, np.uint64(a), "left"))
+    hi = int(np.searchsorted(k1, np.uint64(a), "right"))
+    if lo == hi:
+        return -1
+    j = lo + int(np.searchsorted(k2[lo:hi], np.uint64(b), "left"))
+    return j if j < hi and int(k2[j]) == b else -1
+
+
 def text_fingerprint(*parts: str) -> int:
     """A 64-bit fingerprint of some strings (what a later stage must match to reuse a record)."""
     return int.from_bytes(hashlib.blake2b("\x1f".join(parts).encode("utf-8"), digest_size=8).digest(), "little")
@@ -305,13 +316,7 @@ class JsonlIndex:
         return len(self._off)
 
     def _find(self, pid: str) -> int:
-        a, b = key_hash(pid)
-        lo = int(np.searchsorted(self._k1, np.uint64(a), "left"))
-        hi = int(np.searchsorted(self._k1, np.uint64(a), "right"))
-        if lo == hi:
-            return -1
-        j = lo + int(np.searchsorted(self._k2[lo:hi], np.uint64(b), "left"))
-        return j if j < hi and int(self._k2[j]) == b else -1
+        return find_key(self._k1, self._k2, pid)
 
     def __contains__(self, pid: str) -> bool:
         return self._find(pid) >= 0
