@@ -35,7 +35,8 @@ class AnnParams:
 
     Attributes:
       hnsw_m: HNSW graph degree. hnsw_ef_construction / hnsw_ef_search: beam widths at build / query time
-        (``ef_search`` is raised to ``k`` when smaller).
+        (``ef_search`` is raised to ``k`` when smaller). 1024 gave recall@20 0.994 at 17 ms a query on 100k
+        hashed bag-of-words vectors (128: 0.854 at 2 ms): a FRet record costs 1 + 2N LLM calls, so recall wins.
       ivf_nlist: IVF cells (0: ``4 * sqrt(rows)``); ivf_nprobe: cells visited per query.
       scann_leaves (0: ``sqrt(rows)``), scann_leaves_to_search, scann_reorder: ScaNN tree + AH + exact re-ranking.
       threads: CPU threads for FAISS (0: its default, all cores).
@@ -43,7 +44,7 @@ class AnnParams:
 
     hnsw_m: int = 32
     hnsw_ef_construction: int = 128
-    hnsw_ef_search: int = 128
+    hnsw_ef_search: int = 1024
     ivf_nlist: int = 0
     ivf_nprobe: int = 32
     scann_leaves: int = 0

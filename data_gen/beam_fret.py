@@ -45,7 +45,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from .corpus import CorpusStore, Passage, corpus_files, parse_passage
 from .files import atomic_file
-from .jsonl import decode_line
+from .jsonl import JsonlError, decode_line
 from .retrieval import VectorShards, l2_normalize, save_npy_atomic
 from .runner import parallel_map
 from .scoring import ScoreAssembler, ScoringPlan
@@ -161,15 +161,16 @@ class ReadShard(beam.DoFn):
                 try:
                     rec = json.loads(text)
                 except json.JSONDecodeError as e:
-                    raise ValueError(f"{where}: expected one JSON object per line, got invalid JSON ({e})") from None
+                    raise JsonlError(f"{where}: expected one JSON object per line, got invalid JSON ({e})") from None
                 if not isinstance(rec, dict):
-                    raise ValueError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+                    raise JsonlError(f"{where}: expected a JSON object, got {type(rec).__name__}")
                 p = parse_passage(rec, where)
                 yield order_key(fi, lineno), p.id, p.title, p.text
 
 
-class Generate(beam.DoFn):
-    """Stage 1 for a batch of seeds, ``concurrency`` LLM calls in flight; failures to the ``dead`` output."""
+class _WithLLM(beam.DoFn):
+    """A DoFn whose worker builds its own LLM client once (``setup``): its cache connection, retries, rate limits
+    and circuit breaker are per worker process."""
 
     def __init__(self, job: BeamFRetJob):
         self.job = job
@@ -177,6 +178,10 @@ class Generate(beam.DoFn):
     def setup(self):
         self.llm = self.job.llm.build()
         self.usage = _Usage(self.llm)
+
+
+class Generate(_WithLLM):
+    """Stage 1 for a batch of seeds, ``concurrency`` LLM calls in flight; failures to the ``dead`` output."""
 
     def process(self, batch: Sequence[tuple]):
         cfg = self.job.config
@@ -233,11 +238,10 @@ def build_index(paths: list[str], job: BeamFRetJob, folder: str) -> dict:
     del parts
     perm = np.argsort(orders, kind="stable")
     orders, ids, vecs = orders[perm], ids[perm], vecs[perm]
-    uniq, first = np.unique(ids, return_index=True)
+    uniq, counts = np.unique(ids, return_counts=True)
     if len(uniq) != len(ids):
-        dup = sorted(set(ids.tolist()) - set(ids[first].tolist()) or
-                     {i for i, c in zip(*np.unique(ids, return_counts=True)) if c > 1})
-        raise ValueError(f"corpus: duplicate id {dup[0]!r} ({len(ids) - len(uniq)} duplicates across the shards)")
+        raise JsonlError(f"corpus: duplicate id {str(uniq[counts > 1][0])!r} ({len(ids) - len(uniq)} duplicates "
+                         f"across the shards)")
     vdir = Path(local) / "vectors"
     vdir.mkdir(parents=True, exist_ok=True)
     rows = 65536
@@ -301,15 +305,8 @@ class Search(beam.DoFn):
                                           retriever=retriever.name)
 
 
-class Score(beam.DoFn):
+class Score(_WithLLM):
     """Stage 3 for a batch of seeds (each with its candidates' passages), ``concurrency`` calls in flight."""
-
-    def __init__(self, job: BeamFRetJob):
-        self.job = job
-
-    def setup(self):
-        self.llm = self.job.llm.build()
-        self.usage = _Usage(self.llm)
 
     def process(self, batch: Sequence[tuple]):
         asm = ScoreAssembler(self.llm, self.job.plan, self.job.config.max_passage_chars)
