@@ -13,6 +13,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from .errors import CacheError, StorageError, describe_os_error, low_space_note
+
+# sqlite primary result codes (sqlite3.h); Python >= 3.11 exposes them as ``sqlite_errorcode`` on errors.
+_SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_NOTADB = 11, 13, 26
+
 
 def cache_key(*, backend: str, model: str, op: str, prompt: Any, params: dict[str, Any]) -> str:
     """sha256 over a canonical JSON encoding (sorted keys, no whitespace variance) of the call's identity."""
@@ -30,30 +35,55 @@ class SqliteCache:
 
     def __init__(self, path: str | os.PathLike):
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=60.0, isolation_level=None)
-        if self.path != ":memory:":
-            self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         self.hits = 0
         self.misses = 0
+        try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=60.0, isolation_level=None)
+            if self.path != ":memory:":
+                self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        except (sqlite3.Error, OSError) as e:
+            raise self._error(e, "opening it") from None
+
+    def _error(self, e: Exception, doing: str) -> StorageError:
+        """One-line error naming the file: damaged (and how to rebuild), disk full, or anything else."""
+        if isinstance(e, OSError):
+            return StorageError(f"{self.path}: LLM cache: cannot use it ({describe_os_error(e)})")
+        code = (getattr(e, "sqlite_errorcode", None) or 0) & 0xFF
+        msg = str(e)
+        if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB) or "malformed" in msg or "not a database" in msg \
+                or isinstance(e, json.JSONDecodeError):
+            return CacheError(f"{self.path}: the LLM cache is damaged ({msg}) while {doing}; delete it (with any "
+                              f"{os.path.basename(self.path)}-wal/-shm files beside it) to rebuild it: the calls it "
+                              f"held are asked again, finished records are kept")
+        if code == _SQLITE_FULL or "disk is full" in msg:
+            return StorageError(f"{self.path}: LLM cache: disk full (ENOSPC): free some space, then re-run "
+                                f"(finished records are kept and resume)")
+        return StorageError(f"{self.path}: LLM cache error while {doing} ({msg}{low_space_note(self.path)})")
 
     def get(self, key: str) -> Any | None:
-        with self._lock:
-            row = self._db.execute("SELECT value FROM calls WHERE key = ?", (key,)).fetchone()
-            if row is None:
-                self.misses += 1
-                return None
-            self.hits += 1
-        return json.loads(row[0])
+        try:
+            with self._lock:
+                row = self._db.execute("SELECT value FROM calls WHERE key = ?", (key,)).fetchone()
+                if row is None:
+                    self.misses += 1
+                    return None
+                self.hits += 1
+            return json.loads(row[0])
+        except (sqlite3.Error, json.JSONDecodeError) as e:
+            raise self._error(e, "reading it") from None
 
     def put(self, key: str, value: Any) -> None:
         blob = json.dumps(value, ensure_ascii=False)
-        with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO calls (key, value) VALUES (?, ?)", (key, blob))
+        try:
+            with self._lock:
+                self._db.execute("INSERT OR REPLACE INTO calls (key, value) VALUES (?, ?)", (key, blob))
+        except sqlite3.Error as e:
+            raise self._error(e, "writing it") from None
 
     def __len__(self) -> int:
         with self._lock:

@@ -24,8 +24,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
 
-from .jsonl import JsonlAppender, JsonlError, load_by_id, read_jsonl, write_jsonl_atomic
-from .llm import GREEDY, CachedLLM, LLMError
+from .errors import InputError
+from .files import check_outputs
+from .jsonl import (JsonlAppender, JsonlError, decode_line, iter_jsonl, load_by_id, record_id, record_text,
+                    write_jsonl_atomic)
+from .llm import GREEDY, CachedLLM, FatalLLMError, LLMError
 from .prompts import (FAIR_REWRITE, FAIR_V3_VERSION, PROMPT_VERSION, ParseError, fair_rewrite_prompt_v3,
                       parse_rewrite)
 from .runner import parallel_map
@@ -340,28 +343,37 @@ def _finish(rec_id, text, out: dict, *, method: str, model: str | None, lexicon,
 
 
 def load_texts(path: str | os.PathLike, *, text_field: str = "text", id_field: str = "id") -> list[tuple[str, str]]:
-    """``(id, text)`` pairs from JSONL (``id``/``_id`` and ``text`` fields by default) or a plain .txt (one per line)."""
+    """``(id, text)`` pairs from JSONL (``id``/``_id`` and ``text`` fields by default) or a plain .txt (one per line),
+    UTF-8. Errors name ``file:line`` and the field (:class:`~data_gen.jsonl.JsonlError`, an ``InputError``)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"input: file not found: {path}")
+        raise InputError(f"input: file not found: {path}")
     out, seen = [], set()
     if path.suffix == ".txt":
-        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                out.append((f"line{i}", line.strip()))
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise JsonlError(f"{path}: cannot read ({e.strerror or e})") from None
+        for i, raw in enumerate(data.split(b"\n"), 1):
+            line = decode_line(raw, path, i).strip()
+            if line:
+                out.append((f"line{i}", line))
         return out
-    for n, rec in enumerate(read_jsonl(path, tolerate_torn_tail=False), 1):
-        rid = rec.get(id_field, rec.get("_id"))
-        text = rec.get(text_field)
-        if rid is None:
-            raise JsonlError(f"{path}: record {n}: expected an id field {id_field!r} (or '_id'), got {sorted(rec)}")
-        if not isinstance(text, str) or not text.strip():
-            raise JsonlError(f"{path}: record {n} (id {rid}): expected a non-empty string field {text_field!r}")
-        if str(rid) in seen:
-            raise JsonlError(f"{path}: record {n}: duplicate id {rid!r}")
-        seen.add(str(rid))
-        out.append((str(rid), text))
+    for lineno, rec in iter_jsonl(path, tolerate_torn_tail=False):
+        where = f"{path}:{lineno}"
+        rid = record_id(rec, where, id_field, "_id")
+        text = record_text(rec, f"{where} (id {rid})", text_field)
+        if rid in seen:
+            raise JsonlError(f"{where}: duplicate id {rid!r}")
+        seen.add(rid)
+        out.append((rid, text))
     return out
+
+
+def fair_side_files(out_path: str | os.PathLike) -> tuple[Path, Path]:
+    """``(<out>.log.jsonl, <out>.failures.jsonl)``: every attempt by id (the resume log), and the failed ids."""
+    out_path = Path(out_path)
+    return out_path.with_name(out_path.name + ".log.jsonl"), out_path.with_name(out_path.name + ".failures.jsonl")
 
 
 @dataclass
@@ -441,6 +453,8 @@ class FairAugmenter:
                 out[g] = task.parse_output(raw, row)[g]
             except ParseError as e:
                 errors[g] = [f"parse: {e}"]
+            except FatalLLMError:  # the server refuses every call: stop the run
+                raise
             except LLMError as e:
                 errors[g] = [f"llm: {e}"]
         rec = _finish(rid, text, out, method="llm", model=self.llm.model, lexicon=self.lexicon, errors=errors)
@@ -488,6 +502,8 @@ class FairAugmenter:
                     errs = self._check(text, out[g], g)
                 except ParseError as e:
                     errs = [f"parse: {e}"]
+                except FatalLLMError:  # the server refuses every call: stop the run
+                    raise
                 except LLMError as e:
                     errs = [f"llm: {e}"]
                     errors[g] = errs
@@ -508,7 +524,8 @@ class FairAugmenter:
         and ``<out>.failures.jsonl`` atomically at the end."""
         t0 = time.perf_counter()
         out_path = Path(out_path)
-        log_path = out_path.with_name(out_path.name + ".log.jsonl")
+        log_path, fail_path = fair_side_files(out_path)
+        check_outputs([("out", out_path), ("failures", fail_path), ("log", log_path)])  # before any LLM call
         done = load_by_id(log_path)
 
         def needs(rec):
@@ -532,7 +549,7 @@ class FairAugmenter:
                     reasons[k] = reasons.get(k, 0) + 1
         write_jsonl_atomic(out_path, [{k: r[k] for k in ("id", "neutral", "groups", "source", "method", "model",
                                                          "prompt_version")} for r in good])
-        write_jsonl_atomic(out_path.with_name(out_path.name + ".failures.jsonl"), bad)
+        write_jsonl_atomic(fail_path, bad)
         usage = self.llm.usage.as_dict() if self.llm is not None else {}
         return FairSummary(inputs=len(items), ok=len(good), failed=len(bad), failure_reasons=reasons, usage=usage,
                            seconds=time.perf_counter() - t0)

@@ -25,14 +25,18 @@ def parallel_map(fn: Callable[[T], R], items: Iterable[T], *, concurrency: int, 
 
     ``on_result`` runs in the calling thread (so it may append to a file without extra locking). At most
     ``2 * concurrency`` items are submitted ahead, so a million-item input does not become a million futures.
-    Exceptions from ``fn`` propagate (the callers catch the expected ones inside ``fn`` and return a failure record).
+    Exceptions from ``fn`` or ``on_result`` propagate (the callers catch the expected ones inside ``fn`` and return a
+    failure record); items not started yet are then cancelled.
+
+    ``items`` may be a generator: it is consumed in the calling thread as work is submitted, never all at once.
 
     Returns the number of items processed.
     """
     if concurrency < 1:
         raise ValueError(f"concurrency: expected >= 1, got {concurrency}")
-    items = list(items)
-    bar = _bar(total if total is not None else len(items), desc, progress)
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)
+    bar = _bar(total, desc, progress)
     done = 0
     try:
         if concurrency == 1:
@@ -42,7 +46,8 @@ def parallel_map(fn: Callable[[T], R], items: Iterable[T], *, concurrency: int, 
                 if bar is not None:
                     bar.update(1)
             return done
-        with cf.ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="data_gen") as ex:
+        ex = cf.ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="data_gen")
+        try:
             pending: dict[cf.Future, T] = {}
             it_iter = iter(items)
             exhausted = False
@@ -63,6 +68,11 @@ def parallel_map(fn: Callable[[T], R], items: Iterable[T], *, concurrency: int, 
                     done += 1
                     if bar is not None:
                         bar.update(1)
+        except BaseException:
+            # A fatal error (server refuses, disk full, Ctrl-C): start nothing more, let the calls in flight end.
+            ex.shutdown(wait=True, cancel_futures=True)
+            raise
+        ex.shutdown(wait=True)
         return done
     finally:
         if bar is not None:

@@ -12,7 +12,7 @@ saved evaluation results, so an interrupted run continues where it stopped):
 3. the base model is evaluated (raw text, how it was trained: the "before" column; this also caches the SciFact
    corpus embeddings the recipe mines hard negatives with);
 4. the Gecko recipe (:mod:`gecko_jax.recipe`, config ``--recipe``, default
-   ``experiments/configs/gecko_recipe_minilm.json``) with this run's FRet records as its FRet source: pre-finetuning
+   ``gecko_jax/configs/gecko_recipe_minilm.json``) with this run's FRet records as its FRet source: pre-finetuning
    on corpus title -> abstract pairs, then fine-tuning on the unified mixture (FRet + NLI + classification as
    retrieval + STS pairs + SciFact train qrels; one source per batch), Gecko loss with hard and same-tower
    negatives and Matryoshka, then interpolation with the base weights;
@@ -20,7 +20,7 @@ saved evaluation results, so an interrupted run continues where it stopped):
    advance, not picked on test scores), and on raw text with ``--eval-prompts gecko,none``. The before/after table
    is printed and saved as JSON + Markdown in the output folder and next to the exported model.
 
-``--fret-only`` runs the earlier, FRet-only fine-tuning (``experiments/configs/quickstart_minilm.json``) instead of
+``--fret-only`` runs the earlier, FRet-only fine-tuning (``gecko_jax/configs/quickstart_minilm.json``) instead of
 the recipe. Passages are cut to ``--max-passage-chars`` (at a word boundary) everywhere in stages 1-2.
 
 Example:
@@ -43,13 +43,13 @@ import sys
 import time
 from typing import Sequence
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-CONFIG_PATH = REPO / "experiments" / "configs" / "quickstart_minilm.json"
+from gecko_jax.fileio import write_text
+
+CONFIG_RESOURCE = "configs/quickstart_minilm.json"  # package data of gecko_jax (importlib.resources)
 BASE_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_TASKS = ("scifact", "stsb", "banking77")
 TINY_TASKS = ("scifact", "stsb")
 PROMPT_MODES = ("gecko", "none")
-RECIPE_PATH = REPO / "experiments" / "configs" / "gecko_recipe_minilm.json"
 
 
 @dataclasses.dataclass
@@ -98,18 +98,22 @@ def _log(msg: str) -> None:
     print(f"[quickstart {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def resolve_data_dir(data_dir: str | os.PathLike | None) -> pathlib.Path:
-    """``data_dir``, else ``$GECKO_JAX_DATA``, else ``<repo>/../shared/data``; must hold ``scifact/corpus.jsonl``.
+def resolve_data_dir(data_dir: str | os.PathLike | None):
+    """The data root (:class:`gecko_jax.datasets.DataRoot`): ``data_dir`` if given, else each dataset from
+    ``$GECKO_JAX_DATA``, the cache or a download (:mod:`gecko_jax.datasets`); SciFact's corpus is resolved now.
 
     Raises:
       FileNotFoundError: naming the folder tried and how to point at another one.
     """
-    root = pathlib.Path(data_dir or os.environ.get("GECKO_JAX_DATA") or REPO.parent / "shared" / "data")
+    from gecko_jax.datasets import DataRoot
+
+    root = DataRoot(data_dir)
     corpus = root / "scifact" / "corpus.jsonl"
     if not corpus.is_file():
         raise FileNotFoundError(
-            f"quickstart: SciFact corpus not found at {corpus}; expected the local data folder "
-            f"(scifact/, stsb/, banking77/ as in ../shared/data/README.md). Pass --data-dir or set GECKO_JAX_DATA.")
+            f"quickstart: SciFact corpus not found at {corpus}; expected a data folder with scifact/, stsb/, "
+            f"banking77/ (see `gecko-jax datasets --help`). Pass --data-dir, set GECKO_JAX_DATA, or drop both to "
+            f"download them.")
     return root
 
 
@@ -180,9 +184,10 @@ def run_fret(opts: QuickstartOptions, workdir: pathlib.Path, data_root: pathlib.
 # ---- stage 4: training ------------------------------------------------------------------------------------------
 
 def train_config(opts: QuickstartOptions, fret_path: pathlib.Path, n_records: int) -> dict:
-    """The ``--fret-only`` training config (``experiments/configs/quickstart_minilm.json`` with the run's data,
-    steps and batch)."""
-    raw = json.loads(CONFIG_PATH.read_text())
+    """The ``--fret-only`` training config (``gecko_jax/configs/quickstart_minilm.json`` with the run's data, steps and batch)."""
+    from importlib import resources
+
+    raw = json.loads(resources.files("gecko_jax").joinpath(CONFIG_RESOURCE).read_text(encoding="utf-8"))
     batch = max(2, min(opts.batch_size or 16, n_records))
     steps = opts.steps if opts.steps is not None else max(1, math.ceil(opts.epochs * n_records / batch))
     raw["steps"] = steps
@@ -223,16 +228,16 @@ def run_training(opts: QuickstartOptions, workdir: pathlib.Path, fret_path: path
             "batch_size": config.data.batch_size, "origin": result.origin, "steps_run": result.steps_run,
             "last_metrics": {k: float(v) for k, v in result.last_metrics.items()},
             "seconds": time.perf_counter() - t0}
-    done.write_text(json.dumps(info, indent=1))
+    write_text(done, json.dumps(info, indent=1))
     return info
 
 
 def recipe_config(opts: QuickstartOptions, fret_path: pathlib.Path, data_root: pathlib.Path):
     """The recipe (``--recipe`` or the shipped one) with this run's FRet records, seed, data folder and flags; with
     ``tiny``: 2 steps per stage at batch 4, small sources, no hard-negative mining."""
-    from gecko_jax.recipe import load_recipe
+    from gecko_jax.recipe import DEFAULT_RECIPE, load_recipe
 
-    cfg = load_recipe(opts.recipe or RECIPE_PATH, seed=opts.seed, data_dir=str(data_root))
+    cfg = load_recipe(opts.recipe or DEFAULT_RECIPE, seed=opts.seed, data_dir=_data_dir(data_root))
     sources = [dataclasses.replace(s, path=str(fret_path)) if s.kind == "fret" else s for s in cfg.sources]
     pft = cfg.prefinetune_sources
     finetune = json.loads(json.dumps(cfg.finetune))
@@ -294,10 +299,10 @@ def make_tiny_data(src: pathlib.Path, dst: pathlib.Path, *, queries: int = 10, e
     keep_q = list(dict.fromkeys(r[0] for r in rows))[:queries]
     rows = [r for r in rows if r[0] in keep_q]
     rel_docs = {r[1] for r in rows}
-    (sci / "qrels" / "test.tsv").write_text("\n".join([header] + ["\t".join(r) for r in rows]) + "\n")
+    write_text(sci / "qrels" / "test.tsv", "\n".join([header] + ["\t".join(r) for r in rows]) + "\n")
     with open(src / "scifact" / "queries.jsonl") as f:
         qs = [l for l in f if json.loads(l)["_id"] in keep_q]
-    (sci / "queries.jsonl").write_text("".join(qs))
+    write_text(sci / "queries.jsonl", "".join(qs))
     docs, others = [], 0
     with open(src / "scifact" / "corpus.jsonl") as f:
         for line in f:
@@ -305,11 +310,11 @@ def make_tiny_data(src: pathlib.Path, dst: pathlib.Path, *, queries: int = 10, e
             if did in rel_docs or others < extra_docs:
                 others += did not in rel_docs
                 docs.append(line)
-    (sci / "corpus.jsonl").write_text("".join(docs))
+    write_text(sci / "corpus.jsonl", "".join(docs))
     (dst / "stsb").mkdir(parents=True, exist_ok=True)
     with open(src / "stsb" / "sts-test.csv", encoding="utf-8") as f:
         head = [next(f) for _ in range(sts_pairs)]
-    (dst / "stsb" / "sts-test.csv").write_text("".join(head), encoding="utf-8")
+    write_text(dst / "stsb" / "sts-test.csv", "".join(head))
     return dst
 
 
@@ -328,10 +333,9 @@ def evaluate(embedder, out_dir: pathlib.Path, *, tasks: Sequence[str], dims, pro
             _log(f"eval: reusing {saved}")
             return res
     res = run_suite(embedder, "small", dims=list(dims), tasks=list(tasks), task_prompts=prompts, out_dir=None,
-                    data_dir=str(data_root), verbose=True)
+                    data_dir=data_root, verbose=True)
     res["quickstart_key"] = want
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(saved, json.dumps(res, indent=1, default=str))
+    write_text(saved, json.dumps(res, indent=1, default=str))
     return res
 
 
@@ -471,20 +475,18 @@ def run_quickstart(workdir: str | os.PathLike = "runs/quickstart", **kwargs) -> 
           + f") on {os.cpu_count()} CPUs, load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}.", "",
           table, ""]
     for folder in (workdir, pathlib.Path(tr["export_dir"])):
-        _write_atomic(folder / "quickstart_results.json", json.dumps(out, indent=1, default=str) + "\n")
-        _write_atomic(folder / "quickstart_results.md", "\n".join(md))
+        write_text(folder / "quickstart_results.json", json.dumps(out, indent=1, default=str) + "\n")
+        write_text(folder / "quickstart_results.md", "\n".join(md))
     print("\n".join(md), flush=True)
     _log(f"done in {total:.0f} s; model: {tr['export_dir']}; results: {workdir / 'quickstart_results.md'}")
     return out
 
 
-def _write_atomic(path: pathlib.Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
-# ---- CLI --------------------------------------------------------------------------------------------------------
+def _data_dir(data_root) -> str | None:
+    """The explicit data folder of ``data_root`` (a :class:`gecko_jax.datasets.DataRoot` or a path); None when each
+    dataset resolves through ``$GECKO_JAX_DATA`` / the cache."""
+    d = getattr(data_root, "data_dir", data_root)
+    return None if d is None else str(d)
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
     d = QuickstartOptions()
@@ -496,10 +498,10 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help=f"retrieval pool of corpus passages, 0 = all 5,183 (default: {d.pool})")
     p.add_argument("--max-passage-chars", type=int, default=None,
                    help=f"passage cut for prompts, retrieval and training (default: {d.max_passage_chars})")
-    p.add_argument("--recipe", default=None, help="recipe config (default: experiments/configs/"
+    p.add_argument("--recipe", default=None, help="recipe config (default: gecko_jax/configs/"
                    "gecko_recipe_minilm.json; its FRet source becomes this run's FRet records)")
     p.add_argument("--fret-only", action="store_true", help="fine-tune on the FRet records alone (the earlier "
-                   "quickstart: experiments/configs/quickstart_minilm.json) instead of the recipe")
+                   "quickstart: gecko_jax/configs/quickstart_minilm.json) instead of the recipe")
     p.add_argument("--steps", type=int, default=None, help="fine-tuning steps (default: the recipe's; with "
                    f"--fret-only {d.epochs:g} epochs of FRet)")
     p.add_argument("--epochs", type=float, default=None, help=f"--fret-only: epochs when --steps is not given "
@@ -524,7 +526,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="fine-tuned model prompt modes: gecko,none (default: gecko, the headline; none adds a "
                         "raw-text column, one more SciFact corpus encode)")
     p.add_argument("--dims", default=None, help="comma-separated eval widths, 'full' for all (default: full,256,128)")
-    p.add_argument("--data-dir", default=None, help="data folder (default: $GECKO_JAX_DATA or ../shared/data)")
+    p.add_argument("--data-dir", default=None, help="data folder in the mirror layout (default: each dataset from "
+                   "$GECKO_JAX_DATA, the cache or a download; see `gecko-jax datasets --help`)")
     p.add_argument("--tiny", action="store_true", help="pulse-test budget: 4 passages, 2 steps, eval subsets")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 

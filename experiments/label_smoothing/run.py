@@ -114,21 +114,26 @@ def analyse(results: dict, out_dir: pathlib.Path) -> dict:
 
 
 def check_quick(summary: dict) -> None:
-    """Direction checked on the CI budget: at noise 0.6, smoothing at p* (0.2) ends above p = 1 (no smoothing)."""
-    for n, margin in QUICK_MIN_GAIN.get(summary["config"], {}).items():
+    """What the CI budget may assert (CONTRIBUTING.md, "Direction checks"): at every checked noise rate each p learns
+    the clean task despite the noise (best-epoch clean test accuracy above ``QUICK_MIN_BEST_ACC``), and the grid holds
+    the p nearest p*(r). The paper's direction (p* beats p = 1 at the last epoch) is reported in the README across
+    seeds, not asserted: on this budget it is smaller than the seed-to-seed (and CPU-to-CPU) spread."""
+    for n, floor in QUICK_MIN_BEST_ACC.get(summary["config"], {}).items():
         row = summary["per_noise"][n]
-        gain = row["acc_at_p_nearest_pstar"] - row["acc_at_p1"]
-        if not gain > margin:
-            raise AssertionError(f"noise {n}: accuracy at p={row['p_nearest_pstar']} minus p=1 is {gain:.3f}, "
-                                 f"expected > {margin}")
+        if row["acc_at_p1"] is None or abs(row["p_nearest_pstar"] - row["p_star"]) > 0.05:
+            raise AssertionError(f"noise {n}: the grid needs p = 1 and a p within 0.05 of p* = {row['p_star']:.3f} "
+                                 f"(has {row['p']})")
+        worst = min(row["best_acc"])
+        if not worst > floor:
+            raise AssertionError(f"noise {n}: best-epoch clean test accuracy {worst:.3f} at "
+                                 f"p = {row['p'][row['best_acc'].index(worst)]} is not above {floor}")
 
 
 # Quick budget of mnist_grid (2,000 rows, 1,000 test rows, batch 32, 8 epochs; p = 0.2 / 0.4 / 1 at n = 0.6),
-# final-epoch accuracy of p* = 0.2 minus p = 1 measured at seeds 0 / 1 / 2 / 3: +0.010 / +0.125 / +0.016 / +0.033
-# (the test runs seed 0). On this budget the gain is small and seed-dependent (the earlier 2,000-row, batch 128,
-# 6-epoch budget gave +0.065 / -0.001 / -0.014), so only the sign is asserted, with half the smallest gain as margin.
-# Configs without an entry (the text grid, the CIFAR-10 points) are smoke runs.
-QUICK_MIN_GAIN = {"mnist_grid": {"0.6": 0.005}}
+# seeds 0 / 1 / 2 / 3 / 4 on an AMD EPYC (AVX-512), 2026-11-30: best-epoch accuracy of every p 0.827-0.883 (chance
+# 0.1), asserted > 0.5. Final-epoch accuracy of p* = 0.2 minus p = 1: +0.010 / +0.125 / +0.016 / +0.033 / +0.039, and
+# -0.018 at seed 0 on an AVX2-only AMD EPYC (issue 14): not asserted.
+QUICK_MIN_BEST_ACC = {"mnist_grid": {"0.6": 0.5}}
 
 if __name__ == "__main__":
     sys.exit(common.cli(sys.argv[1:], here=HERE, analyse=analyse, check_quick=check_quick))

@@ -8,13 +8,16 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import io
 import pathlib
 import sys
+
+from gecko_jax.errors import InputError, exit_codes_help
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.epilog = __doc__.split("\n", 2)[2]
+    p.epilog = __doc__.split("\n", 2)[2] + "\n" + exit_codes_help((0, 2, 5))
     p.add_argument("--model", required=True,
                    help="model folder (Hugging Face or sentence-transformers layout) or a known name such as "
                         "all-MiniLM-L6-v2")
@@ -34,38 +37,44 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def read_texts(path: pathlib.Path, field: str = "text", title_field: str | None = None):
-    """Texts (and titles, or None) from a .txt or .jsonl file; ValueError with ``file:line`` on bad records."""
+    """Texts (and titles, or None) from a .txt or .jsonl file; :class:`InputError` with ``file:line`` on bad
+    records (non-UTF-8 bytes included)."""
     if not path.is_file():
-        raise FileNotFoundError(f"input file {path} does not exist")
+        raise InputError(f"input file {path} does not exist")
     suffix = path.suffix.lower()
     if suffix == ".txt":
-        with open(path, encoding="utf-8") as f:
-            return [line.rstrip("\r\n") for line in f], None
+        from gecko_jax.fileio import read_text
+
+        # universal newlines, as text-mode open() reads them: \n, \r\n and \r end a line
+        return [line.rstrip("\r\n") for line in io.StringIO(read_text(path), newline=None)], None
     if suffix != ".jsonl":
-        raise ValueError(f"{path}: unsupported input type {suffix or '(no suffix)'!r}; expected .txt or .jsonl")
+        raise InputError(f"{path}: unsupported input type {suffix or '(no suffix)'!r}; expected .txt or .jsonl")
     from gecko_jax.data.jsonl import iter_jsonl
 
     texts, titles = [], []
-    for lineno, record in iter_jsonl(path, error=ValueError):
+    for lineno, record in iter_jsonl(path, error=InputError):
         if field not in record:
-            raise ValueError(f"{path}:{lineno}: missing field {field!r} (fields: {', '.join(record) or 'none'})")
+            raise InputError(f"{path}:{lineno}: missing field {field!r} (fields: {', '.join(record) or 'none'})")
         if not isinstance(record[field], str):
-            raise ValueError(f"{path}:{lineno}: field {field!r} is {type(record[field]).__name__}; expected a string")
+            raise InputError(f"{path}:{lineno}: field {field!r} is {type(record[field]).__name__}; expected a string")
         texts.append(record[field])
         if title_field is not None:
             title = record.get(title_field)
             if title is not None and not isinstance(title, str):
-                raise ValueError(f"{path}:{lineno}: field {title_field!r} is {type(title).__name__}; expected a "
+                raise InputError(f"{path}:{lineno}: field {title_field!r} is {type(title).__name__}; expected a "
                                  "string or null")
             titles.append(title)
     return texts, (titles if title_field is not None else None)
 
 
 def run(args: argparse.Namespace) -> int:
+    from gecko_jax.fileio import check_writable, save_npy
+
     try:
         texts, titles = read_texts(args.input, args.field, args.title_field)
         if args.output.suffix != ".npy":
-            raise ValueError(f"--output must end in .npy, got {args.output}")
+            raise InputError(f"--output must end in .npy, got {args.output}")
+        check_writable(args.output)  # before the model loads and the texts are encoded
         from gecko_jax.embedder import Embedder
 
         emb = Embedder.from_pretrained(args.model, dtype=args.dtype, max_length=args.max_length,
@@ -75,9 +84,6 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, NotADirectoryError, ModuleNotFoundError, ValueError, TypeError, KeyError) as e:
         print(f"gecko-jax encode: error: {e}", file=sys.stderr)
         return 2
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    import numpy as np
-
-    np.save(args.output, vecs)
+    save_npy(args.output, vecs)  # atomic: a failed write leaves the previous file at --output intact
     print(f"wrote {vecs.shape[0]} x {vecs.shape[1]} float32 embeddings to {args.output}", file=sys.stderr)
     return 0

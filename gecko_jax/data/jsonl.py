@@ -34,8 +34,11 @@ import json
 import pathlib
 from typing import Iterator
 
+from gecko_jax.errors import InputError
+from gecko_jax.fileio import iter_lines
 
-class JsonlError(ValueError):
+
+class JsonlError(InputError):
     """A bad JSONL line; the message starts with ``file:line``."""
 
 
@@ -72,26 +75,21 @@ class LabelledText:
 def iter_jsonl(path, *, error: type[ValueError] = None) -> Iterator[tuple[int, dict]]:
     """``(line number, object)`` for each non-blank line of a JSONL file.
 
-    Raises ``error`` (default :class:`JsonlError`) naming ``file:line`` for a line that is not JSON or not an object,
-    and for a file that cannot be opened; the shared reader of every JSONL input in gecko_jax.
+    Raises ``error`` (default :class:`JsonlError`) naming ``file:line`` for a line that is not UTF-8, not JSON or
+    not an object, and for a file that cannot be opened; the shared reader of every JSONL input in gecko_jax.
     """
     error = error or JsonlError
     path = pathlib.Path(path)
-    try:
-        handle = path.open(encoding="utf-8")
-    except OSError as e:
-        raise error(f"{path}: cannot open ({e.strerror})") from None
-    with handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise error(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(obj, dict):
-                raise error(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-            yield lineno, obj
+    for lineno, line in iter_lines(path, error=error):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise error(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+        if not isinstance(obj, dict):
+            raise error(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+        yield lineno, obj
 
 
 _lines = iter_jsonl

@@ -38,10 +38,8 @@ import collections
 import dataclasses
 import hashlib
 import json
-import os
 import pathlib
 import random
-import tempfile
 from typing import Iterable, Mapping, Sequence
 
 SOURCE_KINDS = ("fret", "nli", "classification", "sts", "retrieval", "title_body")
@@ -474,17 +472,12 @@ def check_records(records: Sequence[dict], *, where: str = "records") -> None:
 
 
 def write_records(records: Sequence[dict], path) -> pathlib.Path:
-    """Check the records and write them as JSONL atomically (temp file in the same folder + ``os.replace``)."""
+    """Check the records and write them as JSONL atomically (:func:`gecko_jax.fileio.atomic_write`)."""
     path = pathlib.Path(path)
     check_records(records, where=str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for r in records:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
+    from gecko_jax.fileio import atomic_write
+
+    with atomic_write(path, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
     return path

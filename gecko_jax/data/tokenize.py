@@ -9,7 +9,6 @@ import bisect
 import json
 import os
 import pathlib
-import shutil
 from typing import Sequence
 
 import numpy as np
@@ -178,20 +177,21 @@ class Tokenizer:
 
     def save_pretrained(self, path) -> pathlib.Path:
         """Write ``tokenizer.json`` (padding/truncation off) plus the source folder's auxiliary files."""
+        from gecko_jax.fileio import write_bytes, write_json, write_text
+
         out = pathlib.Path(path)
-        out.mkdir(parents=True, exist_ok=True)
         # Saved without our per-call truncation: loaders (AutoTokenizer, sentence-transformers) set their own.
         self.backend.no_truncation()
         self._truncation = None
-        self.backend.save(str(out / "tokenizer.json"))
+        write_text(out / "tokenizer.json", self.backend.to_str(pretty=True))  # each file atomic
         if self.source_dir is not None and self.source_dir.resolve() != out.resolve():
             for name in _AUX_FILES:
                 if (self.source_dir / name).is_file():
-                    shutil.copyfile(self.source_dir / name, out / name)
+                    write_bytes(out / name, (self.source_dir / name).read_bytes())
         cfg_file = out / "tokenizer_config.json"
-        cfg = json.loads(cfg_file.read_text()) if cfg_file.is_file() else {}
+        cfg = json.loads(cfg_file.read_text(encoding="utf-8")) if cfg_file.is_file() else {}
         cfg["model_max_length"] = self.max_length
-        cfg_file.write_text(json.dumps(cfg, indent=2) + "\n")
+        write_json(out / "tokenizer_config.json", cfg)
         return out
 
 

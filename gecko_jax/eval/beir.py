@@ -1,8 +1,8 @@
 """BEIR-layout retrieval data: ``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``.
 
 The same layout the BEIR downloads (``https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/``) unpack
-to, so a user with a network points ``load_beir`` at any unzipped BEIR folder; the tests use the SciFact copy in
-``../shared/data/scifact``.
+to, so a user with a network points ``load_beir`` at any unzipped BEIR folder (``gecko_jax.datasets.path("scifact")``
+downloads and verifies the SciFact one).
 
 Bad input policy: a line that is not valid JSON, lacks ``_id``/``text``, or a qrels row that does not have three
 tab-separated fields with an integer grade raises ``BeirFormatError`` naming the file and line. Problems that BEIR's
@@ -19,10 +19,13 @@ import json
 import logging
 import pathlib
 
+from gecko_jax.errors import InputError
+from gecko_jax.fileio import decode_utf8
+
 log = logging.getLogger(__name__)
 
 
-class BeirFormatError(ValueError):
+class BeirFormatError(InputError):
     """A BEIR file does not follow the expected format; the message names the file and line."""
 
 
@@ -82,7 +85,7 @@ def read_qrels(path: pathlib.Path, hasher=None) -> dict[str, dict[str, int]]:
         for lineno, raw in enumerate(f, 1):
             if hasher is not None:
                 hasher.update(raw)
-            line = raw.decode("utf-8").rstrip("\r\n")
+            line = decode_utf8(raw, path, error=BeirFormatError, first_line=lineno).rstrip("\r\n")
             if not line.strip():
                 continue
             fields = line.split("\t")

@@ -13,7 +13,7 @@ Cache key (all four parts are hashed together; change any and the entry is recom
    one entry serves every Matryoshka dimension. The dims value therefore is not part of the key by design.
 
 Files: ``<cache_dir>/<key>.npy`` (float32) plus ``<key>.json`` with the readable key parts; written atomically
-(temp file + ``os.replace``) so a crash never leaves a torn entry.
+(``gecko_jax.fileio``: temp file + fsync + ``os.replace``) so a crash never leaves a torn entry.
 """
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import pathlib
-import tempfile
 from collections.abc import Sequence
 
 import numpy as np
@@ -33,7 +32,9 @@ log = logging.getLogger(__name__)
 
 def default_cache_dir() -> pathlib.Path:
     """``$GECKO_JAX_CACHE/eval`` or ``~/.cache/gecko_jax/eval``."""
-    root = os.environ.get("GECKO_JAX_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "gecko_jax")
+    from gecko_jax.datasets import cache_root
+
+    root = str(cache_root())
     return pathlib.Path(root) / "eval"
 
 
@@ -173,13 +174,9 @@ class EmbeddingCache:
             self.memory[key] = arr
         if self.directory is None:
             return arr
-        self.directory.mkdir(parents=True, exist_ok=True)
-        for suffix, writer in ((".npy", lambda f: np.save(f, arr)),
-                               (".json", lambda f: f.write(json.dumps(
-                                   {"model": model_fp, "data": data_fp, "format": fmt, "shape": list(arr.shape)},
-                                   sort_keys=True).encode()))):
-            fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
-                writer(f)
-            os.replace(tmp, self.directory / f"{key}{suffix}")
+        from gecko_jax.fileio import save_npy, write_text
+
+        save_npy(self.directory / f"{key}.npy", arr)
+        write_text(self.directory / f"{key}.json", json.dumps(
+            {"model": model_fp, "data": data_fp, "format": fmt, "shape": list(arr.shape)}, sort_keys=True))
         return arr

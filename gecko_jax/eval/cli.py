@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import pathlib
+
+from gecko_jax.errors import InputError, exit_codes_help
 
 
 def _dims(value: str):
@@ -17,6 +20,8 @@ def _dims(value: str):
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = exit_codes_help((0, 2, 5))
     p.add_argument("--model", required=True, help="model folder (HF / sentence-transformers layout) or known name, "
                                                   "e.g. all-MiniLM-L6-v2")
     p.add_argument("--suite", default="small", choices=["small", "full", "fairness"], help="task list (default small)")
@@ -27,15 +32,31 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tasks", nargs="+", default=None, help="run only these tasks (names from gecko_jax.eval.TASKS)")
     p.add_argument("--task-prompts", choices=["none", "gecko"], default="none",
                    help="'gecko': Gecko task strings per task (for models trained with them); default none")
-    p.add_argument("--data-dir", default=None, help="data folder (default ../shared/data or $GECKO_JAX_DATA)")
+    p.add_argument("--data-dir", default=None, help="data folder in the mirror layout (default: each dataset from "
+                   "$GECKO_JAX_DATA, the cache, or a download; see `gecko-jax datasets --help`)")
     p.add_argument("--cache-dir", default="default", help="embedding cache folder; 'none' keeps it in memory")
     p.add_argument("--batch-size", type=int, default=None, help="encode batch size")
 
 
 def run(args) -> int:
+    """Bad arguments or data (exit 2) and unwritable outputs (5) propagate as ``gecko_jax.errors`` types, checked
+    before the model loads where possible; ``gecko_jax.cli.main`` prints them as one line."""
     import gecko_jax as gj
-    from gecko_jax.eval import run_suite
+    from gecko_jax.eval import TASKS, run_suite
+    from gecko_jax.eval.datasets import data_root
+    from gecko_jax.fileio import check_writable
 
+    unknown = sorted(set(args.tasks or ()) - set(TASKS))
+    if unknown:
+        raise InputError(f"--tasks: unknown task(s) {unknown}; known: {sorted(TASKS)}")
+    data_root(args.data_dir)
+    if args.out is not None:
+        for name in ("results.json", "results.md"):
+            check_writable(pathlib.Path(args.out) / name)
+    if str(args.cache_dir).lower() != "none":
+        from gecko_jax.eval.cache import default_cache_dir
+
+        check_writable((default_cache_dir() if args.cache_dir == "default" else pathlib.Path(args.cache_dir)) / "x")
     kwargs = {} if args.batch_size is None else {"batch_size": args.batch_size}
     embedder = gj.Embedder.from_pretrained(args.model, **kwargs)
     dims = args.dims if len(args.dims) > 1 else args.dims[0]

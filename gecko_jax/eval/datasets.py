@@ -1,10 +1,12 @@
-"""Readers for the local labelled text sets in ``../shared/data`` (formats: that folder's README.md).
+"""Readers for the labelled text sets (mirror-layout folders found by :mod:`gecko_jax.datasets`; formats: the mirror's
+README.md).
 
 Every reader returns a :class:`LabeledText` with fixed train/test splits and a fingerprint (sha256 of the file bytes
 plus the split rule) used as the embedding-cache key. Sets that ship without a split get a **fixed, documented**
 one: a per-class shuffle with ``numpy.random.default_rng(0)``, the first ``test_fraction`` of each class as test
 (MR: 20 % -> 2,132 test sentences; AG News test file: 25 % -> 1,900 test rows, the rest is the train pool).
-A malformed row raises ``ValueError`` naming the file and line and what was expected.
+A malformed row (or a non-UTF-8 byte) raises :class:`~gecko_jax.errors.InputError` (a ``ValueError``) naming the
+file and line and what was expected.
 
 Licences: SST-2 / MR research use; AG News academic use; Banking77 CC BY 4.0. Say so wherever results are shown.
 """
@@ -18,7 +20,9 @@ import pathlib
 
 import numpy as np
 
-DEFAULT_DATA_ROOT = pathlib.Path(__file__).resolve().parents[3] / "shared" / "data"
+from gecko_jax.datasets import DataRoot
+from gecko_jax.errors import InputError
+from gecko_jax.fileio import decode_utf8, read_text
 
 
 @dataclasses.dataclass
@@ -42,14 +46,12 @@ class LabeledText:
     fingerprint: str
 
 
-def data_root(root=None) -> pathlib.Path:
-    """``root``, else ``$GECKO_JAX_DATA``, else ``../shared/data`` next to the repository."""
-    import os
-
-    p = pathlib.Path(root or os.environ.get("GECKO_JAX_DATA") or DEFAULT_DATA_ROOT)
-    if not p.is_dir():
-        raise FileNotFoundError(f"data folder not found: {p} (pass data_root= or set GECKO_JAX_DATA)")
-    return p
+def data_root(root=None) -> DataRoot:
+    """A :class:`gecko_jax.datasets.DataRoot`: ``data_root(root) / "banking77"`` resolves that dataset's folder by
+    the order of :mod:`gecko_jax.datasets` (``root`` if given, else ``$GECKO_JAX_DATA``, the cache, a download)."""
+    if root is not None and not isinstance(root, DataRoot) and not pathlib.Path(root).is_dir():
+        raise FileNotFoundError(f"data folder not found: {root} (pass data_root= or set GECKO_JAX_DATA)")
+    return DataRoot(root)
 
 
 def fixed_split(labels: np.ndarray, test_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -74,13 +76,13 @@ def fixed_split(labels: np.ndarray, test_fraction: float, seed: int = 0) -> tupl
 def _read_csv_text_label(path: pathlib.Path, h) -> tuple[list[str], list[str]]:
     raw = path.read_bytes()
     h.update(raw)
-    rows = list(csv.reader(io.StringIO(raw.decode("utf-8"))))
+    rows = list(csv.reader(io.StringIO(decode_utf8(raw, path))))
     if not rows or [c.strip() for c in rows[0]] != ["text", "category"]:
-        raise ValueError(f"{path}:1: expected header 'text,category', got {rows[0] if rows else 'an empty file'}")
+        raise InputError(f"{path}:1: expected header 'text,category', got {rows[0] if rows else 'an empty file'}")
     texts, cats = [], []
     for lineno, row in enumerate(rows[1:], 2):
         if len(row) != 2 or not row[0].strip() or not row[1].strip():
-            raise ValueError(f"{path}: row {lineno}: expected 2 non-empty fields (text, category), got {row!r}")
+            raise InputError(f"{path}: row {lineno}: expected 2 non-empty fields (text, category), got {row!r}")
         texts.append(row[0])
         cats.append(row[1].strip())
     return texts, cats
@@ -95,7 +97,7 @@ def load_banking77(root=None) -> LabeledText:
     names = sorted(set(tr_c))
     unknown = sorted(set(te_c) - set(names))
     if unknown:
-        raise ValueError(f"{d / 'test.csv'}: categories not in train.csv: {unknown[:5]}")
+        raise InputError(f"{d / 'test.csv'}: categories not in train.csv: {unknown[:5]}")
     pos = {n: i for i, n in enumerate(names)}
     return LabeledText("banking77", tr_x, np.array([pos[c] for c in tr_c]), te_x, np.array([pos[c] for c in te_c]),
                        names, h.hexdigest())
@@ -105,12 +107,12 @@ def _read_sst(path: pathlib.Path, h) -> tuple[list[str], np.ndarray]:
     raw = path.read_bytes()
     h.update(raw)
     texts, labels = [], []
-    for lineno, line in enumerate(raw.decode("utf-8").splitlines(), 1):
+    for lineno, line in enumerate(decode_utf8(raw, path).splitlines(), 1):
         if not line.strip():
             continue
         sent, sep, lab = line.rpartition("\t")
         if not sep or lab.strip() not in ("0", "1") or not sent.strip():
-            raise ValueError(f"{path}:{lineno}: expected 'sentence<TAB>0|1', got {line[:80]!r}")
+            raise InputError(f"{path}:{lineno}: expected 'sentence<TAB>0|1', got {line[:80]!r}")
         texts.append(sent.strip())
         labels.append(int(lab))
     return texts, np.asarray(labels)
@@ -153,11 +155,11 @@ def load_ag_news(root=None, *, test_fraction: float = 0.25) -> LabeledText:
     raw = path.read_bytes()
     h = hashlib.sha256(f"ag_news|{test_fraction}|seed0".encode())
     h.update(raw)
-    names = [n.strip() for n in (d / "classes.txt").read_text().splitlines() if n.strip()]
+    names = [n.strip() for n in read_text(d / "classes.txt").splitlines() if n.strip()]
     texts, labels = [], []
-    for lineno, row in enumerate(csv.reader(io.StringIO(raw.decode("utf-8"))), 1):
+    for lineno, row in enumerate(csv.reader(io.StringIO(decode_utf8(raw, path))), 1):
         if len(row) != 3 or not row[0].strip().isdigit() or not 1 <= int(row[0]) <= len(names):
-            raise ValueError(f"{path}: row {lineno}: expected label(1-{len(names)}),title,description; got {row[:1]!r}")
+            raise InputError(f"{path}: row {lineno}: expected label(1-{len(names)}),title,description; got {row[:1]!r}")
         texts.append(" ".join(f"{row[1]} {row[2]}".replace("\\", " ").split()))
         labels.append(int(row[0]) - 1)
     labels = np.asarray(labels)

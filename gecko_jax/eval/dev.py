@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import pathlib
 import random
 
 import numpy as np
@@ -117,7 +116,7 @@ def evaluate_dev(embedder, *, task_prompts=None, root=None, cfg: DevConfig = Dev
         out["scifact_dev"] = evaluate_retrieval(embedder, scifact_dev_data(root, cfg), task=task("scifact"),
                                                 dims=dims, cache=cache)["main_score"]
     if "stsb_dev" in tasks:
-        out["stsb_dev"] = evaluate_sts(embedder, pathlib.Path(root) / "stsb" / "sts-dev.csv", task=task("stsb"),
+        out["stsb_dev"] = evaluate_sts(embedder, root / "stsb" / "sts-dev.csv", task=task("stsb"),
                                        symmetric=True, dims=dims, cache=cache)["main_score"]
     if "banking77_dev" in tasks:
         out["banking77_dev"] = evaluate_classification(embedder, banking77_dev_data(root, cfg), task=task("banking77"),

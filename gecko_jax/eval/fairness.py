@@ -11,7 +11,7 @@ with targets X, Y and attributes A, B, cosine similarity on unit vectors:
   as in May et al.'s ``weat.py``. When ``|X| != |Y|`` the larger set is subsampled (``default_rng(seed)``) to the
   smaller size, as the permutation test needs equal halves.
 
-Data: ``../shared/data/seat/*.jsonl`` -- despite the suffix, each file is ONE JSON object
+Data: ``seat/*.jsonl`` (the ``seat`` dataset of :mod:`gecko_jax.datasets`) -- despite the suffix, each file is ONE JSON object
 ``{targ1, targ2, attr1, attr2}``, each ``{category, examples[]}`` (CC BY-NC 4.0). The gender tests are
 ``sent-weat6/6b/7/7b/8/8b``.
 
@@ -39,6 +39,9 @@ import re
 
 import numpy as np
 
+from gecko_jax.errors import InputError
+from gecko_jax.fileio import decode_utf8, read_text
+
 from gecko_jax.eval.cache import EmbeddingCache, truncate
 from gecko_jax.eval.datasets import data_root
 
@@ -53,17 +56,17 @@ def load_seat(path) -> dict:
     """
     path = pathlib.Path(path)
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
+        obj = json.loads(read_text(path))
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg}); expected one object "
+        raise InputError(f"{path}:{e.lineno}: not valid JSON ({e.msg}); expected one object "
                          "{targ1, targ2, attr1, attr2}") from None
     if not isinstance(obj, dict):
-        raise ValueError(f"{path}: expected a JSON object with keys targ1, targ2, attr1, attr2")
+        raise InputError(f"{path}: expected a JSON object with keys targ1, targ2, attr1, attr2")
     for key in ("targ1", "targ2", "attr1", "attr2"):
         part = obj.get(key)
         if not isinstance(part, dict) or not isinstance(part.get("examples"), list) or not part["examples"] \
                 or not all(isinstance(x, str) for x in part["examples"]):
-            raise ValueError(f"{path}: field {key!r} must be {{category, examples: [non-empty list of str]}}")
+            raise InputError(f"{path}: field {key!r} must be {{category, examples: [non-empty list of str]}}")
         part.setdefault("category", key)
     return obj
 
@@ -219,14 +222,14 @@ def read_tuples(path) -> list[dict]:
 
     path = pathlib.Path(path)
     out = []
-    for lineno, row in iter_jsonl(path, error=ValueError):
+    for lineno, row in iter_jsonl(path, error=InputError):
         groups = row.get("groups")
         if not isinstance(groups, dict) or len(groups) < 2 or not isinstance(row.get("neutral"), str) \
                 or not all(isinstance(v, str) and v.strip() for v in groups.values()):
-            raise ValueError(f"{path}:{lineno}: expected {{id, neutral: str, groups: {{male: str, female: str}}}}")
+            raise InputError(f"{path}:{lineno}: expected {{id, neutral: str, groups: {{male: str, female: str}}}}")
         out.append(row)
     if not out:
-        raise ValueError(f"{path}: no tuples")
+        raise InputError(f"{path}: no tuples")
     return out
 
 
@@ -283,16 +286,16 @@ def evaluate_crows_pairs(embedder, *, bias_types=("gender",), task: str | None =
     """Mean cosine(sent_more, sent_less) × 100 per CrowS-Pairs bias type (descriptive; see module docstring)."""
     path = data_root(data_root_) / "crows_pairs" / "crows_pairs_anonymized.csv"
     raw = path.read_bytes()
-    rows = list(csv.DictReader(io.StringIO(raw.decode("utf-8"))))
+    rows = list(csv.DictReader(io.StringIO(decode_utf8(raw, path))))
     need = {"sent_more", "sent_less", "bias_type"}
     if not rows or not need <= set(rows[0]):
-        raise ValueError(f"{path}: expected CSV columns {sorted(need)}")
+        raise InputError(f"{path}: expected CSV columns {sorted(need)}")
     cache = cache or EmbeddingCache(None)
     out = {}
     for bt in bias_types:
         sel = [r for r in rows if r["bias_type"] == bt]
         if not sel:
-            raise ValueError(f"{path}: no rows with bias_type {bt!r}")
+            raise InputError(f"{path}: no rows with bias_type {bt!r}")
         texts = [r["sent_more"] for r in sel] + [r["sent_less"] for r in sel]
         emb = truncate(cache.get_or_encode(embedder, texts, data_fp=hashlib.sha256(raw).hexdigest() + bt,
                                            fmt={"kind": "query", "task": task}, task=task, kind="query"), dims)

@@ -8,6 +8,9 @@ import time
 
 import numpy as np
 
+from gecko_jax.errors import InputError
+from gecko_jax.fileio import decode_utf8
+
 from gecko_jax.eval.cache import EmbeddingCache, truncate
 
 
@@ -21,29 +24,29 @@ def read_stsb(path) -> tuple[list[str], list[str], np.ndarray, str]:
       ``(sentences1, sentences2, scores [n] float32, sha256 of the file)``.
 
     Raises:
-      ValueError: a row with fewer than 7 fields, or a score that is not a number in [0, 5] (file:line named).
+      InputError: a non-UTF-8 byte, a row with fewer than 7 fields, or a score that is not a number in [0, 5] (file:line named).
     """
     path = pathlib.Path(path)
     raw = path.read_bytes()
     s1, s2, scores = [], [], []
-    reader = csv.reader(raw.decode("utf-8").splitlines(), delimiter="\t", quoting=csv.QUOTE_NONE)
+    reader = csv.reader(decode_utf8(raw, path).splitlines(), delimiter="\t", quoting=csv.QUOTE_NONE)
     for lineno, row in enumerate(reader, 1):
         if not row or not "".join(row).strip():
             continue
         if len(row) < 7:
-            raise ValueError(f"{path}:{lineno}: expected >= 7 tab-separated fields "
+            raise InputError(f"{path}:{lineno}: expected >= 7 tab-separated fields "
                              f"(genre, file, year, id, score, sentence1, sentence2), got {len(row)}")
         try:
             score = float(row[4])
         except ValueError:
-            raise ValueError(f"{path}:{lineno}: field 5 (score) must be a number in [0, 5], got {row[4]!r}") from None
+            raise InputError(f"{path}:{lineno}: field 5 (score) must be a number in [0, 5], got {row[4]!r}") from None
         if not 0.0 <= score <= 5.0:
-            raise ValueError(f"{path}:{lineno}: field 5 (score) must be in [0, 5], got {score}")
+            raise InputError(f"{path}:{lineno}: field 5 (score) must be in [0, 5], got {score}")
         s1.append(row[5])
         s2.append(row[6])
         scores.append(score)
     if not scores:
-        raise ValueError(f"{path}: no STS pairs found")
+        raise InputError(f"{path}: no STS pairs found")
     return s1, s2, np.asarray(scores, dtype=np.float32), hashlib.sha256(raw).hexdigest()
 
 

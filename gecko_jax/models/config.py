@@ -15,6 +15,7 @@ from typing import Any, Literal, Mapping
 _ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "silu", "swish", "tanh")
 _DTYPES = ("float32", "bfloat16")
 _POOLINGS = ("mean", "cls")
+_LAYER_TYPES = ("full_attention", "sliding_attention")
 
 # Fields of EncoderConfig that are ours (not Hugging Face's); saved under this key inside config.json.
 GECKO_CONFIG_KEY = "gecko_jax"
@@ -46,6 +47,21 @@ class EncoderConfig:
     projection_bias: bool = True  # whether the projection head has a bias
     dtype: Literal["float32", "bfloat16"] = "float32"  # compute dtype; parameters always stay float32
     initializer_range: float = 0.02  # std of the truncated-normal init for fresh weights
+    # Two-layer head (EmbeddingGemma's 768 -> 3072 -> 768): pooled -> projection_hidden_dim -> projection_dim, both
+    # linear (sentence-transformers Dense modules with identity activation). None: at most one projection.
+    projection_hidden_dim: int | None = None
+    # ---- family-specific fields (families that do not use one ignore it) ----
+    relative_attention_num_buckets: int = 32  # mpnet: T5-style relative position buckets, both directions together
+    relative_attention_max_distance: int = 128  # mpnet: distances from here on share the last bucket
+    attention_head_dim: int | None = None  # gemma3_text: per-head width when not hidden_size // num_heads (270M: 256)
+    num_kv_heads: int | None = None  # gemma3_text: key/value heads (grouped-query attention); None = num_heads
+    causal: bool = False  # gemma3_text: causal (decoder) attention; False = bidirectional (EmbeddingGemma's switch)
+    sliding_window: int | None = None  # gemma3_text: window of the local layers, as written in config.json
+    layer_types: tuple[str, ...] | None = None  # gemma3_text: "sliding_attention" | "full_attention" per layer
+    rope_theta: float = 10000.0  # gemma3_text: RoPE base of full-attention layers
+    rope_local_theta: float = 10000.0  # gemma3_text: RoPE base of sliding-attention layers
+    rope_scaling_factor: float = 1.0  # gemma3_text: linear RoPE scaling of full-attention layers (Gemma 3 4B+: 8)
+    query_pre_attn_scalar: float | None = None  # gemma3_text: scores scaled by this ** -0.5 (None: head_dim)
 
     def __post_init__(self):
         def positive(name):
@@ -56,9 +72,30 @@ class EncoderConfig:
         for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
                      "max_position_embeddings"):
             positive(name)
-        if self.hidden_size % self.num_heads:
+        if self.attention_head_dim is None and self.hidden_size % self.num_heads:
             raise ValueError(f"EncoderConfig.hidden_size ({self.hidden_size}) must be divisible by num_heads "
+                             f"({self.num_heads}), or set attention_head_dim")
+        for name in ("attention_head_dim", "num_kv_heads", "sliding_window", "projection_hidden_dim"):
+            if getattr(self, name) is not None:
+                positive(name)
+        if self.projection_hidden_dim is not None and self.projection_dim is None:
+            raise ValueError("EncoderConfig.projection_hidden_dim needs projection_dim (the head's output width)")
+        if self.num_kv_heads is not None and self.num_heads % self.num_kv_heads:
+            raise ValueError(f"EncoderConfig.num_kv_heads ({self.num_kv_heads}) must divide num_heads "
                              f"({self.num_heads})")
+        if self.layer_types is not None:
+            if not isinstance(self.layer_types, tuple):
+                object.__setattr__(self, "layer_types", tuple(self.layer_types))  # from JSON lists; stays hashable
+            if len(self.layer_types) != self.num_layers or any(t not in _LAYER_TYPES for t in self.layer_types):
+                raise ValueError(f"EncoderConfig.layer_types must list one of {_LAYER_TYPES} per layer "
+                                 f"({self.num_layers}), got {self.layer_types!r}")
+            if "sliding_attention" in self.layer_types and self.sliding_window is None:
+                raise ValueError("EncoderConfig.layer_types has sliding_attention layers but sliding_window is None")
+        for name in ("relative_attention_num_buckets", "relative_attention_max_distance"):
+            positive(name)
+        for name in ("rope_theta", "rope_local_theta", "rope_scaling_factor"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"EncoderConfig.{name} must be > 0, got {getattr(self, name)!r}")
         if not isinstance(self.type_vocab_size, int) or self.type_vocab_size < 0:
             raise ValueError(f"EncoderConfig.type_vocab_size must be an int >= 0, got {self.type_vocab_size!r}")
         if self.hidden_act not in _ACTIVATIONS:
@@ -81,7 +118,11 @@ class EncoderConfig:
 
     @property
     def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
+        return self.attention_head_dim or self.hidden_size // self.num_heads
+
+    @property
+    def kv_heads(self) -> int:
+        return self.num_kv_heads or self.num_heads
 
     @property
     def output_dim(self) -> int:
@@ -138,5 +179,6 @@ class EncoderConfig:
             "normalize": self.normalize,
             "projection_dim": self.projection_dim,
             "projection_bias": self.projection_bias,
+            "projection_hidden_dim": self.projection_hidden_dim,
         }
         return out

@@ -97,6 +97,10 @@ class Encoder(nn.Module):
     def setup(self):
         cfg = self.config
         self.backbone = get_architecture(cfg.model_type).backbone(cfg, name="backbone")
+        if cfg.projection_hidden_dim is not None:  # EmbeddingGemma-style two-layer head: first (inner) layer
+            self.projection_hidden = nn.Dense(cfg.projection_hidden_dim, use_bias=cfg.projection_bias,
+                                              dtype=jnp.float32, param_dtype=jnp.float32,
+                                              kernel_init=nn.initializers.normal(cfg.initializer_range))
         if cfg.projection_dim is not None:
             self.projection = nn.Dense(cfg.projection_dim, use_bias=cfg.projection_bias, dtype=jnp.float32,
                                        param_dtype=jnp.float32,
@@ -157,6 +161,8 @@ class Encoder(nn.Module):
         return self._head(summed / jnp.maximum(counts, 1e-9)[:, None])
 
     def _head(self, emb):
+        if self.config.projection_hidden_dim is not None:
+            emb = self.projection_hidden(emb)
         if self.config.projection_dim is not None:
             emb = self.projection(emb)
         if self.config.normalize:

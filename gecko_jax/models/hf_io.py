@@ -3,10 +3,14 @@
 Layout written by ``save_pretrained`` (what ``SentenceTransformer(dir)`` and ``AutoModel.from_pretrained(dir)`` read)::
 
     config.json                     Hugging Face config (+ our pooling/projection fields under "gecko_jax")
-    model.safetensors               backbone weights, Hugging Face names, Linear weights [out, in]
-    modules.json                    sentence-transformers pipeline: Transformer -> Pooling [-> Dense] [-> Normalize]
+    model.safetensors               backbone weights, Hugging Face names, Linear weights [out, in] (+ an unused
+                                    identity ``pooler.dense`` for families whose HF base class has one)
+    modules.json                    sentence-transformers pipeline: Transformer -> Pooling [-> Dense [-> Dense]]
+                                    [-> Normalize]
     1_Pooling/config.json           pooling mode
-    2_Dense/{config.json,model.safetensors}   only with a projection head
+    2_Dense/{config.json,model.safetensors}   only with a projection head (3_Dense too for a two-layer head)
+
+Every file is written to a temporary name and renamed into place, so a reader never sees a half-written file.
     sentence_bert_config.json       max_seq_length
     config_sentence_transformers.json
 """
@@ -34,8 +38,13 @@ class STLayout:
     transformer_dir: pathlib.Path
     pooling: str | None = None
     normalize: bool | None = None
-    dense_dir: pathlib.Path | None = None
+    dense_dirs: list = dataclasses.field(default_factory=list)  # Dense modules in pipeline order (at most two)
     max_seq_length: int | None = None
+
+    @property
+    def dense_dir(self) -> pathlib.Path | None:
+        """The last Dense module (the projection to the output width), or None."""
+        return self.dense_dirs[-1] if self.dense_dirs else None
 
 
 def _read_json(path: pathlib.Path) -> Any:
@@ -82,14 +91,15 @@ def read_st_layout(path) -> STLayout:
         elif short == "Pooling":
             layout.pooling = _pooling_mode(sub / "config.json")
         elif short == "Dense":
-            if layout.dense_dir is not None:
-                raise ValueError(f"{modules_file}: more than one Dense module; gecko_jax supports one projection")
+            if len(layout.dense_dirs) == 2:
+                raise ValueError(f"{modules_file}: more than two Dense modules; gecko_jax supports a projection of "
+                                 "one or two linear layers")
             dense_cfg = _read_json(sub / "config.json")
             act = dense_cfg.get("activation_function", _IDENTITY)
             if act != _IDENTITY:
                 raise ValueError(f"{sub / 'config.json'}: Dense activation {act!r} is not supported; expected "
                                  f"{_IDENTITY} (a linear projection)")
-            layout.dense_dir = sub
+            layout.dense_dirs.append(sub)
         elif short == "Normalize":
             layout.normalize = True
         else:
@@ -130,10 +140,25 @@ def _load_tensors(folder: pathlib.Path) -> dict[str, np.ndarray]:
 
 
 def _strip_prefix(tensors: Mapping[str, np.ndarray], prefixes) -> dict[str, np.ndarray]:
+    """Names of a task model's backbone (``bert.encoder...``, ``model.layers...``) without the prefix; the task
+    heads (``cls.*``, ``lm_head.*``) are dropped with it."""
     for prefix in prefixes:
-        if any(k.startswith(prefix + "embeddings.") for k in tensors):
+        if any(k.startswith(prefix) for k in tensors):
             return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
     return dict(tensors)
+
+
+def _dense_params(dense_dir: pathlib.Path, in_features: int, bias: bool) -> dict:
+    tensors = _load_tensors(dense_dir)
+    w = np.asarray(tensors["linear.weight"], np.float32)
+    if w.shape[1] != in_features:
+        raise ValueError(f"{dense_dir}: Dense in_features {w.shape[1]} != {in_features}, the width it receives")
+    out = {"kernel": w.T.copy()}
+    if bias:
+        if "linear.bias" not in tensors:
+            raise ValueError(f"{dense_dir}: expected a 'linear.bias' tensor (the other Dense module has one)")
+        out["bias"] = np.asarray(tensors["linear.bias"], np.float32)
+    return out
 
 
 def load_pretrained(path, **config_overrides) -> tuple[EncoderConfig, dict]:
@@ -167,17 +192,30 @@ def load_pretrained(path, **config_overrides) -> tuple[EncoderConfig, dict]:
     # modules.json, when present, is authoritative for pooling/normalisation/projection (that is what
     # sentence-transformers runs); a plain HF folder uses config.json's "gecko_jax" block or EncoderConfig defaults.
     st_fields: dict[str, Any] = {}
-    dense = None
+    dense_shapes = []
     if (layout.transformer_dir / "config.json").is_file() and (pathlib.Path(path) / "modules.json").is_file():
         st_fields["pooling"] = layout.pooling or "mean"
         st_fields["normalize"] = bool(layout.normalize)
         st_fields["projection_dim"] = None
-        if layout.dense_dir is not None:
-            dense = _load_tensors(layout.dense_dir)
-            if "linear.weight" not in dense:
-                raise ValueError(f"{layout.dense_dir}: expected a 'linear.weight' tensor for the Dense projection")
-            st_fields["projection_dim"] = int(dense["linear.weight"].shape[0])
-            st_fields["projection_bias"] = "linear.bias" in dense
+        st_fields["projection_hidden_dim"] = None
+        for dense_dir in layout.dense_dirs:
+            from safetensors import safe_open
+
+            weights = dense_dir / "model.safetensors"
+            if not weights.is_file():
+                raise FileNotFoundError(f"{dense_dir}: expected model.safetensors with the Dense module's weights")
+            with safe_open(str(weights), "numpy") as f:
+                if "linear.weight" not in f.keys():
+                    raise ValueError(f"{weights}: expected a 'linear.weight' tensor for the Dense projection")
+                dense_shapes.append((int(f.get_slice("linear.weight").get_shape()[0]), "linear.bias" in f.keys()))
+        if dense_shapes:
+            st_fields["projection_dim"] = dense_shapes[-1][0]
+            st_fields["projection_bias"] = dense_shapes[-1][1]
+            if len(dense_shapes) == 2:
+                st_fields["projection_hidden_dim"] = dense_shapes[0][0]
+                if dense_shapes[0][1] != dense_shapes[1][1]:
+                    raise ValueError(f"{layout.dense_dirs[0]} and {layout.dense_dirs[1]}: both Dense modules must "
+                                     "have a bias or neither")
     config = EncoderConfig.from_hf(hf_cfg, **{**st_fields, **config_overrides})
     arch = get_architecture(config.model_type, source=str(folder / "config.json"))
     tensors = _strip_prefix(_load_tensors(folder), arch.hf_prefixes)
@@ -187,15 +225,17 @@ def load_pretrained(path, **config_overrides) -> tuple[EncoderConfig, dict]:
         raise type(e)(f"{folder}: {e.args[0]}") from None
     params: dict[str, Any] = {"backbone": backbone}
     if config.projection_dim is not None:
-        if dense is None:
-            raise FileNotFoundError(f"{folder / 'config.json'} declares projection_dim={config.projection_dim} but "
-                                    "there is no modules.json with a Dense module to hold its weights")
-        w = np.asarray(dense["linear.weight"], np.float32)
-        if w.shape[1] != config.hidden_size:
-            raise ValueError(f"{layout.dense_dir}: Dense in_features {w.shape[1]} != hidden_size {config.hidden_size}")
-        params["projection"] = {"kernel": w.T.copy()}
-        if config.projection_bias:
-            params["projection"]["bias"] = np.asarray(dense["linear.bias"], np.float32)
+        wanted = 1 + (config.projection_hidden_dim is not None)
+        if len(layout.dense_dirs) != wanted:
+            raise FileNotFoundError(f"{folder / 'config.json'} declares a projection head of {wanted} layer(s) "
+                                    f"(projection_dim={config.projection_dim}, projection_hidden_dim="
+                                    f"{config.projection_hidden_dim}) but modules.json lists "
+                                    f"{len(layout.dense_dirs)} Dense module(s) to hold its weights")
+        width = config.hidden_size
+        if config.projection_hidden_dim is not None:
+            params["projection_hidden"] = _dense_params(layout.dense_dirs[0], width, config.projection_bias)
+            width = config.projection_hidden_dim
+        params["projection"] = _dense_params(layout.dense_dirs[-1], width, config.projection_bias)
     import jax
 
     return config, jax.tree.map(jnp.asarray, params)
@@ -206,7 +246,8 @@ def save_pretrained(path, config: EncoderConfig, params: Mapping[str, Any], *, m
     """Write ``config.json`` + ``model.safetensors`` (+ the sentence-transformers files) into ``path``.
 
     Args:
-      path: output folder (created; existing files of the same names are overwritten).
+      path: output folder (created; written into a temporary sibling folder and swapped in at the end, so a failure
+        leaves the previous folder intact; files of the previous folder that are not rewritten are kept).
       config: the encoder's config.
       params: ``{"backbone": ..., ["projection": ...]}`` as returned by ``load_pretrained`` or training.
       max_seq_length: written to ``sentence_bert_config.json`` (defaults to ``config.max_position_embeddings``).
@@ -215,25 +256,32 @@ def save_pretrained(path, config: EncoderConfig, params: Mapping[str, Any], *, m
     Returns:
       The folder path.
     """
-    from safetensors.numpy import save_file
-
     if "backbone" not in params:
         raise KeyError(f"params must have a 'backbone' entry (got keys {sorted(params)})")
     if config.projection_dim is not None and not sentence_transformers:
         raise ValueError("a projection head is stored as a sentence-transformers Dense module: "
                          "save with sentence_transformers=True")
-    out = pathlib.Path(path)
-    out.mkdir(parents=True, exist_ok=True)
+    from gecko_jax.fileio import atomic_dir
+
+    with atomic_dir(path) as tmp:  # a crash or a full disk never leaves a half-written model folder at `path`
+        _write_folder(tmp, config, params, max_seq_length, sentence_transformers)
+    return pathlib.Path(path)
+
+
+def _write_folder(out: pathlib.Path, config: EncoderConfig, params, max_seq_length, sentence_transformers) -> None:
     arch = get_architecture(config.model_type)
-    (out / "config.json").write_text(json.dumps(config.to_hf(), indent=2) + "\n")
-    save_file(arch.params_to_hf(params["backbone"], config), str(out / "model.safetensors"),
-              metadata={"format": "pt"})
+    _write_json(out / "config.json", config.to_hf())
+    tensors = arch.params_to_hf(params["backbone"], config)
+    if arch.hf_pooler:
+        tensors["pooler.dense.weight"] = np.eye(config.hidden_size, dtype=np.float32)
+        tensors["pooler.dense.bias"] = np.zeros(config.hidden_size, np.float32)
+    _save_tensors(tensors, out / "model.safetensors")
     if not sentence_transformers:
-        return out
+        return
     modules = [{"idx": 0, "name": "0", "path": "", "type": _ST + "Transformer"},
                {"idx": 1, "name": "1", "path": "1_Pooling", "type": _ST + "Pooling"}]
     (out / "1_Pooling").mkdir(exist_ok=True)
-    (out / "1_Pooling" / "config.json").write_text(json.dumps({
+    _write_json(out / "1_Pooling" / "config.json", {
         "word_embedding_dimension": config.hidden_size,
         "pooling_mode_cls_token": config.pooling == "cls",
         "pooling_mode_mean_tokens": config.pooling == "mean",
@@ -242,31 +290,48 @@ def save_pretrained(path, config: EncoderConfig, params: Mapping[str, Any], *, m
         "pooling_mode_weightedmean_tokens": False,
         "pooling_mode_lasttoken": False,
         "include_prompt": True,
-    }, indent=2) + "\n")
+    })
+    head = []
+    if config.projection_hidden_dim is not None:
+        head.append(("projection_hidden", config.hidden_size, config.projection_hidden_dim))
     if config.projection_dim is not None:
+        head.append(("projection", head[-1][2] if head else config.hidden_size, config.projection_dim))
+    for key, n_in, n_out in head:
         idx = len(modules)
         dense_dir = out / f"{idx}_Dense"
         dense_dir.mkdir(exist_ok=True)
-        proj = params["projection"]
+        proj = params[key]
         tensors = {"linear.weight": np.ascontiguousarray(np.asarray(proj["kernel"], np.float32).T)}
         if config.projection_bias:
             tensors["linear.bias"] = np.asarray(proj["bias"], np.float32)
-        save_file(tensors, str(dense_dir / "model.safetensors"), metadata={"format": "pt"})
-        (dense_dir / "config.json").write_text(json.dumps({
-            "in_features": config.hidden_size, "out_features": config.projection_dim,
-            "bias": config.projection_bias, "activation_function": _IDENTITY}, indent=2) + "\n")
+        _save_tensors(tensors, dense_dir / "model.safetensors")
+        _write_json(dense_dir / "config.json", {"in_features": n_in, "out_features": n_out,
+                                                "bias": config.projection_bias, "activation_function": _IDENTITY})
         modules.append({"idx": idx, "name": str(idx), "path": dense_dir.name, "type": _ST + "Dense"})
     if config.normalize:
         idx = len(modules)
         modules.append({"idx": idx, "name": str(idx), "path": f"{idx}_Normalize", "type": _ST + "Normalize"})
-    (out / "modules.json").write_text(json.dumps(modules, indent=2) + "\n")
-    (out / "sentence_bert_config.json").write_text(json.dumps({
-        "max_seq_length": int(max_seq_length or config.max_position_embeddings), "do_lower_case": False},
-        indent=2) + "\n")
-    (out / "config_sentence_transformers.json").write_text(json.dumps({
+    _write_json(out / "modules.json", modules)
+    _write_json(out / "sentence_bert_config.json", {
+        "max_seq_length": int(max_seq_length or config.max_position_embeddings), "do_lower_case": False})
+    _write_json(out / "config_sentence_transformers.json", {
         "__version__": {"gecko_jax": _version()}, "prompts": {}, "default_prompt_name": None,
-        "similarity_fn_name": "cosine"}, indent=2) + "\n")
-    return out
+        "similarity_fn_name": "cosine"})
+
+
+def _write_json(path: pathlib.Path, obj) -> None:
+    from gecko_jax.fileio import write_json
+
+    write_json(path, obj)
+
+
+def _save_tensors(tensors: Mapping[str, np.ndarray], path: pathlib.Path) -> None:
+    """``safetensors`` file with the metadata PyTorch loaders expect (atomic through ``fileio``)."""
+    from safetensors.numpy import save
+
+    from gecko_jax.fileio import write_bytes
+
+    write_bytes(path, save(dict(tensors), metadata={"format": "pt"}))
 
 
 def _version() -> str:

@@ -2,9 +2,16 @@
 
 An entry bundles what differs between families: the backbone module, the config field renames, and the weight
 converters to and from Hugging Face tensor names. Pooling, projection, normalisation, checkpoint I/O and the
-``Embedder`` are shared. To add RoBERTa/XLM-R (BERT with a position offset of ``pad_token_id + 1`` and no token
-types), MPNet (relative position bias) or a T5 encoder (RMSNorm, relative buckets, no biases): write the backbone and
-converters in their own module and call ``register`` at its import below.
+``Embedder`` are shared. Registered: ``bert`` (``bert.py``), ``roberta`` and ``xlm-roberta`` (``roberta.py``: BERT
+with padding-offset positions), ``mpnet`` (``mpnet.py``: relative position bias) and ``gemma3_text``
+(``gemma3.py``: a Gemma 3 decoder used as a causal or bidirectional encoder; GGUF files via ``gguf_io.py``).
+To add a family (a T5 encoder, say): write the backbone and converters in their own module, call ``register`` at
+its import, and import it in ``_ensure_builtin`` below.
+
+A backbone is a Flax module ``(config, name)`` called as ``backbone(input_ids, attention_mask, token_type_ids, *,
+position_ids=None, packed_ids=None, deterministic=True) -> float32[B, L, H]``; ``position_ids`` are 0-based within
+each text (packed rows restart them) and ``packed_ids`` number the texts of a packed row (0 = padding). Any
+family-specific offset (RoBERTa's ``pad + 1``) is the backbone's business.
 """
 from __future__ import annotations
 
@@ -27,6 +34,9 @@ class Architecture:
       params_from_hf: ``(tensors, config) -> backbone params``; ``tensors`` maps HF names (prefix stripped) to arrays.
       params_to_hf: ``(backbone params, config) -> {hf name: np.ndarray}``.
       hf_prefixes: name prefixes of task-model checkpoints (e.g. ``bert.`` in ``BertForMaskedLM``) to strip.
+      hf_pooler: the Hugging Face base class has a ``pooler.dense`` layer (BERT, RoBERTa, MPNet). gecko_jax never
+        uses it, but ``save_pretrained`` writes one (identity weight, zero bias: ``pooler_output`` = tanh of the
+        first token's state) so that transformers / sentence-transformers load the folder with no missing keys.
     """
 
     model_type: str
@@ -37,6 +47,7 @@ class Architecture:
     params_from_hf: Callable[[Mapping[str, np.ndarray], Any], dict]
     params_to_hf: Callable[[Mapping[str, Any], Any], dict]
     hf_prefixes: tuple[str, ...] = ()
+    hf_pooler: bool = False
 
 
 ARCHITECTURES: dict[str, Architecture] = {}
@@ -48,8 +59,9 @@ def register(arch: Architecture) -> Architecture:
 
 
 def _ensure_builtin():
-    if not ARCHITECTURES:
-        from gecko_jax.models import bert  # noqa: F401  (registers "bert")
+    if not ARCHITECTURES or "gemma3_text" not in ARCHITECTURES:
+        # Each import registers its families; bert first (the others import it).
+        from gecko_jax.models import bert, gemma3, mpnet, roberta  # noqa: F401
 
 
 def check_supported(model_type: str) -> None:

@@ -4,15 +4,26 @@ Checkpoints are atomic (orbax writes to a temporary folder and renames it on com
 previous checkpoint intact), keep the newest ``keep``, and are written every ``every_steps`` steps, at the end of
 training and on SIGTERM (preemption). A checkpoint holds params, optimizer state, step, RNG key, data position and
 frozen arrays: everything needed for a bit-exact continuation.
+
+Resuming restores the newest checkpoint that restores cleanly. A damaged one (a data file truncated or deleted
+after the commit: a full disk, a bad copy, a crash of the storage) is skipped with one line on stderr naming the step
+and the reason, and moved to ``<checkpoints>_damaged/<step>`` so that the run can write that step again; when no
+checkpoint restores, :class:`~gecko_jax.errors.RestoreError` says so and nothing is moved.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import pathlib
+import sys
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
+from gecko_jax.errors import RestoreError
+from gecko_jax.fileio import write_failure
 from gecko_jax.train.state import TrainState
 
 _FIELDS = ("step", "params", "opt_state", "rng", "data_position", "frozen")
@@ -34,6 +45,7 @@ class Checkpointer:
         self.every_steps = every_steps
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, save_interval_steps=every_steps, create=True)
         self.manager = ocp.CheckpointManager(self.directory, options=options)
+        _filter_orbax_noise()
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -45,20 +57,145 @@ class Checkpointer:
         """Save when ``step`` is due (every ``every_steps``) or ``force``; returns whether a save started."""
         if step in self.manager.all_steps():
             return False
-        return self.manager.save(step, args=ocp.args.StandardSave(_as_dict(state)), force=force)
+        with self._write_errors():
+            return self.manager.save(step, args=ocp.args.StandardSave(_as_dict(state)), force=force)
+
+    @contextlib.contextmanager
+    def _write_errors(self):
+        """A full disk (or a permission, quota, size limit) while orbax writes in the background surfaces at the
+        next save or wait as a tensorstore error: raise it as a one-line OutputError naming the checkpoint."""
+        try:
+            yield
+        except Exception as e:  # noqa: BLE001
+            out = write_failure(f"checkpoints in {self.directory}", e)  # (the step that failed may be earlier)
+            if out is None:
+                raise
+            raise out from e
 
     def restore(self, like: TrainState, step: int | None = None) -> TrainState:
-        """Restore into the structure, dtypes and shardings of ``like`` (a freshly created state)."""
-        step = self.latest_step() if step is None else step
-        restored = self.manager.restore(step, args=ocp.args.StandardRestore(_abstract(_as_dict(like))))
-        return like.replace(**{f: restored[f] for f in _FIELDS})
+        """Restore into the structure, dtypes and shardings of ``like`` (a freshly created state).
+
+        With ``step=None``: the newest checkpoint that restores; damaged newer ones are reported on stderr and set
+        aside (module docstring). Raises :class:`RestoreError` when none restores (or ``step`` does not).
+        """
+        steps = sorted(self.all_steps(), reverse=True) if step is None else [step]
+        failed = []
+        for s in steps:
+            try:
+                with _quiet_orbax():
+                    restored = self.manager.restore(s, args=ocp.args.StandardRestore(_abstract(_as_dict(like))))
+            except Exception as e:  # noqa: BLE001 (tensorstore/orbax raise many types; the reason is reported)
+                failed.append((s, failure_reason(e)))
+                continue
+            self._set_aside(failed)
+            return like.replace(**{f: restored[f] for f in _FIELDS})
+        for s, why in failed:
+            _say(f"gecko-jax: checkpoint step {s} in {self.directory} does not restore: {why}")
+        tried = ", ".join(str(s) for s, _ in failed) or "none"
+        raise RestoreError(f"no checkpoint in {self.directory} restores (tried steps {tried}); move that folder "
+                           "away to train from the start, or put back an intact copy")
+
+    def _set_aside(self, failed: list[tuple[int, str]]) -> None:
+        """Move damaged checkpoints out of the manager's folder (so their steps can be saved again)."""
+        if not failed:
+            return
+        aside = self.directory.parent / f"{self.directory.name}_damaged"
+        for s, why in failed:
+            target = aside / str(s)
+            n = 1
+            while target.exists():
+                target, n = aside / f"{s}.{n}", n + 1
+            if jax.process_index() == 0:
+                aside.mkdir(parents=True, exist_ok=True)
+                os.rename(self.directory / str(s), target)
+            _say(f"gecko-jax: skipped damaged checkpoint step {s} in {self.directory} ({why}); moved it to {target}")
+        self.manager.reload()
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        with self._write_errors():
+            self.manager.wait_until_finished()
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
+        try:
+            self.wait()
+        finally:
+            self.manager.close()
+
+
+def failure_reason(error: BaseException, limit: int = 240) -> str:
+    """One line on why a restore failed: the innermost cause's message (tensorstore's says which file and how)."""
+    while error.__cause__ is not None or (error.__context__ is not None and not error.__suppress_context__):
+        error = error.__cause__ or error.__context__
+    text = " ".join((str(error).strip() or type(error).__name__).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _say(line: str) -> None:
+    if jax.process_index() == 0:
+        print(line, file=sys.stderr, flush=True)
+
+
+def _is_orbax_debris(exc_type, exc, obj=None) -> bool:
+    """What a failed orbax read or write leaves behind: tensorstore I/O still in flight when orbax's event loop
+    closed reports "Event loop is closed", and its coroutines, collected later, "Exception ignored in
+    <coroutine ...>"."""
+    if exc_type is RuntimeError and str(exc) == "Event loop is closed":
+        return True
+    code = getattr(obj, "cr_code", None)
+    return code is not None and "orbax" in code.co_filename
+
+
+class _WriteFailureLog(logging.Filter):
+    """Orbax's background save thread logs a failed write (full disk, ...) at ERROR with its whole traceback; the
+    same error is raised at the next save or wait, where ``Checkpointer`` reports it in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        try:
+            text = record.getMessage() + (str(record.exc_info[1]) if record.exc_info else "")
+        except Exception:  # noqa: BLE001 (a record that cannot render is not ours to judge)
+            return True
+        return write_failure("", RuntimeError(text)) is None
+
+
+def _filter_orbax_noise() -> None:
+    """Drop (only) orbax's debris from the process's error hooks and its logged write failures; the caller reports
+    each failure in one line. Installed once; anything else still reaches the previous hooks and handlers."""
+    absl = logging.getLogger("absl")
+    if not any(isinstance(f, _WriteFailureLog) for f in absl.filters):
+        absl.addFilter(_WriteFailureLog())
+    if getattr(sys.unraisablehook, "_gecko_restore_filter", False):
+        return
+    previous_unraisable, previous_except = sys.unraisablehook, sys.excepthook
+
+    def unraisable(info):
+        if not _is_orbax_debris(info.exc_type, info.exc_value, info.object):
+            previous_unraisable(info)
+
+    def excepthook(exc_type, exc, tb):
+        if not _is_orbax_debris(exc_type, exc):
+            previous_except(exc_type, exc, tb)
+
+    unraisable._gecko_restore_filter = True
+    sys.unraisablehook, sys.excepthook = unraisable, excepthook
+
+
+@contextlib.contextmanager
+def _quiet_orbax():
+    """Orbax logs a failed read at ERROR level with the whole tensorstore spec; the caller reports one line."""
+    loggers = [logging.getLogger(n) for n in ("absl", "orbax", "jax._src.distributed")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    except BaseException:
+        _filter_orbax_noise()
+        raise
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def restore_params(directory: str | pathlib.Path, like_params: Any, step: int | None = None) -> Any:
@@ -79,7 +216,12 @@ def restore_params(directory: str | pathlib.Path, like_params: Any, step: int | 
             raise FileNotFoundError(f"init checkpoint {directory} holds no checkpoint steps")
         item = directory / str(step) / "default"
     # No target: the saved tree comes back as host arrays whatever mesh wrote it, then takes like_params' layout.
-    restored = ocp.StandardCheckpointer().restore(item)
+    try:
+        with _quiet_orbax():
+            restored = ocp.StandardCheckpointer().restore(item)
+    except Exception as e:  # noqa: BLE001
+        raise RestoreError(f"init checkpoint {item} (config field 'checkpoint.init_checkpoint') does not restore: "
+                           f"{failure_reason(e)}") from e
     return jax.tree.map(lambda ref, x: jax.device_put(x, ref.sharding), like_params,
                         _match(like_params, restored["params"]))
 

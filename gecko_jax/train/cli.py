@@ -4,8 +4,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from gecko_jax.errors import exit_codes_help
+
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = exit_codes_help((0, 1, 2, 3, 4, 5, 143))
     p.add_argument("--config", required=True, help="JSON config file (see experiments/configs/)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set optimizer.learning_rate=1e-4 (value parsed as JSON)")
@@ -15,27 +19,21 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gecko_jax.train.config import ConfigError, load_config
+    """Bad data (exit 2), config errors (3), unrestorable checkpoints (4) and unwritable outputs (5) propagate as
+    ``gecko_jax.errors`` types; ``gecko_jax.cli.main`` prints them as one line."""
+    from gecko_jax.train.config import load_config
 
-    try:
-        config = load_config(args.config, args.overrides)
-    except ConfigError as e:
-        print(f"gecko-jax train: {e}", file=sys.stderr)
-        return 2
+    config = load_config(args.config, args.overrides)
     if args.distributed or config.distributed:
         import jax
 
         jax.distributed.initialize()  # before any other JAX call: it fixes the process's view of the devices
-    from gecko_jax.data.jsonl import JsonlError
     from gecko_jax.train.loop import NonFiniteLossError, train_and_evaluate
 
     try:
         result = train_and_evaluate(config, args.workdir)
-    except (ConfigError, JsonlError) as e:
-        print(f"gecko-jax train: {e}", file=sys.stderr)
-        return 2
     except NonFiniteLossError as e:
-        print(f"gecko-jax train: {e}", file=sys.stderr)
+        print(f"gecko-jax train: error: {e}", file=sys.stderr)
         return 1
     if result.preempted:
         return 143  # 128 + SIGTERM: stopped early with a checkpoint; rerun the same command to resume

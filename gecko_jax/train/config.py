@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 import pathlib
 from typing import Any
+
+from gecko_jax.errors import ConfigError
 
 # Registries: name -> short description. The builders live in state.py / contrastive.py / classifier.py and key off
 # the same names; a test checks the two stay in sync.
@@ -32,13 +35,56 @@ CLASSIFIER_LOSSES = {
 TRAINERS = ("contrastive", "classifier")
 
 
-class ConfigError(ValueError):
-    """A config value is wrong; the message names the field and what was expected."""
-
-
 def _check(cond: bool, field: str, expected: str, got: Any) -> None:
     if not cond:
         raise ConfigError(f"config field {field!r}: expected {expected}, got {got!r}")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+# annotation (as written, with `from __future__ import annotations`) -> (test, what the message says is expected)
+_TYPES = {
+    "int": (_is_int, "an integer"),
+    "float": (_is_number, "a number"),
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "tuple": (lambda v: isinstance(v, (list, tuple)), "a list"),
+    "list": (lambda v: isinstance(v, (list, tuple)), "a list"),
+    "dict": (lambda v: isinstance(v, dict), "an object"),
+}
+
+
+def _check_types(obj, section: str, items: dict[str, tuple] | None = None) -> None:
+    """Check every field of a config dataclass against its annotation before any value is used, so "32" or 3.5
+    for an integer field is a :class:`ConfigError` naming the field, not a TypeError or a silent float.
+
+    ``items`` gives element types of list fields: ``{field: (test, expected)}``.
+    """
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        kinds = [k.strip() for k in str(f.type).split("|")]
+        if value is None and "None" in kinds:
+            continue
+        checks = [_TYPES[k] for k in kinds if k in _TYPES]
+        if not checks:
+            continue  # nested sections are checked by their own dataclass
+        name = f"{section}.{f.name}" if section else f.name
+        if not any(test(value) for test, _ in checks):
+            expected = " or ".join([e for _, e in checks] + (["null"] if "None" in kinds else []))
+            raise ConfigError(f"config field {name!r}: expected {expected}, got {value!r} "
+                              f"({type(value).__name__})")
+        if items and f.name in items:
+            test, expected = items[f.name]
+            for k, v in enumerate(value):
+                if not test(v):
+                    raise ConfigError(f"config field '{name}[{k}]': expected {expected}, got {v!r} "
+                                      f"({type(v).__name__})")
 
 
 @dataclasses.dataclass
@@ -53,6 +99,7 @@ class DatasetSpec:
     hard_negatives: int | None = None  # hard negatives per query for this dataset (None: data.hard_negatives)
 
     def __post_init__(self):
+        _check_types(self, "data.datasets[]")
         _check(isinstance(self.path, str) and self.path != "", "data.datasets[].path", "a non-empty path", self.path)
         _check(self.weight > 0, "data.datasets[].weight", "a positive number", self.weight)
         _check(self.hard_negatives is None or (isinstance(self.hard_negatives, int) and self.hard_negatives >= 0),
@@ -80,6 +127,7 @@ class DataConfig:
     eval_path: str | None = None  # classifier with jsonl: held-out {id, text, label} file for the eval hook
 
     def __post_init__(self):
+        _check_types(self, "data", {"buckets": _TYPES["int"]})
         self.datasets = [d if isinstance(d, DatasetSpec)
                          else DatasetSpec(**_only_fields(DatasetSpec, d, "data.datasets[]")) for d in self.datasets]
         self.buckets = tuple(int(b) for b in self.buckets)
@@ -105,14 +153,17 @@ class ModelConfig:
     tiny: dict | None = None  # random tiny encoder: overrides for EncoderConfig.tiny (used when pretrained is None)
     tokenizer: str | None = None  # tokenizer folder/name; defaults to `pretrained`
     dropout: float | None = None  # override the encoder's dropout rates (None: keep the checkpoint's)
+    dtype: str | None = None  # encoder compute dtype ("bfloat16" on GPU/TPU); params stay float32. None: float32
     classifier: str = "text_head"  # classifier trainer: "text_head" (encoder + linear), "mlp", or "cnn:<name>"
     hidden: tuple = (256,)  # classifier "mlp": hidden widths
 
     def __post_init__(self):
+        _check_types(self, "model", {"hidden": _TYPES["int"]})
         self.hidden = tuple(int(h) for h in self.hidden)
         _check(self.classifier in ("text_head", "mlp") or self.classifier.startswith("cnn:"), "model.classifier",
                "'text_head', 'mlp' or 'cnn:<name>'", self.classifier)
         _check(self.dropout is None or 0.0 <= self.dropout < 1.0, "model.dropout", "a rate in [0, 1)", self.dropout)
+        _check(self.dtype in (None, "float32", "bfloat16"), "model.dtype", "null, 'float32' or 'bfloat16'", self.dtype)
 
 
 @dataclasses.dataclass
@@ -128,8 +179,15 @@ class OptimizerConfig:
     eps: float = 1e-8  # Adam epsilon
     momentum: float = 0.9  # sgd only
     clip_norm: float | None = 1.0  # global-norm gradient clipping; None disables
+    # Parameter path prefixes kept fixed ("backbone/embed_tokens": Gemma's 168M-row-parameter token table): no
+    # update and no optimizer state; their gradients are never used, so XLA drops them. Empty: train everything.
+    frozen: tuple = ()
 
     def __post_init__(self):
+        _check_types(self, "optimizer", {"frozen": _TYPES["str"]})
+        self.frozen = tuple(self.frozen)
+        _check(all(f and not f.startswith("/") for f in self.frozen), "optimizer.frozen",
+               "a list of parameter path prefixes such as 'backbone/embed_tokens'", self.frozen)
         _check(self.name in OPTIMIZERS, "optimizer.name", f"one of {sorted(OPTIMIZERS)}", self.name)
         _check(self.schedule in SCHEDULES, "optimizer.schedule", f"one of {sorted(SCHEDULES)}", self.schedule)
         _check(self.learning_rate > 0, "optimizer.learning_rate", "a positive number", self.learning_rate)
@@ -157,6 +215,7 @@ class LossConfig:
     nll_warmup_epochs: int = 0  # gamblers: plain cross-entropy on the m class logits for this many epochs first
 
     def __post_init__(self):
+        _check_types(self, "loss", {"matryoshka_dims": _TYPES["int"], "matryoshka_weights": _TYPES["float"]})
         self.matryoshka_dims = tuple(int(d) for d in self.matryoshka_dims)
         if self.matryoshka_weights is not None:
             self.matryoshka_weights = tuple(float(w) for w in self.matryoshka_weights)
@@ -186,6 +245,7 @@ class CheckpointConfig:
     export: bool = True  # contrastive: write the final encoder with Embedder.save_pretrained to workdir/export
 
     def __post_init__(self):
+        _check_types(self, "checkpoint")
         _check(self.every_steps > 0, "checkpoint.every_steps", "a positive integer", self.every_steps)
         _check(self.keep > 0, "checkpoint.keep", "a positive integer", self.keep)
 
@@ -213,6 +273,9 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, dict):
                 setattr(self, name, cls(**_only_fields(cls, value, name)))
+            elif not isinstance(value, cls):
+                raise ConfigError(f"config section {name!r}: expected an object, got {value!r}")
+        _check_types(self, "")
         _check(self.trainer in TRAINERS, "trainer", f"one of {TRAINERS}", self.trainer)
         _check(self.steps > 0, "steps", "a positive integer", self.steps)
         _check(self.log_every > 0, "log_every", "a positive integer", self.log_every)
@@ -302,13 +365,15 @@ def from_dict(raw: dict) -> TrainConfig:
 
 def load_config(path: str | pathlib.Path, overrides: list[str] | None = None) -> TrainConfig:
     """Read a JSON config file, apply ``--set`` overrides and validate; errors name the file."""
+    from gecko_jax.fileio import read_text
+
     path = pathlib.Path(path)
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(read_text(path, error=ConfigError))
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
-    except OSError as e:
-        raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}:1: expected a JSON object of config fields, got {type(raw).__name__}")
     try:
         return from_dict(apply_overrides(raw, overrides))
     except (ConfigError, TypeError) as e:

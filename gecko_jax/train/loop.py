@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import pathlib
 import signal
@@ -15,9 +14,10 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
+from gecko_jax.fileio import write_json
 from gecko_jax.train.checkpoint import Checkpointer, restore_params
 from gecko_jax.train.config import TrainConfig
-from gecko_jax.train.metrics import MetricsWriter
+from gecko_jax.train.metrics import MetricsWriter, rewind_metrics
 from gecko_jax.train.state import TrainState, create_state, global_batch, make_mesh, make_step
 
 
@@ -112,17 +112,19 @@ def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path, *, task
         task = build_task(config)  # reads and validates all data before anything is written
     lead = jax.process_index() == 0
     if lead:
-        workdir.mkdir(parents=True, exist_ok=True)
-        tmp = workdir / "config.json.tmp"
-        tmp.write_text(json.dumps(config.to_dict(), indent=2))
-        tmp.replace(workdir / "config.json")
+        write_json(workdir / "config.json", config.to_dict())  # atomic; also fails early on an unwritable workdir
     ckpt = Checkpointer(workdir / "checkpoints", every_steps=config.checkpoint.every_steps,
                         keep=config.checkpoint.keep)
     state, origin = initial_state(config, mesh, task, ckpt)
     step_fn = make_step(task.step_loss(), config, mesh)
     start, pos = int(state.step), int(state.data_position)
     end = config.steps if stop_after is None else min(config.steps, start + stop_after)
-    writer = MetricsWriter(workdir, enabled=lead)
+    # Records after the restored step were logged by a run that died; those steps are about to be taken again (all
+    # of them when no checkpoint was restored). A finished run rerun evaluates again, so its final eval goes too.
+    finished = start >= config.steps
+    if lead:
+        rewind_metrics(workdir / "metrics.jsonl", start, keep_evals_at_step=0 < start < config.steps)
+    writer = MetricsWriter(workdir, enabled=lead, restart_step=start if finished or start == 0 else start + 1)
     result = TrainResult(state=state, steps_run=0, origin=origin)
     try:
         if start == 0:

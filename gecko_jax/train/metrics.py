@@ -15,6 +15,8 @@ import socket
 import struct
 import time
 
+from gecko_jax.fileio import output_error, write_text
+
 _CRC_TABLE = []
 for _i in range(256):
     _c = _i
@@ -55,11 +57,17 @@ def _bytes_field(number: int, payload: bytes) -> bytes:
     return _field(number, 2) + _varint(len(payload)) + payload
 
 
-def encode_event(wall_time: float, step: int, *, scalars: dict | None = None, file_version: str | None = None) -> bytes:
-    """Serialised ``tensorflow.Event`` proto with scalar summaries."""
+SESSION_START = 1  # SessionLog.START
+
+
+def encode_event(wall_time: float, step: int, *, scalars: dict | None = None, file_version: str | None = None,
+                 session_status: int | None = None) -> bytes:
+    """Serialised ``tensorflow.Event`` proto with scalar summaries (or a ``session_log`` with ``session_status``)."""
     out = _field(1, 1) + struct.pack("<d", wall_time) + _field(2, 0) + _varint(step)
     if file_version is not None:
         out += _bytes_field(3, file_version.encode())
+    if session_status is not None:
+        out += _bytes_field(7, _field(1, 0) + _varint(session_status))
     if scalars:
         values = b"".join(
             _bytes_field(1, _bytes_field(1, tag.encode()) + _field(2, 5) + struct.pack("<f", float(v)))
@@ -95,37 +103,90 @@ class EventWriter:
 
     def __init__(self, logdir: str | pathlib.Path):
         self.logdir = pathlib.Path(logdir)
-        self.logdir.mkdir(parents=True, exist_ok=True)
         self.path = self.logdir / f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}"
-        self._f = open(self.path, "ab")
-        self._f.write(frame_record(encode_event(time.time(), 0, file_version="brain.Event:2")))
-        self._f.flush()
+        try:
+            self.logdir.mkdir(parents=True, exist_ok=True)
+            self._f = open(self.path, "ab")
+        except OSError as e:
+            raise output_error(self.path, e) from None
+        self._write(frame_record(encode_event(time.time(), 0, file_version="brain.Event:2")))
 
     def scalars(self, step: int, values: dict) -> None:
-        self._f.write(frame_record(encode_event(time.time(), step, scalars=values)))
-        self._f.flush()
+        self._write(frame_record(encode_event(time.time(), step, scalars=values)))
+
+    def restart(self, step: int) -> None:
+        """A ``SessionLog.START`` at ``step``: TensorBoard drops the events of earlier files at steps >= ``step``
+        (written after the checkpoint a resumed run restarts from), as it does for TensorFlow's restarts."""
+        self._write(frame_record(encode_event(time.time(), step, session_status=SESSION_START)))
+
+    def _write(self, record: bytes) -> None:
+        try:
+            self._f.write(record)
+            self._f.flush()
+        except OSError as e:
+            raise output_error(self.path, e) from None
 
     def close(self) -> None:
         self._f.close()
 
 
-class MetricsWriter:
-    """``metrics.jsonl`` plus TensorBoard events under ``workdir/tb``; only process 0 writes."""
+def rewind_metrics(path: str | pathlib.Path, step: int, *, keep_evals_at_step: bool = True) -> int:
+    """Cut ``metrics.jsonl`` back to a resumed run's checkpoint ``step``, so no step appears twice.
 
-    def __init__(self, workdir: str | pathlib.Path, *, enabled: bool = True):
+    Keeps the records at steps ``<= step`` (without the records at ``step`` that hold no ``loss`` when
+    ``keep_evals_at_step=False``: the final evaluation of a finished run, or the step-0 records of a run that starts
+    again from step 0, which the rerun writes again) and drops a torn last line. The file is rewritten atomically.
+    Returns the number of records dropped.
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_bytes().decode("utf-8", errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+            s = int(rec["step"])
+        except (ValueError, KeyError, TypeError):  # a torn last line (killed mid-write)
+            dropped += 1
+            continue
+        if s < step or (s == step and (keep_evals_at_step or "loss" in rec)):
+            kept.append(line + "\n")
+        else:
+            dropped += 1
+    if dropped:
+        write_text(path, "".join(kept))
+    return dropped
+
+
+class MetricsWriter:
+    """``metrics.jsonl`` plus TensorBoard events under ``workdir/tb``; only process 0 writes.
+
+    ``restart_step``: a resumed run's first new step; TensorBoard then drops older events from that step on (see
+    :meth:`EventWriter.restart`). ``metrics.jsonl`` is cut back by :func:`rewind_metrics` before this opens it.
+    """
+
+    def __init__(self, workdir: str | pathlib.Path, *, enabled: bool = True, restart_step: int | None = None):
         self.enabled = enabled
         self.path = pathlib.Path(workdir) / "metrics.jsonl"
         if enabled:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._jsonl = open(self.path, "a")
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._jsonl = open(self.path, "a", encoding="utf-8")
+            except OSError as e:
+                    raise output_error(self.path, e) from None
             self._events = EventWriter(pathlib.Path(workdir) / "tb")
+            if restart_step is not None:
+                self._events.restart(restart_step)
 
     def write(self, step: int, values: dict) -> None:
         if not self.enabled:
             return
         clean = {k: (float(v) if isinstance(v, (int, float)) or hasattr(v, "item") else v) for k, v in values.items()}
-        self._jsonl.write(json.dumps({"step": int(step), **clean}) + "\n")
-        self._jsonl.flush()
+        try:  # one write of a whole line: a kill leaves at most a torn last line, which rewind_metrics drops
+            self._jsonl.write(json.dumps({"step": int(step), **clean}) + "\n")
+            self._jsonl.flush()
+        except OSError as e:
+            raise output_error(self.path, e) from None
         numeric = {k: v for k, v in clean.items() if isinstance(v, float) and math.isfinite(v)}
         if numeric:
             self._events.scalars(int(step), numeric)

@@ -11,6 +11,8 @@ global batch, ``jax.lax.pmean`` of the gradients is implied by the sharding, and
 """
 from __future__ import annotations
 
+import functools
+
 import re
 from typing import Any, Callable, Sequence
 
@@ -81,7 +83,23 @@ def make_optimizer(cfg: OptimizerConfig, total_steps: int) -> tuple[optax.Gradie
         raise ValueError(f"unknown optimizer {cfg.name!r}")
     if cfg.clip_norm is not None:
         opt = optax.chain(optax.clip_by_global_norm(cfg.clip_norm), opt)
+    if cfg.frozen:
+        # Frozen leaves get zero updates and no state; clipping sees only the trained gradients.
+        opt = optax.multi_transform({"train": opt, "frozen": optax.set_to_zero()},
+                                    functools.partial(_frozen_labels, cfg.frozen))
     return opt, schedule
+
+
+def _frozen_labels(prefixes, params):
+    def label(path, _):
+        name = _path_str(path)
+        return "frozen" if any(name == p or name.startswith(p.rstrip("/") + "/") for p in prefixes) else "train"
+
+    labels = jax.tree_util.tree_map_with_path(label, params)
+    if prefixes and "frozen" not in jax.tree.leaves(labels):
+        raise ValueError(f"optimizer.frozen={list(prefixes)} matches no parameter (paths look like "
+                         f"{_path_str(jax.tree_util.tree_flatten_with_path(params)[0][0][0])!r})")
+    return labels
 
 
 def _path_str(path) -> str:

@@ -16,6 +16,8 @@ def load_encoder(config: TrainConfig):
 
     m = config.model
     overrides = {} if m.dropout is None else {"hidden_dropout": m.dropout, "attention_dropout": m.dropout}
+    if m.dtype is not None:
+        overrides["dtype"] = m.dtype
     params = None
     if m.pretrained is not None:
         folder = resolve_model_path(m.pretrained)

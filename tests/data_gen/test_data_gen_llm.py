@@ -141,8 +141,10 @@ def test_server_matches_embedded(gemma, shared_data, tmp_path):
                              "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
+        # The server is still loading: refused connections are expected for a while, so the breaker waits too.
         llm = OpenAICompatLLM(f"http://127.0.0.1:{port}/v1", gemma.model, api_key_env=None, timeout=600,
-                              max_attempts=30, backoff_base=1.0, backoff_cap=2.0, extra_body={"repeat_penalty": 1.0})
+                              max_attempts=30, backoff_base=1.0, backoff_cap=2.0, extra_body={"repeat_penalty": 1.0},
+                              max_connection_failures=30)
         t0 = time.perf_counter()
         srv_recs = FRetPipeline(CachedLLM(llm, None), hashed_bow_embed, pool, workdir=tmp_path / "w2",
                                 config=cfg).run(seeds, tmp_path / "srv.jsonl")

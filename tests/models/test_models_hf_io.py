@@ -41,7 +41,7 @@ def test_from_hf_reads_minilm_config(minilm_path):
     ("num_layers", 0, "num_layers must be a positive int"),
     ("hidden_act", "mish", "hidden_act must be one of"),
     ("hidden_dropout", 1.0, r"hidden_dropout must be in \[0, 1\)"),
-    ("model_type", "roberta", "unsupported model_type 'roberta'.*support: bert"),
+    ("model_type", "t5", "unsupported model_type 't5'.*support: bert, gemma3_text, mpnet, roberta, xlm-roberta"),
 ])
 def test_config_validation_names_the_field(field, value, match):
     with pytest.raises(ValueError, match=match):

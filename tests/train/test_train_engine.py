@@ -26,7 +26,7 @@ CONFIGS = REPO / "experiments" / "configs"
 
 def _train_configs():
     out = []
-    for path in sorted((REPO / "experiments").rglob("*.json")):
+    for path in sorted([*(REPO / "experiments").rglob("*.json"), *(REPO / "gecko_jax" / "configs").glob("*.json")]):
         try:
             raw = json.loads(path.read_text())
         except json.JSONDecodeError:
@@ -45,7 +45,13 @@ def test_shipped_configs_are_found():
 _IMAGE_SHAPES = {"digits": (8, 8, 1), "tfds_local:mnist": (28, 28, 1), "tfds_local:cifar10": (32, 32, 3)}
 
 
-@pytest.mark.parametrize("path", _train_configs(), ids=lambda p: p.name)
+def _config_params():
+    """Configs whose pretrained model is large (the Gemma 3 270M GGUF: a ~2 min, 1 GB conversion on first use) are
+    slow; the rest run in the default suite."""
+    return [pytest.param(p, id=p.name, marks=[pytest.mark.slow] if "gemma" in p.name else []) for p in _train_configs()]
+
+
+@pytest.mark.parametrize("path", _config_params())
 def test_every_shipped_config_parses_and_builds(path, monkeypatch):
     monkeypatch.chdir(REPO)  # shipped configs use paths relative to the repository root
     config = train.load_config(path)

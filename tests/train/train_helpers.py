@@ -3,6 +3,7 @@
 Imported by path (``sys.path``), also inside subprocesses."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -101,6 +102,13 @@ def fast_compile_code() -> str:
 @pytest.fixture(autouse=True)
 def fast_compiles():
     """Fast compiles for the tiny models (see ``_FAST``); test modules import this autouse fixture by name."""
+    with fast_settings():
+        yield
+
+
+@contextlib.contextmanager
+def fast_settings():
+    """``_FAST`` for the duration of a block (module-scoped fixtures run before the autouse fixture)."""
     import jax
 
     def read(k):
