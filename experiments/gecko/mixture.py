@@ -1,7 +1,7 @@
 """Gecko recipe experiments (issue 15): the human-data ablation and mixture-weight sensitivity, 3 seeds per cell.
 
 Every run is :func:`gecko_jax.recipe.run_recipe` on a variant of the shipped recipe
-(``experiments/configs/gecko_recipe_minilm.json``, made with ``dataclasses.replace``), then one evaluation of the
+(``gecko_jax/configs/gecko_recipe_minilm.json``, made with ``dataclasses.replace``), then one evaluation of the
 exported model with its Gecko prompts (``gecko_jax.eval.run_suite``: the full suite + SEAT at 384/256/128/64 dims)
 and on the dev sets (``gecko_jax.eval.dev``). Cells:
 
@@ -39,6 +39,7 @@ import statistics
 import time
 from typing import Sequence
 
+from gecko_jax.fileio import write_text
 from gecko_jax.recipe import DEFAULT_RECIPE, RecipeConfig, load_recipe, run_recipe
 
 TEST_TASKS = ("scifact", "stsb", "banking77", "sst2", "mr", "ag_news", "banking77_clustering",
@@ -74,6 +75,25 @@ def cell_recipe(cell: str, seed: int, base: RecipeConfig, records: dict | None =
     raise ValueError(f"unknown cell {cell!r}; known: {', '.join(ORDER)}")
 
 
+def budget_recipe(cfg: RecipeConfig, *, steps: int | None = None, prefinetune_steps: int | None = None,
+                  interpolate: Sequence[float] | None = None) -> RecipeConfig:
+    """``cfg`` with a smaller (or larger) training budget: stage-2 / stage-1 steps (warm-up capped at a tenth of the
+    steps, checkpoints at least every half of them) and the WiSE-FT alphas tried on dev data."""
+    def stage(raw: dict | None, n: int | None) -> dict | None:
+        if raw is None or n is None:
+            return raw
+        raw = json.loads(json.dumps(raw))
+        raw["steps"] = n
+        opt, ckpt = raw.setdefault("optimizer", {}), raw.setdefault("checkpoint", {})
+        opt["warmup_steps"] = min(int(opt.get("warmup_steps", 0)), max(1, n // 10))
+        ckpt["every_steps"] = min(int(ckpt.get("every_steps", n)), max(1, n // 2))
+        return raw
+
+    return dataclasses.replace(cfg, finetune=stage(cfg.finetune, steps),
+                               prefinetune=stage(cfg.prefinetune, prefinetune_steps),
+                               interpolate=tuple(interpolate) if interpolate else cfg.interpolate)
+
+
 def _dims_key(label: str) -> str:
     return str(label).split()[0]
 
@@ -94,44 +114,63 @@ def evaluate_model(embedder, prompts, data_dir=None, tasks=TEST_TASKS) -> dict:
 
 
 def _write_json(path: pathlib.Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    tmp.replace(path)
+    write_text(path, json.dumps(obj, indent=1, default=str))
 
 
-def run_base(out: pathlib.Path, data_dir=None) -> dict:
-    """The base model, raw text (how it was trained: the bar) and with Gecko prompts, plus its dev scores."""
+def run_base(out: pathlib.Path, data_dir=None, tasks: Sequence[str] = TEST_TASKS, *, raw_only: bool = False) -> dict:
+    """The base model, raw text (how it was trained: the bar) and with Gecko prompts, plus its dev scores.
+
+    ``raw_only``: only the raw-text test scores (a short budget; the cells' dev selection records the base model's
+    raw-text dev scores anyway). A saved ``base.json`` is reused when it covers ``tasks`` (and the prompted runs
+    unless ``raw_only``)."""
     path = out / "base.json"
     if path.is_file():
-        return json.loads(path.read_text())
+        done = json.loads(path.read_text())
+        if set(tasks) <= set(done["raw"]["metrics"]) and (raw_only or "prompts" in done):
+            return done
     from gecko_jax import Embedder
     from gecko_jax.eval import dev
 
     emb = Embedder.from_pretrained(load_recipe(DEFAULT_RECIPE).model)
-    res = {"raw": evaluate_model(emb, None, data_dir), "prompts": evaluate_model(emb, "gecko", data_dir),
-           "dev_raw": dev.evaluate_dev(emb, task_prompts=None, root=data_dir),
-           "dev_prompts": dev.evaluate_dev(emb, task_prompts="gecko", root=data_dir)}
+    res = {"raw": evaluate_model(emb, None, data_dir, tasks)}
+    if not raw_only:
+        res.update(prompts=evaluate_model(emb, "gecko", data_dir, tasks),
+                   dev_raw=dev.evaluate_dev(emb, task_prompts=None, root=data_dir),
+                   dev_prompts=dev.evaluate_dev(emb, task_prompts="gecko", root=data_dir))
+    res["host"] = host()
     _write_json(path, res)
     return res
 
 
-def cell_tasks(cell: str, scifact_test_all: bool = False) -> tuple:
+def host() -> dict:
+    """The CPU and its load when a number was measured (timings and speed depend on both)."""
+    import os
+    import platform
+
+    model = platform.processor()
+    try:
+        model = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": model, "cpus": os.cpu_count(), "loadavg": [round(x, 1) for x in os.getloadavg()]}
+
+
+def cell_tasks(cell: str, scifact_test_all: bool = False, tasks: Sequence[str] = TEST_TASKS) -> tuple:
     """Test tasks of a cell (module docstring: SciFact test for ``full`` only unless asked)."""
     if cell == "full" or scifact_test_all:
-        return TEST_TASKS
-    return tuple(t for t in TEST_TASKS if t != "scifact")
+        return tuple(tasks)
+    return tuple(t for t in tasks if t != "scifact")
 
 
 def run_cell(cell: str, seed: int, out: pathlib.Path, base_cfg: RecipeConfig, *, records=None,
-             progress=False, scifact_test_all: bool = False) -> dict:
+             progress=False, scifact_test_all: bool = False, tasks: Sequence[str] = TEST_TASKS) -> dict:
     """Train (resuming) and evaluate one cell at one seed; writes ``cells/<cell>_s<seed>.json``."""
     from gecko_jax import Embedder
     from gecko_jax.eval import dev
 
     path = out / "cells" / f"{cell}_s{seed}.json"
     cfg = cell_recipe(cell, seed, base_cfg, records)
-    tasks = cell_tasks(cell, scifact_test_all)
+    tasks = cell_tasks(cell, scifact_test_all, tasks)
     if path.is_file():
         done = json.loads(path.read_text())
         if done.get("config_sha") == cfg.sha() and set(tasks) <= set(done["metrics"]):
@@ -142,10 +181,14 @@ def run_cell(cell: str, seed: int, out: pathlib.Path, base_cfg: RecipeConfig, *,
     emb = Embedder.from_pretrained(res.export_dir)
     log(f"{cell} seed {seed}: evaluating {res.export_dir} with Gecko prompts")
     ev = evaluate_model(emb, "gecko", base_cfg.data_dir, tasks)
-    dev_scores = dev.evaluate_dev(emb, task_prompts="gecko", root=base_cfg.data_dir, cfg=cfg.dev)
+    # the exported model's dev scores: already measured by the dev selection when there was one
+    dev_scores = (res.dev.get("candidates") or {}).get(str(res.alpha))
+    if dev_scores is None:
+        dev_scores = dev.evaluate_dev(emb, task_prompts="gecko", root=base_cfg.data_dir, cfg=cfg.dev)
     entry = {"cell": cell, "seed": seed, "prompts": True, "config_sha": res.config_sha, "sources": res.sources,
              "steps": res.steps.get("finetune"), "prefinetune_steps": res.steps.get("prefinetune", 0),
              "alpha": res.alpha, "weights": {s.name: s.weight for s in cfg.sources}, **ev, "dev": dev_scores,
+             "dev_base": res.dev.get("base"), "dev_alphas": res.dev.get("candidates"), "host": host(),
              "export_dir": res.export_dir, "seconds": {"recipe": t_train, "eval": time.perf_counter() - t0 - t_train},
              "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     _write_json(path, entry)
@@ -172,9 +215,10 @@ def summarize(base: dict, cells: list[dict]) -> dict:
                                      for t in tasks},
                          "dev": {t: dict(zip(("mean", "sd"), _mean_sd([r["dev"][t] for r in runs])))
                                  for t in runs[0]["dev"]}}
+    base_dev = base.get("dev_raw") or next((c["dev_base"] for c in cells if c.get("dev_base")), {})
     return {"base": base["raw"]["metrics"], "base_by_dims": base["raw"]["metrics_by_dims"],
-            "base_prompts": base["prompts"]["metrics"], "base_dev": base["dev_raw"],
-            "base_dev_prompts": base["dev_prompts"], "cells": cells, "summary": summary,
+            "base_prompts": base.get("prompts", {}).get("metrics", {}), "base_dev": base_dev,
+            "base_dev_prompts": base.get("dev_prompts", {}), "cells": cells, "summary": summary,
             "note": "metrics at 384 dims with the Gecko prompts the models were trained with; base = all-MiniLM-L6-v2 "
                     "on raw text (how it was trained); seat_gender: mean |effect size|, lower is fairer. Data "
                     "licences: several sets are for non-commercial research use only."}
@@ -185,6 +229,10 @@ TASK_LABELS = {"scifact": "SciFact nDCG@10", "stsb": "STS-B", "banking77": "Bank
                "ag_news_clustering": "AGN clust.", "seat_gender": "SEAT |d| (lower fairer)"}
 
 
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
 def markdown(results: dict) -> str:
     """Tables generated from ``results/mixture.json``: mean +- sd over seeds per cell (test, 384 dims), the same on
     dev, and the base model's rows."""
@@ -192,8 +240,9 @@ def markdown(results: dict) -> str:
     head = "| cell | seeds | " + " | ".join(TASK_LABELS[t] for t in tasks) + " |"
     rows = [head, "|" + "---|" * (2 + len(tasks))]
     rows.append("| base, raw text | - | " + " | ".join(f"{results['base'][t]:.2f}" for t in tasks) + " |")
-    rows.append("| base, Gecko prompts | - | " + " | ".join(f"{results['base_prompts'][t]:.2f}" for t in tasks)
-                + " |")
+    if results["base_prompts"]:
+        rows.append("| base, Gecko prompts | - | " + " | ".join(_fmt(results["base_prompts"].get(t)) for t in tasks)
+                    + " |")
     for name in [c for c in ORDER if c in results["summary"]]:
         s = results["summary"][name]
         cells = []
@@ -208,9 +257,10 @@ def markdown(results: dict) -> str:
         rows.append(f"| {name} | {len(s['seeds'])} | " + " | ".join(cells) + " |")
     dev_tasks = list(results["base_dev"])
     drows = ["| cell | " + " | ".join(dev_tasks) + " |", "|" + "---|" * (1 + len(dev_tasks)),
-             "| base, raw text | " + " | ".join(f"{results['base_dev'][t]:.2f}" for t in dev_tasks) + " |",
-             "| base, Gecko prompts | " + " | ".join(f"{results['base_dev_prompts'][t]:.2f}" for t in dev_tasks)
-             + " |"]
+             "| base, raw text | " + " | ".join(f"{results['base_dev'][t]:.2f}" for t in dev_tasks) + " |"]
+    if results["base_dev_prompts"]:
+        drows.append("| base, Gecko prompts | " + " | ".join(_fmt(results["base_dev_prompts"].get(t))
+                                                            for t in dev_tasks) + " |")
     for name in [c for c in ORDER if c in results["summary"]]:
         d = results["summary"][name]["dev"]
         drows.append(f"| {name} | " + " | ".join(f"{d[t]['mean']:.2f} ± {d[t]['sd']:.2f}" for t in dev_tasks) + " |")
@@ -227,7 +277,7 @@ def report(out: pathlib.Path, results_dir: pathlib.Path | None = None) -> dict:
     md = markdown(results)
     for folder in {out / "results", *( [results_dir] if results_dir else [])}:
         _write_json(pathlib.Path(folder) / "mixture.json", results)
-        (pathlib.Path(folder) / "mixture.md").write_text(md)
+        write_text(pathlib.Path(folder) / "mixture.md", md)
     print(md)
     return results
 
@@ -242,8 +292,17 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--seed-major", action="store_true", help="run every cell at a seed before the next seed "
                    "(default: every seed of a cell before the next cell)")
-    p.add_argument("--data-dir", default=None, help="data folder (default: $GECKO_JAX_DATA or ../shared/data)")
+    p.add_argument("--data-dir", default=None, help="data folder in the mirror layout (default: each dataset from "
+                   "$GECKO_JAX_DATA, the cache or a download; see `gecko-jax datasets --help`)")
     p.add_argument("--scifact-test-all", action="store_true", help="SciFact test for every cell (default: full)")
+    p.add_argument("--tasks", nargs="+", default=list(TEST_TASKS), choices=TEST_TASKS,
+                   help="test tasks (default: all; the base model is evaluated on the same ones)")
+    p.add_argument("--steps", type=int, default=None, help="stage-2 (mixture) steps (default: the recipe's)")
+    p.add_argument("--prefinetune-steps", type=int, default=None, help="stage-1 steps (default: the recipe's)")
+    p.add_argument("--interpolate", nargs="+", type=float, default=None,
+                   help="WiSE-FT alphas picked among on dev data (default: the recipe's)")
+    p.add_argument("--base-raw-only", action="store_true", help="evaluate the base model on raw text only (its "
+                   "bar), not also with prompts and on dev sets (a short budget)")
     p.add_argument("--report", action="store_true", help="only write results/mixture.json + mixture.md")
     p.add_argument("--results-dir", default=None, help="also write the report here (e.g. experiments/gecko/results)")
     args = p.parse_args(argv)
@@ -254,9 +313,8 @@ def main(argv=None) -> int:
     unknown = [c for c in args.cells if c not in ORDER]
     if unknown:
         raise SystemExit(f"--cells: unknown {unknown}; known: {', '.join(ORDER)}")
-    base_cfg = load_recipe(args.recipe, data_dir=args.data_dir)
-    log("base model: raw text and Gecko prompts")
-    run_base(out, args.data_dir)
+    base_cfg = budget_recipe(load_recipe(args.recipe, data_dir=args.data_dir), steps=args.steps,
+                             prefinetune_steps=args.prefinetune_steps, interpolate=args.interpolate)
     plan = [(c, s) for s in args.seeds for c in args.cells] if args.seed_major else \
         [(c, s) for c in args.cells for s in args.seeds]
     for cell, seed in plan:
@@ -270,7 +328,9 @@ def main(argv=None) -> int:
             records = {s.name: sum(v for k, v in sources.items() if k == s.name or k.startswith(s.name + "."))
                        for s in base_cfg.sources}
         log(f"cell {cell} seed {seed}")
-        run_cell(cell, seed, out, base_cfg, records=records, scifact_test_all=args.scifact_test_all)
+        run_cell(cell, seed, out, base_cfg, records=records, scifact_test_all=args.scifact_test_all, tasks=args.tasks)
+    log("base model: raw text and Gecko prompts")  # after the cells: a short budget gets its model first
+    run_base(out, args.data_dir, args.tasks, raw_only=args.base_raw_only)
     report(out, pathlib.Path(args.results_dir) if args.results_dir else None)
     return 0
 

@@ -69,3 +69,27 @@ def test_report_shape_and_table(mix, tmp_path):
     md = (tmp_path / "results" / "mixture.md").read_text()
     assert "| full | 3 | 51.00 ± 1.00 | 51.00 ± 1.00 | **51.00 ± 1.00** |" in md  # bold: above the base
     assert "| a2_nli | 1 | - | 44.00 ± 0.00 | 45.00 ± 0.00 |" in md
+
+
+def test_budget_recipe_and_raw_only_base_report(mix, tmp_path):
+    from gecko_jax.recipe import load_recipe
+
+    base_cfg = load_recipe()
+    small = mix.budget_recipe(base_cfg, steps=100, prefinetune_steps=20, interpolate=[0.5, 1.0])
+    ft, pft = small.stage_config("finetune", [{"path": "x"}]), small.stage_config("prefinetune", [{"path": "x"}])
+    assert (ft.steps, pft.steps, tuple(small.interpolate)) == (100, 20, (0.5, 1.0))
+    assert ft.optimizer.warmup_steps <= 10 and pft.optimizer.warmup_steps <= 2
+    assert ft.checkpoint.every_steps <= 50 and pft.checkpoint.every_steps <= 10
+    assert small.sha() != base_cfg.sha() and mix.budget_recipe(base_cfg).sha() == base_cfg.sha()
+    assert base_cfg.finetune["steps"] != 100  # the shipped recipe is untouched
+    # A raw-only base (short budget): the base dev row comes from the cell's dev selection; no prompted base rows.
+    (tmp_path / "base.json").write_text(json.dumps(
+        {"raw": {"metrics": {"scifact": 51.0, "stsb": 52.0, "banking77": 49.0}, "metrics_by_dims": {}}}))
+    (tmp_path / "cells").mkdir()
+    cell = {**_fake("full", 0, 0.0), "dev_base": {"stsb_dev": 71.0}}
+    (tmp_path / "cells" / "full_s0.json").write_text(json.dumps(cell))
+    res = mix.report(tmp_path)
+    assert res["base_dev"] == {"stsb_dev": 71.0} and res["base_prompts"] == {}
+    md = (tmp_path / "results" / "mixture.md").read_text()
+    assert "Gecko prompts" not in md and "| base, raw text | 71.00 |" in md
+    assert "| full | 1 | 50.00 ± 0.00 | 50.00 ± 0.00 | **50.00 ± 0.00** |" in md
