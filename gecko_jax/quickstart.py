@@ -50,6 +50,11 @@ BASE_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_TASKS = ("scifact", "stsb", "banking77")
 TINY_TASKS = ("scifact", "stsb")
 PROMPT_MODES = ("gecko", "none")
+# The quickstart's budget for the shipped recipe (which itself says 60 + 300 steps, the experiments' budget): the
+# recipe's stages cost ~5-10 s a step on 2 idle cores (measured under load and extrapolated: experiments/gecko/
+# README.md), so 20 + 60 steps keep the whole job near 20 minutes. --steps / --prefinetune-steps override.
+QUICKSTART_STEPS = 60
+QUICKSTART_PREFINETUNE_STEPS = 20
 
 
 @dataclasses.dataclass
@@ -60,8 +65,10 @@ class QuickstartOptions:
       passages: FRet seed passages. neighbours: candidates per query, N. pool: retrieval pool size (0: the whole
       corpus; seeds are always in it). max_passage_chars: passage cut. recipe: the recipe config (None: the shipped
       one). fret_only: fine-tune on FRet alone (``quickstart_minilm.json``) instead of the recipe. steps: training
-      steps (recipe: its fine-tuning stage; None: the recipe's own, or ``epochs`` passes over the FRet records with
-      ``fret_only``). epochs: ``fret_only`` with ``steps`` None. batch_size / learning_rate: global batch / peak
+      steps (recipe: its fine-tuning stage; None: :data:`QUICKSTART_STEPS` for the shipped recipe, a ``recipe``
+      file's own, or ``epochs`` passes over the FRet records with ``fret_only``). prefinetune_steps: the recipe's
+      pre-finetuning steps (None: :data:`QUICKSTART_PREFINETUNE_STEPS` for the shipped recipe, else the file's).
+      epochs: ``fret_only`` with ``steps`` None. batch_size / learning_rate: global batch / peak
       AdamW rate (None: the recipe's; ``fret_only``: 16 / 2e-5). llm: ``local`` | ``openai`` | ``fake``.
       eval_tasks: ``run_suite`` task names. eval_prompts: prompt modes for the fine-tuned model. dims: evaluation
       widths (None = full). tiny: the pulse-test budget: 4 passages, 4 neighbours, 2 steps per stage, small
@@ -75,6 +82,7 @@ class QuickstartOptions:
     recipe: str | None = None
     fret_only: bool = False
     steps: int | None = None
+    prefinetune_steps: int | None = None
     epochs: float = 4.0
     batch_size: int | None = None
     learning_rate: float | None = None
@@ -184,7 +192,8 @@ def run_fret(opts: QuickstartOptions, workdir: pathlib.Path, data_root: pathlib.
 # ---- stage 4: training ------------------------------------------------------------------------------------------
 
 def train_config(opts: QuickstartOptions, fret_path: pathlib.Path, n_records: int) -> dict:
-    """The ``--fret-only`` training config (``gecko_jax/configs/quickstart_minilm.json`` with the run's data, steps and batch)."""
+    """The ``--fret-only`` training config (``gecko_jax/configs/quickstart_minilm.json`` with the run's data, steps
+    and batch)."""
     from importlib import resources
 
     raw = json.loads(resources.files("gecko_jax").joinpath(CONFIG_RESOURCE).read_text(encoding="utf-8"))
@@ -243,8 +252,12 @@ def recipe_config(opts: QuickstartOptions, fret_path: pathlib.Path, data_root: p
     finetune = json.loads(json.dumps(cfg.finetune))
     prefinetune = json.loads(json.dumps(cfg.prefinetune)) if cfg.prefinetune is not None else None
     data = finetune.setdefault("data", {})
-    if opts.steps is not None:
-        finetune["steps"] = opts.steps
+    shipped = opts.recipe is None  # the shipped recipe runs on the quickstart's shorter budget unless told otherwise
+    if opts.steps is not None or shipped:
+        finetune["steps"] = opts.steps if opts.steps is not None else QUICKSTART_STEPS
+    if prefinetune is not None and (opts.prefinetune_steps is not None or shipped):
+        prefinetune["steps"] = (opts.prefinetune_steps if opts.prefinetune_steps is not None
+                                else QUICKSTART_PREFINETUNE_STEPS)
     if opts.batch_size is not None:
         data["batch_size"] = opts.batch_size
     if opts.learning_rate is not None:
@@ -255,14 +268,16 @@ def recipe_config(opts: QuickstartOptions, fret_path: pathlib.Path, data_root: p
         pft = [dataclasses.replace(s, limit=32) for s in pft]
         for stage in (finetune, prefinetune):
             if stage is not None:
-                stage["steps"] = opts.steps or 2
+                stage["steps"] = (opts.prefinetune_steps if stage is prefinetune else opts.steps) or 2
                 stage.setdefault("data", {})["batch_size"] = opts.batch_size or 4
                 stage.setdefault("optimizer", {})["warmup_steps"] = 1
                 stage.setdefault("checkpoint", {})["every_steps"] = 2
-    opt, ckpt = finetune.setdefault("optimizer", {}), finetune.setdefault("checkpoint", {})
-    steps = finetune.get("steps", 1000)
-    opt["warmup_steps"] = min(opt.get("warmup_steps", 0), max(1, steps // 10))
-    ckpt["every_steps"] = min(ckpt.get("every_steps", 1000), steps)
+    for stage in (finetune, prefinetune):
+        if stage is not None:
+            opt, ckpt = stage.setdefault("optimizer", {}), stage.setdefault("checkpoint", {})
+            steps = stage.get("steps", 1000)
+            opt["warmup_steps"] = min(opt.get("warmup_steps", 0), max(1, steps // 10))
+            ckpt["every_steps"] = min(ckpt.get("every_steps", 1000), steps)
     finetune["progress"] = opts.progress
     if prefinetune is not None:
         prefinetune["progress"] = opts.progress
@@ -379,8 +394,9 @@ def resolve_options(**kwargs) -> QuickstartOptions:
     for name in ("passages", "neighbours", "batch_size"):
         if getattr(opts, name) is not None and getattr(opts, name) < 1 + (name == "neighbours"):
             raise ValueError(f"{name}: expected >= {1 + (name == 'neighbours')}, got {getattr(opts, name)}")
-    if opts.steps is not None and opts.steps < 1:
-        raise ValueError(f"steps: expected >= 1, got {opts.steps}")
+    for name in ("steps", "prefinetune_steps"):
+        if getattr(opts, name) is not None and getattr(opts, name) < 1:
+            raise ValueError(f"{name}: expected >= 1, got {getattr(opts, name)}")
     if opts.pool < 0:
         raise ValueError(f"pool: expected >= 0 (0 = the whole corpus), got {opts.pool}")
     return opts
@@ -502,8 +518,11 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    "gecko_recipe_minilm.json; its FRet source becomes this run's FRet records)")
     p.add_argument("--fret-only", action="store_true", help="fine-tune on the FRet records alone (the earlier "
                    "quickstart: gecko_jax/configs/quickstart_minilm.json) instead of the recipe")
-    p.add_argument("--steps", type=int, default=None, help="fine-tuning steps (default: the recipe's; with "
-                   f"--fret-only {d.epochs:g} epochs of FRet)")
+    p.add_argument("--steps", type=int, default=None, help="mixture fine-tuning steps (default: "
+                   f"{QUICKSTART_STEPS} with the shipped recipe, whose own 300 are the experiments' budget; a --recipe "
+                   f"file's own; with --fret-only {d.epochs:g} epochs of FRet)")
+    p.add_argument("--prefinetune-steps", type=int, default=None, help="pre-finetuning steps (default: "
+                   f"{QUICKSTART_PREFINETUNE_STEPS} with the shipped recipe (its own: 60); a --recipe file's own)")
     p.add_argument("--epochs", type=float, default=None, help=f"--fret-only: epochs when --steps is not given "
                    f"({d.epochs:g})")
     p.add_argument("--batch-size", type=int, default=None, help="fine-tuning global batch (default: the recipe's; "
@@ -554,10 +573,10 @@ def _dim(v: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    kwargs = {k: getattr(args, k) for k in ("passages", "neighbours", "pool", "max_passage_chars", "steps", "epochs",
-                                            "batch_size", "learning_rate", "seed", "llm", "base_url", "model",
-                                            "api_key_env", "model_path", "threads", "concurrency", "data_dir",
-                                            "recipe")}
+    names = ("passages", "neighbours", "pool", "max_passage_chars", "steps", "prefinetune_steps", "epochs",
+             "batch_size", "learning_rate", "seed", "llm", "base_url", "model", "api_key_env", "model_path", "threads",
+             "concurrency", "data_dir", "recipe")
+    kwargs = {k: getattr(args, k) for k in names}
     kwargs["fret_only"] = args.fret_only or None
     kwargs.update(eval_tasks=_csv(args.eval_tasks, "--eval-tasks"), eval_prompts=_csv(args.eval_prompts,
                   "--eval-prompts"), dims=_csv(args.dims, "--dims", _dim), tiny=args.tiny or None,

@@ -84,7 +84,17 @@ def test_recipe_config_takes_the_run_fret_file_and_flags(tmp_path, shared_data):
     from gecko_jax.recipe import DEFAULT_RECIPE, load_recipe
 
     ref = load_recipe(DEFAULT_RECIPE)
-    assert shipped.finetune["steps"] == ref.finetune["steps"] and shipped.interpolate == ref.interpolate
+    # the shipped recipe runs on the quickstart's shorter budget; everything else is the recipe's
+    assert (shipped.finetune["steps"], shipped.prefinetune["steps"]) == (qs.QUICKSTART_STEPS,
+                                                                        qs.QUICKSTART_PREFINETUNE_STEPS)
+    assert shipped.interpolate == ref.interpolate and shipped.sources[1:] == ref.sources[1:]
+    assert shipped.finetune["data"] == ref.finetune["data"] and shipped.finetune["loss"] == ref.finetune["loss"]
+    pft = shipped.stage_config("prefinetune", [{"path": "x"}])
+    assert pft.optimizer.warmup_steps <= qs.QUICKSTART_PREFINETUNE_STEPS // 10 + 1
+    own = qs.recipe_config(qs.resolve_options(recipe=str(DEFAULT_RECIPE), prefinetune_steps=5), fret, shared_data)
+    assert (own.finetune["steps"], own.prefinetune["steps"]) == (ref.finetune["steps"], 5)  # a file's own budget
+    with pytest.raises(ValueError, match="prefinetune_steps"):
+        qs.resolve_options(prefinetune_steps=0)
     tiny = qs.recipe_config(qs.resolve_options(tiny=True), fret, shared_data)
     assert tiny.stage_config("finetune", [{"path": "x"}]).steps == 2
     assert tiny.stage_config("prefinetune", [{"path": "x"}]).steps == 2
