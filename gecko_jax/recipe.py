@@ -244,6 +244,25 @@ def load_recipe(path=DEFAULT_RECIPE, **overrides) -> RecipeConfig:
         raise RecipeError(f"{path}: {e}") from None
 
 
+def budget_recipe(cfg: RecipeConfig, *, steps: int | None = None, prefinetune_steps: int | None = None,
+                  interpolate: Sequence[float] | None = None) -> RecipeConfig:
+    """``cfg`` with a smaller (or larger) training budget: stage-2 / stage-1 steps (warm-up capped at a tenth of the
+    steps, checkpoints at least every half of them) and the WiSE-FT alphas tried on dev data."""
+    def stage(raw: dict | None, n: int | None) -> dict | None:
+        if raw is None or n is None:
+            return raw
+        raw = json.loads(json.dumps(raw))
+        raw["steps"] = n
+        opt, ckpt = raw.setdefault("optimizer", {}), raw.setdefault("checkpoint", {})
+        opt["warmup_steps"] = min(int(opt.get("warmup_steps", 0)), max(1, n // 10))
+        ckpt["every_steps"] = min(int(ckpt.get("every_steps", n)), max(1, n // 2))
+        return raw
+
+    return dataclasses.replace(cfg, finetune=stage(cfg.finetune, steps),
+                               prefinetune=stage(cfg.prefinetune, prefinetune_steps),
+                               interpolate=tuple(interpolate) if interpolate else cfg.interpolate)
+
+
 # ---- stage 0: sources -----------------------------------------------------------------------------------------------
 
 @dataclasses.dataclass
@@ -600,6 +619,8 @@ def configure_parser(p) -> None:
     p.add_argument("--fret", default=None, help="FRet JSONL for the 'fret' source(s) (default: config's)")
     p.add_argument("--interpolate", default=None,
                    help="comma-separated WiSE-FT alphas; several are picked on dev data (default: config's)")
+    p.add_argument("--steps", type=int, default=None, help="mixture fine-tuning steps (default: config's)")
+    p.add_argument("--prefinetune-steps", type=int, default=None, help="pre-finetuning steps (default: config's)")
     p.add_argument("--data-dir", default=None, help="data folder in the mirror layout (default: each dataset from "
                    "$GECKO_JAX_DATA, the cache or a download; see `gecko-jax datasets --help`)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -616,7 +637,11 @@ def run(args) -> int:
     try:
         if args.interpolate is not None:
             overrides["interpolate"] = [float(a) for a in args.interpolate.split(",") if a.strip()]
-        cfg = load_recipe(args.config, **overrides)
+        for flag in ("steps", "prefinetune_steps"):
+            if getattr(args, flag) is not None and getattr(args, flag) < 1:
+                raise RecipeError(f"--{flag.replace('_', '-')}: expected >= 1, got {getattr(args, flag)}")
+        cfg = budget_recipe(load_recipe(args.config, **overrides), steps=args.steps,
+                            prefinetune_steps=args.prefinetune_steps)
         if args.fret is not None:
             if not pathlib.Path(args.fret).is_file():
                 raise RecipeError(f"--fret: no such file {args.fret}")

@@ -178,3 +178,30 @@ def test_recipe_pulse_handover_selection_export_and_resume(tmp_path, shared_data
     # a re-run reuses every stage: same choice, no training step
     again = R.run_recipe(cfg, wd, progress=False)
     assert again.alpha == res.alpha and again.stages == res.stages
+
+
+def test_recipe_cli_budget_flags(tmp_path, capsys):
+    import argparse
+
+    p = argparse.ArgumentParser()
+    R.configure_parser(p)
+    called = {}
+
+    def fake_run(cfg, workdir, **kw):
+        called.update(cfg=cfg, workdir=workdir, **kw)
+        raise SystemExit(0)
+
+    args = p.parse_args(["--workdir", str(tmp_path), "--seed", "3", "--steps", "40", "--prefinetune-steps", "8",
+                         "--interpolate", "0.5,1", "--export", str(tmp_path / "model")])
+    orig = R.run_recipe
+    R.run_recipe = fake_run
+    try:
+        with pytest.raises(SystemExit):
+            R.run(args)
+    finally:
+        R.run_recipe = orig
+    cfg = called["cfg"]
+    assert (cfg.seed, cfg.finetune["steps"], cfg.prefinetune["steps"], tuple(cfg.interpolate)) == (3, 40, 8, (0.5, 1.0))
+    assert cfg.finetune["optimizer"]["warmup_steps"] <= 4 and called["export_dir"] == str(tmp_path / "model")
+    assert R.run(p.parse_args(["--steps", "0"])) == 2
+    assert "--steps: expected >= 1" in capsys.readouterr().err

@@ -40,7 +40,7 @@ import time
 from typing import Sequence
 
 from gecko_jax.fileio import write_text
-from gecko_jax.recipe import DEFAULT_RECIPE, RecipeConfig, load_recipe, run_recipe
+from gecko_jax.recipe import DEFAULT_RECIPE, RecipeConfig, budget_recipe, load_recipe, run_recipe
 
 TEST_TASKS = ("scifact", "stsb", "banking77", "sst2", "mr", "ag_news", "banking77_clustering",
               "ag_news_clustering", "seat_gender")
@@ -73,25 +73,6 @@ def cell_recipe(cell: str, seed: int, base: RecipeConfig, records: dict | None =
         return dataclasses.replace(cfg, sources=[dataclasses.replace(s, weight=float(records[s.name]))
                                                  for s in cfg.sources])
     raise ValueError(f"unknown cell {cell!r}; known: {', '.join(ORDER)}")
-
-
-def budget_recipe(cfg: RecipeConfig, *, steps: int | None = None, prefinetune_steps: int | None = None,
-                  interpolate: Sequence[float] | None = None) -> RecipeConfig:
-    """``cfg`` with a smaller (or larger) training budget: stage-2 / stage-1 steps (warm-up capped at a tenth of the
-    steps, checkpoints at least every half of them) and the WiSE-FT alphas tried on dev data."""
-    def stage(raw: dict | None, n: int | None) -> dict | None:
-        if raw is None or n is None:
-            return raw
-        raw = json.loads(json.dumps(raw))
-        raw["steps"] = n
-        opt, ckpt = raw.setdefault("optimizer", {}), raw.setdefault("checkpoint", {})
-        opt["warmup_steps"] = min(int(opt.get("warmup_steps", 0)), max(1, n // 10))
-        ckpt["every_steps"] = min(int(ckpt.get("every_steps", n)), max(1, n // 2))
-        return raw
-
-    return dataclasses.replace(cfg, finetune=stage(cfg.finetune, steps),
-                               prefinetune=stage(cfg.prefinetune, prefinetune_steps),
-                               interpolate=tuple(interpolate) if interpolate else cfg.interpolate)
 
 
 def _dims_key(label: str) -> str:
