@@ -94,6 +94,16 @@ def evaluate_model(embedder, prompts, data_dir=None, tasks=TEST_TASKS) -> dict:
             "seconds": res["seconds"]}
 
 
+def merge_evals(prev: dict | None, new: dict) -> dict:
+    """``new`` (an :func:`evaluate_model` result) with ``prev``'s tasks kept where ``new`` lacks them."""
+    if not prev:
+        return new
+    by_dims = {k: {**v, **new["metrics_by_dims"].get(k, {})} for k, v in prev["metrics_by_dims"].items()}
+    by_dims.update({k: v for k, v in new["metrics_by_dims"].items() if k not in by_dims})
+    return {"metrics": {**prev["metrics"], **new["metrics"]}, "metrics_by_dims": by_dims,
+            "seconds": prev.get("seconds", 0.0) + new.get("seconds", 0.0)}
+
+
 def _write_json(path: pathlib.Path, obj) -> None:
     write_text(path, json.dumps(obj, indent=1, default=str))
 
@@ -105,14 +115,19 @@ def run_base(out: pathlib.Path, data_dir=None, tasks: Sequence[str] = TEST_TASKS
     raw-text dev scores anyway). A saved ``base.json`` is reused when it covers ``tasks`` (and the prompted runs
     unless ``raw_only``)."""
     path = out / "base.json"
-    if path.is_file():
-        done = json.loads(path.read_text())
-        if set(tasks) <= set(done["raw"]["metrics"]) and (raw_only or "prompts" in done):
-            return done
+    prev = json.loads(path.read_text()) if path.is_file() else None
+    if prev is not None and set(tasks) <= set(prev["raw"]["metrics"]) and (raw_only or "prompts" in prev):
+        return prev
     from gecko_jax import Embedder
     from gecko_jax.eval import dev
 
     emb = Embedder.from_pretrained(load_recipe(DEFAULT_RECIPE).model)
+    if prev is not None and raw_only:  # a saved raw-only base gains the missing tasks
+        res = dict(prev, raw=merge_evals(prev["raw"], evaluate_model(
+            emb, None, data_dir, [t for t in tasks if t not in prev["raw"]["metrics"]])))
+        res["host"] = host()
+        _write_json(path, res)
+        return res
     res = {"raw": evaluate_model(emb, None, data_dir, tasks)}
     if not raw_only:
         res.update(prompts=evaluate_model(emb, "gecko", data_dir, tasks),
@@ -152,16 +167,18 @@ def run_cell(cell: str, seed: int, out: pathlib.Path, base_cfg: RecipeConfig, *,
     path = out / "cells" / f"{cell}_s{seed}.json"
     cfg = cell_recipe(cell, seed, base_cfg, records)
     tasks = cell_tasks(cell, scifact_test_all, tasks)
-    if path.is_file():
-        done = json.loads(path.read_text())
-        if done.get("config_sha") == cfg.sha() and set(tasks) <= set(done["metrics"]):
-            return done
+    prev = json.loads(path.read_text()) if path.is_file() else None
+    if prev is not None and prev.get("config_sha") != cfg.sha():
+        prev = None
+    if prev is not None and set(tasks) <= set(prev["metrics"]):
+        return prev
     t0 = time.perf_counter()
     res = run_recipe(cfg, out / "runs" / f"{cell}_s{seed}", progress=progress, stages_dir=out / "stages")
     t_train = time.perf_counter() - t0
     emb = Embedder.from_pretrained(res.export_dir)
     log(f"{cell} seed {seed}: evaluating {res.export_dir} with Gecko prompts")
-    ev = evaluate_model(emb, "gecko", base_cfg.data_dir, tasks)
+    todo = [t for t in tasks if prev is None or t not in prev["metrics"]]  # a saved cell gains the missing tasks
+    ev = merge_evals(prev, evaluate_model(emb, "gecko", base_cfg.data_dir, todo))
     # the exported model's dev scores: already measured by the dev selection when there was one
     dev_scores = (res.dev.get("candidates") or {}).get(str(res.alpha))
     if dev_scores is None:
@@ -170,7 +187,8 @@ def run_cell(cell: str, seed: int, out: pathlib.Path, base_cfg: RecipeConfig, *,
              "steps": res.steps.get("finetune"), "prefinetune_steps": res.steps.get("prefinetune", 0),
              "alpha": res.alpha, "weights": {s.name: s.weight for s in cfg.sources}, **ev, "dev": dev_scores,
              "dev_base": res.dev.get("base"), "dev_alphas": res.dev.get("candidates"), "host": host(),
-             "export_dir": res.export_dir, "seconds": {"recipe": t_train, "eval": time.perf_counter() - t0 - t_train},
+             "export_dir": res.export_dir, "seconds": {"recipe": t_train, "eval": time.perf_counter() - t0 - t_train
+                                                       + (prev or {}).get("seconds", {}).get("eval", 0.0)},
              "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     _write_json(path, entry)
     log(f"{cell} seed {seed}: " + ", ".join(f"{t} {ev['metrics'][t]:.2f}" for t in MAIN if t in ev["metrics"]))

@@ -93,3 +93,13 @@ def test_budget_recipe_and_raw_only_base_report(mix, tmp_path):
     md = (tmp_path / "results" / "mixture.md").read_text()
     assert "Gecko prompts" not in md and "| base, raw text | 71.00 |" in md
     assert "| full | 1 | 50.00 ± 0.00 | 50.00 ± 0.00 | **50.00 ± 0.00** |" in md
+
+
+def test_merge_evals_adds_missing_tasks(mix):
+    prev = {"metrics": {"stsb": 80.0}, "metrics_by_dims": {"256": {"stsb": 79.0}}, "seconds": 5.0}
+    new = {"metrics": {"sst2": 60.0}, "metrics_by_dims": {"256": {"sst2": 59.0}, "64": {"sst2": 50.0}},
+           "seconds": 2.0}
+    got = mix.merge_evals(prev, new)
+    assert got == {"metrics": {"stsb": 80.0, "sst2": 60.0}, "seconds": 7.0,
+                   "metrics_by_dims": {"256": {"stsb": 79.0, "sst2": 59.0}, "64": {"sst2": 50.0}}}
+    assert mix.merge_evals(None, new) is new
