@@ -228,6 +228,10 @@ TASK_LABELS = {"scifact": "SciFact nDCG@10", "stsb": "STS-B", "banking77": "Bank
                "ag_news_clustering": "AGN clust.", "seat_gender": "SEAT |d| (lower fairer)"}
 
 
+def _mean_txt(m: dict, n_seeds: int) -> str:
+    return f"{m['mean']:.2f}" if n_seeds == 1 else f"{m['mean']:.2f} ± {m['sd']:.2f}"
+
+
 def _fmt(x) -> str:
     return "-" if x is None else f"{x:.2f}"
 
@@ -251,7 +255,7 @@ def markdown(results: dict) -> str:
                 continue
             m = s["metrics"][t]
             better = (m["mean"] < results["base"][t]) if t == "seat_gender" else (m["mean"] > results["base"][t])
-            txt = f"{m['mean']:.2f} ± {m['sd']:.2f}"
+            txt = _mean_txt(m, len(s["seeds"]))
             cells.append(f"**{txt}**" if better else txt)
         rows.append(f"| {name} | {len(s['seeds'])} | " + " | ".join(cells) + " |")
     dev_tasks = list(results["base_dev"])
@@ -262,13 +266,29 @@ def markdown(results: dict) -> str:
                                                             for t in dev_tasks) + " |")
     for name in [c for c in ORDER if c in results["summary"]]:
         d = results["summary"][name]["dev"]
-        drows.append(f"| {name} | " + " | ".join(f"{d[t]['mean']:.2f} ± {d[t]['sd']:.2f}" for t in dev_tasks) + " |")
-    return ("Test sets, 384 dims, mean ± sd over seeds (bold: better than the base model on raw text)\n\n"
+        n = len(results["summary"][name]["seeds"])
+        drows.append(f"| {name} | " + " | ".join(_mean_txt(d[t], n) for t in dev_tasks) + " |")
+    return ("Test sets, 384 dims, mean ± sd over seeds (one seed: its score, no sd; bold: better than the base model "
+            "on raw text)\n\n"
             + "\n".join(rows) + "\n\nDev sets (model selection data; carved from training splits)\n\n"
             + "\n".join(drows) + "\n")
 
 
-def report(out: pathlib.Path, results_dir: pathlib.Path | None = None) -> dict:
+README_BEGIN = "<!-- mixture table: generated from results/mixture.json by `mixture.py --report` -->"
+README_END = "<!-- end mixture table -->"
+
+
+def put_table(readme: pathlib.Path, md: str) -> None:
+    """Replace the text between :data:`README_BEGIN` and :data:`README_END` in ``readme`` with ``md``."""
+    text = readme.read_text()
+    if README_BEGIN not in text or README_END not in text:
+        raise SystemExit(f"{readme}: no '{README_BEGIN}' ... '{README_END}' block to fill")
+    head, rest = text.split(README_BEGIN, 1)
+    tail = rest.split(README_END, 1)[1]
+    write_text(readme, head + README_BEGIN + "\n" + md.rstrip("\n") + "\n" + README_END + tail)
+
+
+def report(out: pathlib.Path, results_dir: pathlib.Path | None = None, readme: pathlib.Path | None = None) -> dict:
     base = json.loads((out / "base.json").read_text())
     cells = [json.loads(p.read_text()) for p in sorted((out / "cells").glob("*.json"))]
     cells.sort(key=lambda c: (ORDER.index(c["cell"]) if c["cell"] in ORDER else 99, c["seed"]))
@@ -277,6 +297,8 @@ def report(out: pathlib.Path, results_dir: pathlib.Path | None = None) -> dict:
     for folder in {out / "results", *( [results_dir] if results_dir else [])}:
         _write_json(pathlib.Path(folder) / "mixture.json", results)
         write_text(pathlib.Path(folder) / "mixture.md", md)
+    if readme is not None:
+        put_table(readme, md)
     print(md)
     return results
 
@@ -302,12 +324,15 @@ def main(argv=None) -> int:
                    help="WiSE-FT alphas picked among on dev data (default: the recipe's)")
     p.add_argument("--base-raw-only", action="store_true", help="evaluate the base model on raw text only (its "
                    "bar), not also with prompts and on dev sets (a short budget)")
+    p.add_argument("--readme", default=None, help="also put the table into this README's generated block "
+                   "(e.g. experiments/gecko/README.md)")
     p.add_argument("--report", action="store_true", help="only write results/mixture.json + mixture.md")
     p.add_argument("--results-dir", default=None, help="also write the report here (e.g. experiments/gecko/results)")
     args = p.parse_args(argv)
     out = pathlib.Path(args.out)
     if args.report:
-        report(out, pathlib.Path(args.results_dir) if args.results_dir else None)
+        report(out, pathlib.Path(args.results_dir) if args.results_dir else None,
+               pathlib.Path(args.readme) if args.readme else None)
         return 0
     unknown = [c for c in args.cells if c not in ORDER]
     if unknown:
@@ -330,7 +355,8 @@ def main(argv=None) -> int:
         run_cell(cell, seed, out, base_cfg, records=records, scifact_test_all=args.scifact_test_all, tasks=args.tasks)
     log("base model: raw text and Gecko prompts")  # after the cells: a short budget gets its model first
     run_base(out, args.data_dir, args.tasks, raw_only=args.base_raw_only)
-    report(out, pathlib.Path(args.results_dir) if args.results_dir else None)
+    report(out, pathlib.Path(args.results_dir) if args.results_dir else None,
+           pathlib.Path(args.readme) if args.readme else None)
     return 0
 
 

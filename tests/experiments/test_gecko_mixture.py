@@ -68,7 +68,7 @@ def test_report_shape_and_table(mix, tmp_path):
     assert full["mean"] == pytest.approx(51.0) and full["sd"] == pytest.approx(1.0)
     md = (tmp_path / "results" / "mixture.md").read_text()
     assert "| full | 3 | 51.00 ± 1.00 | 51.00 ± 1.00 | **51.00 ± 1.00** |" in md  # bold: above the base
-    assert "| a2_nli | 1 | - | 44.00 ± 0.00 | 45.00 ± 0.00 |" in md
+    assert "| a2_nli | 1 | - | 44.00 | 45.00 |" in md  # one seed: no sd
 
 
 def test_budget_recipe_and_raw_only_base_report(mix, tmp_path):
@@ -92,7 +92,7 @@ def test_budget_recipe_and_raw_only_base_report(mix, tmp_path):
     assert res["base_dev"] == {"stsb_dev": 71.0} and res["base_prompts"] == {}
     md = (tmp_path / "results" / "mixture.md").read_text()
     assert "Gecko prompts" not in md and "| base, raw text | 71.00 |" in md
-    assert "| full | 1 | 50.00 ± 0.00 | 50.00 ± 0.00 | **50.00 ± 0.00** |" in md
+    assert "| full | 1 | 50.00 | 50.00 | **50.00** |" in md
 
 
 def test_merge_evals_adds_missing_tasks(mix):
@@ -103,3 +103,13 @@ def test_merge_evals_adds_missing_tasks(mix):
     assert got == {"metrics": {"stsb": 80.0, "sst2": 60.0}, "seconds": 7.0,
                    "metrics_by_dims": {"256": {"stsb": 79.0, "sst2": 59.0}, "64": {"sst2": 50.0}}}
     assert mix.merge_evals(None, new) is new
+
+
+def test_put_table_fills_the_generated_block(mix, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{mix.README_BEGIN}\nold table\n{mix.README_END}\noutro\n")
+    mix.put_table(readme, "| a |\n|---|\n")
+    assert readme.read_text() == f"intro\n{mix.README_BEGIN}\n| a |\n|---|\n{mix.README_END}\noutro\n"
+    (tmp_path / "other.md").write_text("no block\n")
+    with pytest.raises(SystemExit, match="no '<!-- mixture table"):
+        mix.put_table(tmp_path / "other.md", "x")
