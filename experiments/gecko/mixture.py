@@ -101,7 +101,11 @@ def merge_evals(prev: dict | None, new: dict) -> dict:
     by_dims = {k: {**v, **new["metrics_by_dims"].get(k, {})} for k, v in prev["metrics_by_dims"].items()}
     by_dims.update({k: v for k, v in new["metrics_by_dims"].items() if k not in by_dims})
     return {"metrics": {**prev["metrics"], **new["metrics"]}, "metrics_by_dims": by_dims,
-            "seconds": prev.get("seconds", 0.0) + new.get("seconds", 0.0)}
+            "seconds": _num(prev.get("seconds")) + _num(new.get("seconds"))}
+
+
+def _num(x) -> float:
+    return float(x) if isinstance(x, (int, float)) else 0.0  # a cell file's "seconds" is a dict of its stages
 
 
 def _write_json(path: pathlib.Path, obj) -> None:

@@ -103,6 +103,8 @@ def test_merge_evals_adds_missing_tasks(mix):
     assert got == {"metrics": {"stsb": 80.0, "sst2": 60.0}, "seconds": 7.0,
                    "metrics_by_dims": {"256": {"stsb": 79.0, "sst2": 59.0}, "64": {"sst2": 50.0}}}
     assert mix.merge_evals(None, new) is new
+    cell = dict(prev, seconds={"recipe": 9.0, "eval": 5.0})  # a saved cell file: seconds per stage
+    assert mix.merge_evals(cell, new)["metrics"] == got["metrics"]
 
 
 def test_put_table_fills_the_generated_block(mix, tmp_path):
