@@ -51,8 +51,8 @@ DEFAULT_TASKS = ("scifact", "stsb", "banking77")
 TINY_TASKS = ("scifact", "stsb")
 PROMPT_MODES = ("gecko", "none")
 # The quickstart's budget for the shipped recipe (which itself says 60 + 300 steps, the experiments' budget): the
-# recipe's stages cost ~5-10 s a step on 2 idle cores (measured under load and extrapolated: experiments/gecko/
-# README.md), so 20 + 60 steps keep the whole job near 20 minutes. --steps / --prefinetune-steps override.
+# recipe's stages cost an estimated ~4-7 s a step on 2 idle cores (measured under load and extrapolated: README.md,
+# "Budget"), so 20 + 60 steps keep the whole job near 20 minutes. --steps / --prefinetune-steps override.
 QUICKSTART_STEPS = 60
 QUICKSTART_PREFINETUNE_STEPS = 20
 
