@@ -9,8 +9,9 @@ Python overhead once per epoch. Every run of a grid starts from the same initial
 
 Per epoch and run it records the mean training loss (what the gambler's L* rule reads), clean test accuracy and
 cross-entropy (for m + 1 outputs over the m class logits renormalised), noisy-validation accuracy and cross-entropy
-(with ``data.val_fraction > 0``), and (``score_train_rows``) every training row's loss under its observed label and
-abstention score, with the ROC-AUC of each for corrupted vs clean rows. Early-stopping rules
+(with ``data.val_fraction > 0``), and (``score_train_rows``) the accuracy against the noisy training labels (how far
+the runs have memorised them) and every training row's loss under its observed label and abstention score, with
+the ROC-AUC of each for corrupted vs clean rows. Early-stopping rules
 (:mod:`gecko_jax.train.early_stopping`) run after every epoch.
 
 With ``workdir`` the state of each group is saved after every epoch and a rerun resumes it exactly.
@@ -48,7 +49,7 @@ from gecko_jax.train.grid_config import GridConfig, GridRun
 from gecko_jax.train.grid_data import GridArrays, load_grid_data, take
 from gecko_jax.train.state import make_optimizer
 
-HISTORY_KEYS = ("train_loss", "test_acc", "test_loss", "val_acc", "val_loss", "abstain_auc", "loss_auc")
+HISTORY_KEYS = ("train_loss", "test_acc", "test_loss", "val_acc", "val_loss", "train_fit", "abstain_auc", "loss_auc")
 
 
 @dataclasses.dataclass
@@ -263,6 +264,9 @@ def _evaluate_epoch(cfg: GridConfig, g: _Group, data: GridArrays, evals: dict) -
     probs = np.asarray(probs, np.float64).reshape(r, -1, probs.shape[-1])[:, :n]
     # Each training row's loss under its observed (noisy) label and, for gambler's runs, its abstention score (the
     # authors' noise_or_not.py histograms): both should be higher on corrupted rows.
+    classes = probs[..., :data.num_classes]
+    # How far the runs have fitted (memorised) their noisy training labels: accuracy against the observed labels.
+    g.hist["train_fit"].append(np.mean(np.argmax(classes, axis=-1) == g.labels, axis=-1))
     row_loss = observed_label_loss(probs, g.labels, g.family, g.hparam, g.epoch - 1 < g.warmup)
     g.loss_by_epoch.append(row_loss.astype(np.float32))
     g.hist["loss_auc"].append(np.array([roc_auc(row_loss[i], g.corrupted[i]) for i in range(r)]))

@@ -1,0 +1,194 @@
+"""Running grids of classifier runs from config files: the experiments' command line, resumable result files, plots
+and README tables.
+
+An experiment folder holds ``configs/*.json`` (:mod:`gecko_jax.train.grid_config`), a thin ``run.py`` that calls
+:func:`cli` with its own ``analyse`` (summary + plots from one result), ``check_quick`` and ``tables`` (Markdown
+from the committed results), and the results. Resume has two levels: ``results/<name>.json`` holds a finished grid
+and is reused only when its stored config equals the one asked for (a changed config retrains), and a grid in
+progress resumes from its per-epoch state in ``--workdir``.
+
+    python experiments/gamblers/run.py --quick                       # CI budget -> results_quick/
+    python experiments/gamblers/run.py --config X.json --seeds 0-4   # X_seed0.json ... X_seed4.json
+    python experiments/gamblers/run.py --report                      # README tables from results/*.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import pathlib
+import re
+from typing import Callable, Sequence
+
+from gecko_jax.train.grid import train_grid
+from gecko_jax.train.grid_config import GridConfig, load_grid_config
+
+
+def _round(x, digits: int = 6):
+    if isinstance(x, float):
+        return x if not math.isfinite(x) else float(f"{x:.{digits}g}")
+    if isinstance(x, dict):
+        return {k: _round(v, digits) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_round(v, digits) for v in x]
+    return x
+
+
+def save_json(obj, path: str | pathlib.Path, *, digits: int | None = None) -> None:
+    """Writes JSON atomically (temp file + rename); ``digits`` rounds floats to that many significant digits."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(_round(obj, digits) if digits else obj, indent=1, default=float) + "\n")
+    tmp.replace(path)
+
+
+def save_png(fig, path: str | pathlib.Path, *, dpi: int = 100) -> None:
+    """Saves a matplotlib figure as a PNG with a 256-colour palette (line plots and heat maps look the same; files
+    stay small enough to commit), atomically."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    buf.seek(0)
+    img = Image.open(buf).convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    path = pathlib.Path(path)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    img.save(tmp, format="PNG", optimize=True)
+    tmp.replace(path)
+
+
+def run_config(cfg: GridConfig, out_dir: str | pathlib.Path, *, rules=(), workdir=None, log=print) -> dict:
+    """``out_dir/<name>.json`` for ``cfg``: reused when it holds this exact config, else trained (resuming from
+    ``workdir``) and written atomically. Returns the result dict."""
+    path = pathlib.Path(out_dir) / f"{cfg.name}.json"
+    want = json.loads(json.dumps(cfg.to_dict(), default=float))
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old.get("config") == want and old.get("rules") == [repr(r) for r in rules]:
+            log(f"[{cfg.name}] up to date: {path}")
+            return old
+    result = train_grid(cfg, rules=rules, workdir=workdir, log=log).to_dict()
+    result["config"] = want
+    result["rules"] = [repr(r) for r in rules]
+    save_json(result, path, digits=6)
+    return json.loads(path.read_text())  # the rounded copy, as a later reuse would read it
+
+
+def parse_seeds(text: str | None) -> list[int] | None:
+    """``"0-4"`` / ``"0,2,3"`` -> seeds (None: the config's own seed, output name unchanged)."""
+    if text is None:
+        return None
+    seeds = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        seeds += list(range(int(lo), int(hi or lo) + 1))
+    return seeds
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--quick", action="store_true", help="CI budget: the configs' `quick` blocks; -> results_quick/")
+    ap.add_argument("--config", action="append", help="config file(s); default: every configs/*.json")
+    ap.add_argument("--out", default=None, help="output folder (default: results/ or results_quick/)")
+    ap.add_argument("--seeds", default=None, help="e.g. 0-4 or 0,2: one grid per seed, named <config>_seed<N>")
+    ap.add_argument("--runs", default=None, help="comma-separated run names to keep (default: all)")
+    ap.add_argument("--workdir", default=None, help="per-epoch states for resuming interrupted grids")
+    ap.add_argument("--analyse-only", action="store_true", help="summaries/plots from the saved result files")
+    ap.add_argument("--report", action="store_true", help="rewrite the README tables from the saved results")
+    return ap
+
+
+def configs_from_args(args, config_dir: pathlib.Path) -> list[GridConfig]:
+    paths = [pathlib.Path(c) for c in args.config] if args.config else sorted(config_dir.glob("*.json"))
+    out = []
+    for path in paths:
+        cfg = load_grid_config(path, quick=args.quick)
+        if args.runs:
+            cfg = cfg.keep_runs(args.runs.split(","))
+        seeds = parse_seeds(args.seeds)
+        out += [cfg] if seeds is None else [cfg.with_seed(s) for s in seeds]
+    return out
+
+
+def load_result(results_dir: str | pathlib.Path, name: str) -> dict | None:
+    """``results_dir/<name>.json`` (None when absent)."""
+    path = pathlib.Path(results_dir) / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def seed_results(results_dir: str | pathlib.Path, name: str) -> list[dict]:
+    """Every ``<name>_seed<N>.json`` in ``results_dir``, by seed."""
+    paths = pathlib.Path(results_dir).glob(f"{name}_seed*.json")
+    found = [(int(m.group(1)), p) for p in paths if (m := re.fullmatch(rf"{re.escape(name)}_seed(\d+)\.json", p.name))]
+    return [json.loads(p.read_text()) for _, p in sorted(found)]
+
+
+def mean_sd(values, digits: int = 3) -> str:
+    """``"0.812 ± 0.012 (n=5)"``: mean and sample standard deviation of the non-None values."""
+    v = [float(x) for x in values if x is not None]
+    if not v:
+        return "–"
+    if len(v) == 1:
+        return f"{v[0]:.{digits}f} (n=1)"
+    mean, sd = sum(v) / len(v), (sum((x - sum(v) / len(v)) ** 2 for x in v) / (len(v) - 1)) ** 0.5
+    return f"{mean:.{digits}f} ± {sd:.{digits}f} (n={len(v)})"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
+    """A Markdown table; floats are printed with 3 decimals, None as an en dash."""
+    def cell(x):
+        return "–" if x is None else f"{x:.3f}" if isinstance(x, float) else str(x)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(x) for x in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def update_readme(readme: str | pathlib.Path, tables: dict[str, str]) -> list[str]:
+    """Replaces each block ``<!-- table:NAME -->`` ... ``<!-- /table:NAME -->`` of ``readme`` with
+    ``tables[NAME]``; returns the names it did not find. Written atomically."""
+    readme = pathlib.Path(readme)
+    text = readme.read_text()
+    missing = []
+    for name, body in tables.items():
+        pattern = re.compile(rf"(<!-- table:{re.escape(name)} -->\n).*?(<!-- /table:{re.escape(name)} -->)", re.S)
+        if not pattern.search(text):
+            missing.append(name)
+            continue
+        text = pattern.sub(lambda m: m.group(1) + body.rstrip("\n") + "\n" + m.group(2), text)
+    tmp = readme.with_name(readme.name + f".{os.getpid()}.tmp")
+    tmp.write_text(text)
+    tmp.replace(readme)
+    return missing
+
+
+def cli(argv: Sequence[str] | None, *, here: pathlib.Path, analyse: Callable, check_quick: Callable,
+        tables: Callable | None = None, rules=()) -> int:
+    """The experiments' entry point: train (or reuse) every selected grid, write ``<name>.json``, run
+    ``analyse(results, out_dir) -> summary`` (plots) and write ``<name>_summary.json``; with ``--quick`` call
+    ``check_quick(summary)`` (raises on a failed check); with ``--report`` rewrite ``here/README.md``'s tables from
+    ``tables(results_dir) -> {name: markdown}``. ``rules``: early-stopping callbacks, or a function of the config
+    returning them."""
+    args = parser(f"Run the {here.name} experiment").parse_args(argv)
+    rules_of = rules if callable(rules) else (lambda cfg: tuple(rules))
+    out_dir = pathlib.Path(args.out) if args.out else here / ("results_quick" if args.quick else "results")
+    if args.report:
+        missing = update_readme(here / "README.md", tables(out_dir))
+        print(f"README tables rewritten from {out_dir}" + (f"; no block for {missing}" if missing else ""))
+        return 1 if missing else 0
+    for cfg in configs_from_args(args, here / "configs"):
+        if args.analyse_only:
+            results = json.loads((out_dir / f"{cfg.name}.json").read_text())
+        else:
+            results = run_config(cfg, out_dir, rules=rules_of(cfg), workdir=args.workdir)
+        summary = analyse(results, out_dir)
+        save_json(summary, out_dir / f"{cfg.name}_summary.json")
+        print(json.dumps(_round(summary, 4), indent=1, default=float))
+        if args.quick:
+            check_quick(summary)
+            print(f"[{cfg.name}] quick checks passed")
+    return 0
