@@ -21,7 +21,7 @@ import pathlib
 import re
 from typing import Callable, Sequence
 
-from gecko_jax.train.grid import train_grid
+from gecko_jax.train.grid import machine_info, train_grid
 from gecko_jax.train.grid_config import GridConfig, load_grid_config
 
 
@@ -99,6 +99,8 @@ def parser(description: str) -> argparse.ArgumentParser:
     ap.add_argument("--workdir", default=None, help="per-epoch states for resuming interrupted grids")
     ap.add_argument("--analyse-only", action="store_true", help="summaries/plots from the saved result files")
     ap.add_argument("--report", action="store_true", help="rewrite the README tables from the saved results")
+    ap.add_argument("--compare", default=None, help="folder of earlier result files of the same names: write "
+                    "results/<config>_before_after.json comparing them with these runs")
     return ap
 
 
@@ -148,6 +150,30 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
     return "\n".join(lines) + "\n"
 
 
+COMPARED = ("train_loss", "test_acc", "test_loss", "loss_auc", "abstain_auc")
+
+
+def compare_results(before: dict, after: dict) -> dict:
+    """Per run: whether the per-epoch histories (``COMPARED``) of two result files are equal at the 6 significant
+    digits result files keep, their largest absolute difference, and the headline figures of both (final / best test
+    accuracy, L* stop epoch, loss AUC there)."""
+    before, after = _round(before, 6), _round(after, 6)
+    out = {}
+    after_runs = {r["name"]: r for r in after["runs"]}
+    for b in before["runs"]:
+        a = after_runs.get(b["name"])
+        if a is None:
+            out[b["name"]] = {"missing_after": True}
+            continue
+        diffs = [abs(x - y) for k in COMPARED for x, y in zip(b.get(k) or [], a.get(k) or [])]
+        lengths_equal = all(len(b.get(k) or []) == len(a.get(k) or []) for k in COMPARED)
+        figures = ("final_test_acc", "best_test_acc", "best_epoch", "stop_epoch", "loss_auc_stop")
+        out[b["name"]] = {"identical": lengths_equal and max(diffs, default=0.0) == 0.0,
+                          "max_abs_diff": max(diffs, default=0.0),
+                          "before": {k: b.get(k) for k in figures}, "after": {k: a.get(k) for k in figures}}
+    return out
+
+
 def update_readme(readme: str | pathlib.Path, tables: dict[str, str]) -> list[str]:
     """Replaces each block ``<!-- table:NAME -->`` ... ``<!-- /table:NAME -->`` of ``readme`` with
     ``tables[NAME]``; returns the names it did not find. Written atomically."""
@@ -175,6 +201,7 @@ def cli(argv: Sequence[str] | None, *, here: pathlib.Path, analyse: Callable, ch
     returning them."""
     args = parser(f"Run the {here.name} experiment").parse_args(argv)
     rules_of = rules if callable(rules) else (lambda cfg: tuple(rules))
+    compared = {}
     out_dir = pathlib.Path(args.out) if args.out else here / ("results_quick" if args.quick else "results")
     if args.report:
         missing = update_readme(here / "README.md", tables(out_dir))
@@ -185,10 +212,16 @@ def cli(argv: Sequence[str] | None, *, here: pathlib.Path, analyse: Callable, ch
             results = json.loads((out_dir / f"{cfg.name}.json").read_text())
         else:
             results = run_config(cfg, out_dir, rules=rules_of(cfg), workdir=args.workdir)
+        if args.compare:
+            before = json.loads((pathlib.Path(args.compare) / f"{cfg.name}.json").read_text())
+            compared.setdefault(re.sub(r"_seed\d+$", "", cfg.name), {})[cfg.name] = compare_results(before, results)
         summary = analyse(results, out_dir)
         save_json(summary, out_dir / f"{cfg.name}_summary.json")
         print(json.dumps(_round(summary, 4), indent=1, default=float))
         if args.quick:
             check_quick(summary)
             print(f"[{cfg.name}] quick checks passed")
+    for name, per_seed in compared.items():
+        save_json({"before": str(args.compare), "quick": args.quick, "machine": machine_info(), "results": per_seed},
+                  here / "results" / f"{name}{'_quick' if args.quick else ''}_before_after.json", digits=6)
     return 0
