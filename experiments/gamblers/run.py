@@ -201,16 +201,39 @@ def stops_table(summaries: list[dict]) -> str:
                                        "last epoch acc", "L* stop − best epoch", "loss AUC at L* stop"], rows)
 
 
+def headline_table(summaries: list[dict]) -> str:
+    """Per noise rate: the gambler's run stopped by L* against NLL early-stopped on the noisy validation split (the
+    practical baseline without clean labels) and against NLL's last epoch; gains per seed."""
+    rows = []
+    for name, first in summaries[0]["runs"].items():
+        nll = f"nll_n{first['noise_rate']}"
+        if first.get("stop_threshold") is None or nll not in summaries[0]["runs"]:
+            continue
+        per = [(s["runs"][name], s["runs"][nll]) for s in summaries]
+        gain = [g.get("stop_test_acc") - n.get("noisy_val_test_acc") if g.get("stop_test_acc") is not None and
+                n.get("noisy_val_test_acc") is not None else None for g, n in per]
+        rows.append([f"{first['noise_rate']:g}", name, grid_runner.mean_sd([g.get("stop_test_acc") for g, _ in per]),
+                     grid_runner.mean_sd([n.get("noisy_val_test_acc") for _, n in per]),
+                     grid_runner.mean_sd([n["final_test_acc"] for _, n in per]),
+                     " / ".join("never" if x is None else f"{x:+.3f}" for x in gain)])
+    return grid_runner.markdown_table(["n", "gambler's run", "gambler's at L* stop", "NLL at noisy-val stop",
+                                       "NLL last epoch", "L* − NLL noisy-val, per seed"], rows)
+
+
 def tables(results_dir: pathlib.Path) -> dict[str, str]:
     """The README's Markdown tables, from the committed result files (missing files are skipped)."""
     out = {}
     for name in ("mnist_symmetric", "mnist_pairflip", "mr_symmetric", "cifar10_symmetric"):
         if (res := grid_runner.load_result(results_dir, name)) is not None:
-            out[name] = single_table(summarise(res))
+            out[name] = single_table(summarise(res)) + "\n" + grid_runner.machine_line([res])
     for name in ("mnist_stops_symmetric", "mnist_stops_pairflip", "cifar10_stops", "mr_finetune"):
-        seeds = [summarise(r) for r in grid_runner.seed_results(results_dir, name)]
-        if seeds:
-            out[name] = stops_table(seeds)
+        results = grid_runner.seed_results(results_dir, name)
+        if results:
+            seeds = [summarise(r) for r in results]
+            out[name] = stops_table(seeds) + "\n" + grid_runner.machine_line(results)
+            out[f"{name}_headline"] = headline_table(seeds)
+    if (data := grid_runner.load_result(results_dir, "mnist_symmetric_quick_before_after")) is not None:
+        out["quick_before_after"] = grid_runner.before_after_table(data)
     return out
 
 

@@ -232,12 +232,18 @@ def mean_grid_table(summaries: list[dict]) -> str:
 def tables(results_dir: pathlib.Path) -> dict[str, str]:
     """The README's Markdown tables, from the committed result files (missing files are skipped)."""
     out = {}
-    for name in ("mnist_grid", "mr_grid"):
+    for name in ("mnist_grid", "mr_grid", "cifar10_points"):
         if (res := grid_runner.load_result(results_dir, name)) is not None:
-            out[f"{name}"], out[f"{name}_per_p"] = grid_table(summarise(res)), per_p_table(summarise(res))
-    seeds = [summarise(r) for r in grid_runner.seed_results(results_dir, "mnist_converged")]
-    if seeds:
-        out["mnist_converged"], out["mnist_converged_mean"] = seeds_table(seeds), mean_grid_table(seeds)
+            out[name] = grid_table(summarise(res)) + "\n" + grid_runner.machine_line([res])
+            if name != "cifar10_points":  # two p values per noise rate: the table above says it all
+                out[f"{name}_per_p"] = per_p_table(summarise(res))
+    results = grid_runner.seed_results(results_dir, "mnist_converged")
+    if results:
+        seeds = [summarise(r) for r in results]
+        out["mnist_converged"] = seeds_table(seeds) + "\n" + grid_runner.machine_line(results)
+        out["mnist_converged_mean"] = mean_grid_table(seeds)
+    if (data := grid_runner.load_result(results_dir, "mnist_grid_quick_before_after")) is not None:
+        out["quick_before_after"] = grid_runner.before_after_table(data)
     return out
 
 

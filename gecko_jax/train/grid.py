@@ -82,12 +82,14 @@ def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
 
 def machine_info() -> dict:
     """CPU model, core count, load average and JAX backend/devices: stated with every figure."""
-    model = platform.processor() or platform.machine()
+    model, isa = platform.processor() or platform.machine(), "unknown ISA"
     try:
-        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+        info = pathlib.Path("/proc/cpuinfo").read_text()
+        model = next(line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name"))
+        isa = "AVX-512" if " avx512f" in info else "AVX2 only" if " avx2" in info else "no AVX2"
     except (OSError, StopIteration):
         pass
-    return {"cpu": model, "cores": os.cpu_count(), "load_avg": [round(x, 1) for x in os.getloadavg()],
+    return {"cpu": f"{model} ({isa})", "cores": os.cpu_count(), "load_avg": [round(x, 1) for x in os.getloadavg()],
             "jax_backend": jax.default_backend(), "devices": [d.device_kind for d in jax.devices()][:1]}
 
 

@@ -174,6 +174,41 @@ def compare_results(before: dict, after: dict) -> dict:
     return out
 
 
+def before_after_table(data: dict) -> str:
+    """Markdown of a ``--compare`` file: per seed and run, the headline figures before / after and whether every
+    per-epoch history is equal."""
+    def pair(b, a):
+        same = "=" if b == a else "≠"
+        fmt = (lambda x: "–" if x is None else f"{x:.3f}" if isinstance(x, float) else str(x))
+        return f"{fmt(b)} {same} {fmt(a)}"
+
+    rows = []
+    for name, runs in data["results"].items():
+        seed = re.search(r"_seed(\d+)$", name)
+        for run, c in runs.items():
+            if c.get("missing_after"):
+                rows.append([seed.group(1) if seed else name, run, "missing after", "", "", "", ""])
+                continue
+            b, a = c["before"], c["after"]
+            rows.append([seed.group(1) if seed else name, run] + [pair(b[k], a[k]) for k in
+                         ("final_test_acc", "best_test_acc", "stop_epoch", "loss_auc_stop")] +
+                        ["yes" if c["identical"] else f"no (max diff {c['max_abs_diff']:.2g})"])
+    return markdown_table(["seed", "run", "final acc before / after", "best acc", "L* stop epoch",
+                           "loss AUC at stop", "all per-epoch histories equal"], rows)
+
+
+def machine_line(results: Sequence[dict]) -> str:
+    """One line naming the CPU, the load average at the start and the wall time of result files."""
+    ms = [r["machine"] for r in results if r.get("machine")]
+    if not ms:
+        return "Machine: not recorded in these result files (runs before the grid trainer; see the text).\n"
+    loads = [m["load_avg"][0] for m in ms]
+    walls = [r["wall_s"] for r in results if r.get("machine")]
+    return (f"Machine: {ms[0]['cpu']}, {ms[0]['cores']} cores, JAX {ms[0]['jax_backend']}; load average "
+            f"{min(loads):.1f}-{max(loads):.1f} at the start; wall {min(walls):.0f}-{max(walls):.0f} s per file "
+            f"({len(ms)} file(s)).\n")
+
+
 def update_readme(readme: str | pathlib.Path, tables: dict[str, str]) -> list[str]:
     """Replaces each block ``<!-- table:NAME -->`` ... ``<!-- /table:NAME -->`` of ``readme`` with
     ``tables[NAME]``; returns the names it did not find. Written atomically."""
