@@ -66,3 +66,15 @@ def test_quick_label_smoothing_learns_at_every_p(tmp_path):
     row = summary["per_noise"]["0.6"]
     assert row["p_nearest_pstar"] == pytest.approx(0.2) and row["acc_at_p1"] is not None
     assert len(row["final_acc"]) == len(row["p"]) == 3
+
+
+def test_quick_text_set_runs_when_features_are_cached(tmp_path):
+    from gecko_jax.train.grid_data import features_cache_dir
+
+    _needs("mr")
+    if not list(features_cache_dir().glob("mr_train_all-MiniLM-L6-v2_*.npy")):
+        pytest.skip("MR sentence embeddings not cached (run experiments/gamblers/run.py --config "
+                    "experiments/gamblers/configs/mr_symmetric.json once)")
+    summary = _run_quick("gamblers", "mr_symmetric", tmp_path)
+    assert set(summary["runs"]) == {"nll_n0.4", "gamblers_o1.95_n0.4"}
+    assert all(0.5 < r["best_test_acc"] <= 1.0 for r in summary["runs"].values())

@@ -270,3 +270,25 @@ def test_token_dict_inputs_train(monkeypatch):
     grid_cfg = cfg(runs, data=GridData(dataset="mr", batch_size=32, features="x"))
     out = grid.train_grid(grid_cfg, data=data, log=lambda *_: None).runs
     assert all(len(r["test_acc"]) == 2 and np.isfinite(r["train_loss"]).all() for r in out)
+
+
+def test_grid_data_noisy_validation_split_is_fixed_across_seeds():
+    from gecko_jax.data import tfds_local
+    from gecko_jax.train.grid_data import load_grid_data
+
+    if not (tfds_local.default_source_root() / "mnist").exists():
+        pytest.skip("local MNIST copy not found")
+    runs = (run("a", 0.0, "ce"), run("b", 0.5, "ce"))
+    base = GridConfig(name="d", data=GridData(dataset="mnist", subset=300, test_subset=50, val_fraction=0.2),
+                      runs=runs)
+    d0, d1 = load_grid_data(base, log=lambda *_: None), load_grid_data(base.with_seed(1), log=lambda *_: None)
+    assert d0.num_train == 240 and d0.val_clean.shape == (60,) and len(d0.test_label) == 50
+    # The same training and validation rows at every seed; the seed redraws the noise (and the test subset).
+    np.testing.assert_array_equal(d0.train_inputs, d1.train_inputs)
+    np.testing.assert_array_equal(d0.val_inputs, d1.val_inputs)
+    assert not np.array_equal(d0.noisy_label[0.5], d1.noisy_label[0.5])
+    assert not np.any((d0.train_inputs[:, None] == d0.val_inputs[None]).all(axis=(2, 3, 4)))
+    # Validation labels come from the same noise draw as the training labels; rate 0 leaves them clean.
+    np.testing.assert_array_equal(d0.val_noisy[0.0], d0.val_clean)
+    assert 0.3 < np.mean(d0.val_noisy[0.5] != d0.val_clean) < 0.7
+    np.testing.assert_array_equal(d0.corrupted[0.5], d0.noisy_label[0.5] != d0.clean_label)
