@@ -30,7 +30,8 @@ import optax
 
 from gecko_jax import losses
 from gecko_jax.data.batching import epoch_batches
-from gecko_jax.train.config import ConfigError, LossConfig, TrainConfig
+from gecko_jax.errors import ConfigError
+from gecko_jax.train.config import LossConfig, TrainConfig
 
 # Loss name -> family. Runs of one family share a compiled program in the grid (one output width, one formula).
 LOSS_FAMILIES = {"ce": "smoothed", "smoothed_ce": "smoothed", "forward_ce": "forward", "gamblers": "gamblers"}

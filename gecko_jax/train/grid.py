@@ -41,9 +41,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from gecko_jax import fileio
 from gecko_jax.train.classifier import (EncoderHead, LinearHead, loss_hparam, num_outputs, observed_label_loss,
                                         per_example_loss)
-from gecko_jax.train.config import ConfigError
+from gecko_jax.errors import ConfigError
 from gecko_jax.train.early_stopping import RunView, StopRule
 from gecko_jax.train.grid_config import GridConfig, GridRun
 from gecko_jax.train.grid_data import GridArrays, load_grid_data, take
@@ -314,11 +315,7 @@ def _group_path(workdir, cfg: GridConfig, runs: list[GridRun], rules) -> pathlib
 def _save_group(path: pathlib.Path, g: _Group) -> None:
     host = {f.name: getattr(g, f.name) for f in dataclasses.fields(g) if f.name not in ("params", "opt_state")}
     blob = {"host": host, "device": flax.serialization.to_bytes({"params": g.params, "opt_state": g.opt_state})}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        pickle.dump(blob, f)
-    tmp.replace(path)
+    fileio.write_bytes(path, pickle.dumps(blob))
 
 
 def _load_group(path: pathlib.Path, g: _Group) -> _Group:

@@ -31,7 +31,8 @@ import re
 from typing import Any
 
 from gecko_jax.train.classifier import LOSS_FAMILIES, loss_family
-from gecko_jax.train.config import ConfigError, LossConfig, ModelConfig, OptimizerConfig
+from gecko_jax.errors import ConfigError
+from gecko_jax.train.config import LossConfig, ModelConfig, OptimizerConfig
 
 DATASETS = ("mnist", "cifar10", "mr", "sst2")
 NOISE_TYPES = ("symmetric", "pairflip", "none")

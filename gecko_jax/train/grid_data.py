@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 import pathlib
 import time
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from gecko_jax import fileio
 from gecko_jax.data import tfds_local
 from gecko_jax.train.grid_config import GridConfig
 
@@ -58,8 +58,10 @@ def take(tree: Any, idx: np.ndarray) -> Any:
 
 
 def features_cache_dir() -> pathlib.Path:
-    """``$GECKO_JAX_FEATURES`` or ``~/.cache/gecko_jax/features``: cached sentence embeddings of the text sets."""
-    return pathlib.Path(os.environ.get("GECKO_JAX_FEATURES", pathlib.Path.home() / ".cache" / "gecko_jax" / "features"))
+    """``$GECKO_JAX_CACHE/features`` (default ``~/.cache/gecko_jax/features``): cached sentence embeddings."""
+    from gecko_jax.datasets import cache_root
+
+    return cache_root() / "features"
 
 
 def text_features(texts: list[str], name: str, split: str, encoder: str, *, log=print) -> np.ndarray:
@@ -74,10 +76,7 @@ def text_features(texts: list[str], name: str, split: str, encoder: str, *, log=
     t0 = time.perf_counter()
     feats = np.asarray(Embedder.from_pretrained(encoder).encode(list(texts), show_progress=False), np.float32)
     log(f"[features] {name}/{split}: {feats.shape} in {time.perf_counter() - t0:.1f}s -> {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npy")
-    np.save(tmp, feats)
-    tmp.replace(path)
+    fileio.save_npy(path, feats)
     return feats
 
 

@@ -16,11 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import pathlib
 import re
 from typing import Callable, Sequence
 
+from gecko_jax import fileio
 from gecko_jax.train.grid import machine_info, train_grid
 from gecko_jax.train.grid_config import GridConfig, load_grid_config
 
@@ -37,11 +37,7 @@ def _round(x, digits: int = 6):
 
 def save_json(obj, path: str | pathlib.Path, *, digits: int | None = None) -> None:
     """Writes JSON atomically (temp file + rename); ``digits`` rounds floats to that many significant digits."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(_round(obj, digits) if digits else obj, indent=1, default=float) + "\n")
-    tmp.replace(path)
+    fileio.write_json(path, _round(obj, digits) if digits else obj, indent=1, default=float)
 
 
 def save_png(fig, path: str | pathlib.Path, *, dpi: int = 100) -> None:
@@ -55,10 +51,8 @@ def save_png(fig, path: str | pathlib.Path, *, dpi: int = 100) -> None:
     fig.savefig(buf, format="png", dpi=dpi)
     buf.seek(0)
     img = Image.open(buf).convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
-    path = pathlib.Path(path)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    img.save(tmp, format="PNG", optimize=True)
-    tmp.replace(path)
+    with fileio.atomic_write(path, "wb") as f:
+        img.save(f, format="PNG", optimize=True)
 
 
 def run_config(cfg: GridConfig, out_dir: str | pathlib.Path, *, rules=(), workdir=None, log=print) -> dict:
@@ -221,9 +215,7 @@ def update_readme(readme: str | pathlib.Path, tables: dict[str, str]) -> list[st
             missing.append(name)
             continue
         text = pattern.sub(lambda m: m.group(1) + body.rstrip("\n") + "\n" + m.group(2), text)
-    tmp = readme.with_name(readme.name + f".{os.getpid()}.tmp")
-    tmp.write_text(text)
-    tmp.replace(readme)
+    fileio.write_text(readme, text)
     return missing
 
 

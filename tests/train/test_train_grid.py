@@ -273,11 +273,11 @@ def test_token_dict_inputs_train(monkeypatch):
 
 
 def test_grid_data_noisy_validation_split_is_fixed_across_seeds():
-    from gecko_jax.data import tfds_local
+    from gecko_jax import datasets
     from gecko_jax.train.grid_data import load_grid_data
 
-    if not (tfds_local.default_source_root() / "mnist").exists():
-        pytest.skip("local MNIST copy not found")
+    if datasets.where("mnist").kind == "missing":
+        pytest.skip("no local MNIST copy ($GECKO_JAX_DATA or the cache)")
     runs = (run("a", 0.0, "ce"), run("b", 0.5, "ce"))
     base = GridConfig(name="d", data=GridData(dataset="mnist", subset=300, test_subset=50, val_fraction=0.2),
                       runs=runs)
