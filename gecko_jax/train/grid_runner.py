@@ -16,11 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import pathlib
 import re
+import sys
 from typing import Callable, Sequence
 
 from gecko_jax import fileio
+from gecko_jax.errors import exit_code
 from gecko_jax.train.grid import machine_info, train_grid
 from gecko_jax.train.grid_config import GridConfig, load_grid_config
 
@@ -225,8 +228,24 @@ def cli(argv: Sequence[str] | None, *, here: pathlib.Path, analyse: Callable, ch
     ``analyse(results, out_dir) -> summary`` (plots) and write ``<name>_summary.json``; with ``--quick`` call
     ``check_quick(summary)`` (raises on a failed check); with ``--report`` rewrite ``here/README.md``'s tables from
     ``tables(results_dir) -> {name: markdown}``. ``rules``: early-stopping callbacks, or a function of the config
-    returning them."""
+    returning them.
+
+    A user error (a bad config, a missing input, an unwritable output) is one line on stderr and the exit code of
+    ``gecko_jax.errors`` (3 config, 2 input, 5 output); ``GECKO_JAX_TRACEBACK=1`` keeps the traceback. A failed
+    ``--quick`` check stays an ``AssertionError``."""
     args = parser(f"Run the {here.name} experiment").parse_args(argv)
+    try:
+        return _cli(args, here=here, analyse=analyse, check_quick=check_quick, tables=tables, rules=rules)
+    except Exception as e:  # noqa: BLE001 (user errors become one line; everything else keeps its traceback)
+        code = exit_code(e)
+        if code is None or os.environ.get("GECKO_JAX_TRACEBACK"):
+            raise
+        print(f"{here.name}/run.py: error: {(str(e).strip() or type(e).__name__).splitlines()[0]}", file=sys.stderr)
+        return code
+
+
+def _cli(args, *, here: pathlib.Path, analyse: Callable, check_quick: Callable, tables: Callable | None,
+         rules) -> int:
     rules_of = rules if callable(rules) else (lambda cfg: tuple(rules))
     compared = {}
     out_dir = pathlib.Path(args.out) if args.out else here / ("results_quick" if args.quick else "results")

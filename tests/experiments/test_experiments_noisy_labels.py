@@ -102,3 +102,14 @@ def dataclasses_replace_epochs(cfg):
     import dataclasses
 
     return dataclasses.replace(cfg, epochs=3)
+
+
+def test_experiment_cli_reports_a_bad_config_in_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{\n "name": "b",\n "data": {"dataset": "mnist"},\n "epochs": "ten",\n'
+                   ' "runs": [{"name": "a", "loss": {"name": "ce"}}]\n}\n')
+    rc = experiment("gamblers").main(["--config", str(bad), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 3 and len(err.splitlines()) == 1, err
+    assert f"{bad}:4:" in err and "epochs" in err
+    assert not (tmp_path / "out").exists()
