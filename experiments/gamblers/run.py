@@ -220,12 +220,56 @@ def headline_table(summaries: list[dict]) -> str:
                                        "NLL last epoch", "L* − NLL noisy-val, per seed"], rows)
 
 
+def seeds_vs_nll_table(summaries: list[dict]) -> str:
+    """Several seeds without a noisy validation split (the earlier loop's files): per gambler's run with the L* rule,
+    its clean test accuracy at the L* stop against NLL's last and best epoch at the same noise rate, per seed."""
+    names = [n for n in summaries[0]["runs"] if all(n in s["runs"] for s in summaries)]
+
+    def same_n(s, name, loss):
+        n = s["runs"][name]["noise_rate"]
+        return next((r for r in s["runs"].values() if r["loss"] == loss and r["noise_rate"] == n), None)
+
+    def per_seed(values, fmt):
+        return " / ".join("never" if v is None else fmt(v) for v in values)
+
+    rows = []
+    for name in names:
+        if summaries[0]["runs"][name].get("stop_threshold") is None:
+            continue
+        g = [s["runs"][name] for s in summaries]
+        nll = [same_n(s, name, "ce") for s in summaries]
+        ls = [same_n(s, name, "smoothed_ce") for s in summaries]
+        stop = [r.get("stop_test_acc") for r in g]
+        rows.append([f"{g[0]['noise_rate']:g}", name, f"{sum(x is not None for x in stop)}/{len(g)}",
+                     per_seed(stop, lambda v: f"{v:.3f}"),
+                     per_seed([None if a is None else a - n["final_test_acc"] for a, n in zip(stop, nll)],
+                              lambda v: f"{v:+.3f}"),
+                     per_seed([None if a is None else a - n["best_test_acc"] for a, n in zip(stop, nll)],
+                              lambda v: f"{v:+.3f}"),
+                     per_seed([None if r.get("stop_epoch") is None else r["stop_epoch"] - r["best_epoch"] for r in g],
+                              lambda v: f"{v:+d}"),
+                     grid_runner.mean_sd([n["final_test_acc"] for n in nll]),
+                     None if None in ls else grid_runner.mean_sd([x["final_test_acc"] for x in ls]),
+                     per_seed([r.get("loss_auc_stop") if r.get("stop_epoch") else None for r in g],
+                              lambda v: f"{v:.3f}")])
+    return grid_runner.markdown_table(
+        ["n", "gambler's run", "L* fired", "acc at L* stop, per seed", "L* − NLL last epoch", "L* − NLL best epoch",
+         "L* stop − own best epoch", "NLL last epoch", "smoothed CE p* last epoch", "loss AUC at L* stop"], rows)
+
+
 def tables(results_dir: pathlib.Path) -> dict[str, str]:
     """The README's Markdown tables, from the committed result files (missing files are skipped)."""
     out = {}
-    for name in ("mnist_symmetric", "mnist_pairflip", "mr_symmetric", "cifar10_symmetric"):
+    for name in ("mnist_symmetric", "mnist_pairflip", "mr_symmetric", "cifar10_symmetric", "mnist_auto_warmup"):
         if (res := grid_runner.load_result(results_dir, name)) is not None:
             out[name] = single_table(summarise(res)) + "\n" + grid_runner.machine_line([res])
+    # The earlier loop's seeds: mnist_symmetric (seed 0) with _seed1/_seed2 (n = 0.5 / 0.8), and mnist_warm1_seed*.
+    first = grid_runner.load_result(results_dir, "mnist_symmetric")
+    for name, results in (("mnist_symmetric_seeds", ([first] if first else []) +
+                           grid_runner.seed_results(results_dir, "mnist_symmetric")),
+                          ("mnist_warm1_seeds", grid_runner.seed_results(results_dir, "mnist_warm1"))):
+        if len(results) > 1:
+            out[name] = seeds_vs_nll_table([summarise(r) for r in results]) + "\n" + grid_runner.machine_line(results)
     for name in ("mnist_stops_symmetric", "mnist_stops_pairflip", "cifar10_stops", "mr_finetune"):
         results = grid_runner.seed_results(results_dir, name)
         if results:
