@@ -10,7 +10,8 @@ wide margin at every seed measured (CONTRIBUTING.md, "Direction checks"):
 The papers' directions on this budget (stopped gambler's vs final NLL, p* vs p = 1) are seed- and CPU-dependent: one
 flipped on an AVX2-only CPU (issue 14), the gambler's gain at n = 0.8 was -0.012 at seed 4. They are reported in the
 experiment READMEs across seeds, never asserted on one seed here. The thresholds were measured on the earlier
-``experiments/common.py`` loop; the before/after table against the grid trainer (README "--quick") is not yet run.
+``experiments/common.py`` loop, which gives the same per-epoch numbers as the grid trainer on these budgets (README
+"--quick": before/after at seeds 0-1 for the gambler's loss, seed 0 for label smoothing).
 
 Cost on the shared 2-core box: ~1-2 min per quick run idle, 4-6 min under load (load average 15).
 
