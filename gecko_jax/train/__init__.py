@@ -9,6 +9,10 @@
     step = train.make_step(task.step_loss(), config, mesh)        # jax.jit over NamedSharding, donates state
     state, metrics = step(state, train.global_batch(batch, mesh))
 
+    # classifier grids (the noisy-label experiments): many runs in one vmapped program, early-stopping callbacks
+    cfg = train.load_grid_config("experiments/gamblers/configs/mnist_stops_symmetric.json")
+    result = train.train_grid(cfg, rules=[train.LStarStop(), train.NoisyValidationStop(patience=3)])
+
 Submodules import lazily so ``gecko-jax --help`` does not pull in JAX.
 """
 from __future__ import annotations
@@ -29,7 +33,12 @@ _EXPORTS = {
     "build_task": "tasks", "load_encoder": "tasks",
     "ContrastiveTask": "contrastive", "build_contrastive": "contrastive",
     "ClassifierTask": "classifier", "TextClassifier": "classifier", "MLPClassifier": "classifier",
-    "FieldAdapter": "classifier",
+    "FieldAdapter": "classifier", "LinearHead": "classifier", "EncoderHead": "classifier",
+    "per_example_loss": "classifier", "loss_hparam": "classifier",
+    "train_grid": "grid", "GridResult": "grid",
+    "GridConfig": "grid_config", "GridRun": "grid_config", "GridData": "grid_config", "load_grid_config": "grid_config",
+    "grid_from_dict": "grid_config", "load_grid_data": "grid_data", "GridArrays": "grid_data",
+    "LStarStop": "early_stopping", "NoisyValidationStop": "early_stopping",
 }
 
 __all__ = sorted(_EXPORTS)

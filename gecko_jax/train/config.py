@@ -31,7 +31,11 @@ CLASSIFIER_LOSSES = {
     "ce": "softmax cross-entropy",
     "smoothed_ce": "losses.smoothed_cross_entropy with mass `smoothing_p` on the observed label",
     "gamblers": "losses.gamblers with a fixed (`payoff`) or automatic (`payoff_method`) payoff, NLL warm-up",
+    "forward_ce": "losses.forward_corrected_cross_entropy through the transition matrix `transition`",
 }
+# smoothing_p by name: p*(r) at the assumed noise rate, or the noise-rate-agnostic (K + 2) / (3K).
+SMOOTHING_RULES = ("optimal", "agnostic")
+TRANSITIONS = ("symmetric", "pairflip")
 TRAINERS = ("contrastive", "classifier")
 
 
@@ -148,14 +152,16 @@ class ModelConfig:
     tokenizer: str | None = None  # tokenizer folder/name; defaults to `pretrained`
     dropout: float | None = None  # override the encoder's dropout rates (None: keep the checkpoint's)
     dtype: str | None = None  # encoder compute dtype ("bfloat16" on GPU/TPU); params stay float32. None: float32
-    classifier: str = "text_head"  # classifier trainer: "text_head" (encoder + linear), "mlp", or "cnn:<name>"
+    # classifier trainer: "text_head" (encoder + linear), "mlp", "linear" (over the inputs as they come, e.g. frozen
+    # sentence embeddings) or "cnn:<name>" (gecko_jax.models.cnn)
+    classifier: str = "text_head"
     hidden: tuple = (256,)  # classifier "mlp": hidden widths
 
     def __post_init__(self):
         _check_types(self, "model", {"hidden": _TYPES["int"]})
         self.hidden = tuple(int(h) for h in self.hidden)
-        _check(self.classifier in ("text_head", "mlp") or self.classifier.startswith("cnn:"), "model.classifier",
-               "'text_head', 'mlp' or 'cnn:<name>'", self.classifier)
+        _check(self.classifier in ("text_head", "mlp", "linear") or self.classifier.startswith("cnn:"),
+               "model.classifier", "'text_head', 'mlp', 'linear' or 'cnn:<name>'", self.classifier)
         _check(self.dropout is None or 0.0 <= self.dropout < 1.0, "model.dropout", "a rate in [0, 1)", self.dropout)
         _check(self.dtype in (None, "float32", "bfloat16"), "model.dtype", "null, 'float32' or 'bfloat16'", self.dtype)
 
@@ -203,7 +209,12 @@ class LossConfig:
     debias_gamma: float = 1.0  # RBF kernel width of the debiasing term
     debias_beta: float = 1.0  # weight of the representation-preservation part of the debiasing term
     contrastive_weight: float = 1.0  # weight of the contrastive term (0 with debiasing: debias-only training)
-    smoothing_p: float = 0.9  # smoothed_ce: probability mass on the observed label
+    smoothing_p: float | str = 0.9  # smoothed_ce: mass on the observed label, or "optimal" (p*(r)) / "agnostic"
+    # smoothing_p "optimal" and forward_ce: the noise rate assumed (None: data.noise_rate, the true synthetic rate)
+    assumed_noise_rate: float | None = None
+    # forward_ce: "symmetric" / "pairflip" channel at the assumed rate, or an explicit [K, K] row-stochastic matrix
+    # (T[i][j] = P(observed j | clean i)); None: the channel of data.noise_type
+    transition: str | list | None = None
     payoff: float | None = None  # gamblers: fixed payoff o in (1, m]; None: automatic (payoff_method)
     payoff_method: str = "euc"  # gamblers with payoff None: losses.auto_payoff method
     nll_warmup_epochs: int = 0  # gamblers: plain cross-entropy on the m class logits for this many epochs first
@@ -220,7 +231,13 @@ class LossConfig:
         _check(self.temperature > 0, "loss.temperature", "a positive number", self.temperature)
         _check(all(d > 0 for d in self.matryoshka_dims), "loss.matryoshka_dims", "positive dimensions",
                self.matryoshka_dims)
-        _check(0.0 < self.smoothing_p <= 1.0, "loss.smoothing_p", "a probability in (0, 1]", self.smoothing_p)
+        _check(self.smoothing_p in SMOOTHING_RULES or (isinstance(self.smoothing_p, (int, float))
+                                                        and 0.0 < self.smoothing_p <= 1.0),
+               "loss.smoothing_p", f"a probability in (0, 1] or one of {SMOOTHING_RULES}", self.smoothing_p)
+        _check(self.assumed_noise_rate is None or 0.0 <= self.assumed_noise_rate < 1.0, "loss.assumed_noise_rate",
+               "null or a rate in [0, 1)", self.assumed_noise_rate)
+        _check(self.transition is None or self.transition in TRANSITIONS or isinstance(self.transition, list),
+               "loss.transition", f"null, one of {TRANSITIONS} or a [K, K] list of rows", self.transition)
         _check(self.payoff is None or self.payoff > 1.0, "loss.payoff", "a number > 1 or null (automatic)",
                self.payoff)
         _check(self.debias_rho in ("abs", "square", "huber"), "loss.debias_rho", "'abs', 'square' or 'huber'",
