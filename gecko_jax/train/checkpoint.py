@@ -21,10 +21,11 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from jax.sharding import SingleDeviceSharding
 
 from gecko_jax.errors import RestoreError
 from gecko_jax.fileio import write_failure
-from gecko_jax.train.state import TrainState
+from gecko_jax.train.state import TrainState, put_global
 
 _FIELDS = ("step", "params", "opt_state", "rng", "data_position", "frozen")
 
@@ -215,15 +216,20 @@ def restore_params(directory: str | pathlib.Path, like_params: Any, step: int | 
         if step is None:
             raise FileNotFoundError(f"init checkpoint {directory} holds no checkpoint steps")
         item = directory / str(step) / "default"
-    # No target: the saved tree comes back as host arrays whatever mesh wrote it, then takes like_params' layout.
+    # Whatever mesh (devices, processes) wrote it: every array comes back whole on this process's first device,
+    # then takes like_params' layout (the devices that wrote it need not exist here).
     try:
         with _quiet_orbax():
-            restored = ocp.StandardCheckpointer().restore(item)
+            checkpointer = ocp.StandardCheckpointer()
+            saved = checkpointer.metadata(item).item_metadata
+            saved = getattr(saved, "tree", saved)
+            here = SingleDeviceSharding(jax.local_devices()[0])
+            target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=here), saved)
+            restored = checkpointer.restore(item, target)
     except Exception as e:  # noqa: BLE001
         raise RestoreError(f"init checkpoint {item} (config field 'checkpoint.init_checkpoint') does not restore: "
                            f"{failure_reason(e)}") from e
-    return jax.tree.map(lambda ref, x: jax.device_put(x, ref.sharding), like_params,
-                        _match(like_params, restored["params"]))
+    return put_global(_match(like_params, restored["params"]), jax.tree.map(lambda x: x.sharding, like_params))
 
 
 def _match(like: Any, restored: Any) -> Any:
