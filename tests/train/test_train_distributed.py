@@ -272,11 +272,11 @@ def _scenario(tmp_path, root_conftest, raw, processes, devices):
     pytest.skip("XLA:CPU collective deadlock twice in a row (known 2-core issue, DESIGN.md); not a code failure")
 
 
-def _raw(data, **over) -> dict:
+def _raw(path, **over) -> dict:
     """6 steps, checkpoints every 3; one length bucket, so each phase compiles one train step (in these
     multi-process runs only process 0 finds its compiles in the persistent cache)."""
     data_over = {"buckets": [32], **over.pop("data", {})}
-    return th.contrastive_raw(data, steps=STEPS, eval_every=5, data=data_over,
+    return th.contrastive_raw(path, steps=STEPS, eval_every=5, data=data_over,
                               checkpoint={"every_steps": 3, "keep": 2, "export": True}, **over)
 
 
