@@ -24,7 +24,7 @@ import orbax.checkpoint as ocp
 from jax.sharding import SingleDeviceSharding
 
 from gecko_jax.errors import RestoreError
-from gecko_jax.fileio import write_failure
+from gecko_jax.fileio import as_path, is_remote, write_failure, write_text
 from gecko_jax.train.state import TrainState, put_global
 
 _FIELDS = ("step", "params", "opt_state", "rng", "data_position", "frozen")
@@ -42,7 +42,7 @@ class Checkpointer:
     """Orbax ``CheckpointManager`` over ``directory`` for train states."""
 
     def __init__(self, directory: str | pathlib.Path, *, every_steps: int, keep: int):
-        self.directory = pathlib.Path(directory).absolute()
+        self.directory = _absolute(directory)  # a local folder or a URI (gs://...): orbax reads both via epath
         self.every_steps = every_steps
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, save_interval_steps=every_steps, create=True)
         self.manager = ocp.CheckpointManager(self.directory, options=options)
@@ -108,7 +108,13 @@ class Checkpointer:
                 target, n = aside / f"{s}.{n}", n + 1
             if jax.process_index() == 0:
                 aside.mkdir(parents=True, exist_ok=True)
-                os.rename(self.directory / str(s), target)
+                if is_remote(target):  # object stores: a copy then a delete (there are no folders to rename)
+                    # epath's rename wants the target's folder to exist; on a bucket a prefix exists once an
+                    # object is under it
+                    write_text(aside / "README.txt", "checkpoints gecko-jax could not restore (set aside on resume)\n")
+                    (self.directory / str(s)).rename(target)
+                else:
+                    os.rename(self.directory / str(s), target)
             _say(f"gecko-jax: skipped damaged checkpoint step {s} in {self.directory} ({why}); moved it to {target}")
         self.manager.reload()
 
@@ -204,7 +210,7 @@ def restore_params(directory: str | pathlib.Path, like_params: Any, step: int | 
 
     ``directory`` is either a checkpoint manager's folder (newest step, or ``step``) or one step's folder.
     """
-    directory = pathlib.Path(directory).absolute()
+    directory = _absolute(directory)
     if not directory.exists():
         raise FileNotFoundError(f"init checkpoint {directory} does not exist "
                                 "(config field 'checkpoint.init_checkpoint')")
@@ -230,6 +236,12 @@ def restore_params(directory: str | pathlib.Path, like_params: Any, step: int | 
         raise RestoreError(f"init checkpoint {item} (config field 'checkpoint.init_checkpoint') does not restore: "
                            f"{failure_reason(e)}") from e
     return put_global(_match(like_params, restored["params"]), jax.tree.map(lambda x: x.sharding, like_params))
+
+
+def _absolute(directory):
+    """A local folder as an absolute ``pathlib.Path``; a URI (``gs://bucket/...``) as an ``epath.Path``."""
+    path = as_path(directory)
+    return path if is_remote(path) else path.absolute()
 
 
 def _match(like: Any, restored: Any) -> Any:

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from gecko_jax.fileio import write_json
+from gecko_jax.fileio import as_path, is_remote, write_bytes, write_json
 from gecko_jax.train.checkpoint import Checkpointer, restore_params
 from gecko_jax.train.config import TrainConfig
 from gecko_jax.train.metrics import MetricsWriter, rewind_metrics
@@ -92,7 +92,8 @@ def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path, *, task
 
     Args:
       config: validated run config.
-      workdir: output folder: ``checkpoints/``, ``metrics.jsonl``, ``tb/``, ``config.json``, ``export/``.
+      workdir: output folder: ``checkpoints/``, ``metrics.jsonl``, ``tb/``, ``config.json``, ``export/``; a local
+        path or a URI such as ``gs://bucket/run`` (through ``etils.epath``, as orbax reads and writes it).
       task: a trainer task (built from config when None; tests inject tiny models here).
       mesh: device mesh (``data x fsdp x model`` from ``config.num_devices`` and ``config.sharding`` when None).
       eval_fn: extra eval hook ``params -> dict of floats``, run every ``config.eval_every`` steps and at the end.
@@ -104,7 +105,7 @@ def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path, *, task
     Raises:
       NonFiniteLossError: the loss became NaN/inf (nothing is saved after the last finite step).
     """
-    workdir = pathlib.Path(workdir)
+    workdir = as_path(workdir)
     mesh = mesh if mesh is not None else mesh_from_config(config)
     config.check_devices(batch_devices(mesh), jax.process_count())
     if task is None:
@@ -147,9 +148,27 @@ def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path, *, task
         if config.checkpoint.export and hasattr(task, "export"):
             params = to_host(state.params)  # all processes: sharded parameters are gathered
             if lead:
-                result.export_dir = task.export(params, workdir / "export")
+                result.export_dir = _export(task, params, workdir / "export")
     result.compilations = step_fn.trace_count
     return result
+
+
+def _export(task, params, target) -> str | None:
+    """``task.export`` into ``target``; a remote target gets a local export uploaded file by file (each object
+    whole; ``config.json`` last, so a reader that sees it sees the weights)."""
+    if not is_remote(target):
+        return task.export(params, target)
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="gecko_export_") as tmp:
+        local = task.export(params, pathlib.Path(tmp) / "export")
+        if local is None:
+            return None
+        files = sorted((p for p in pathlib.Path(local).rglob("*") if p.is_file()),
+                       key=lambda p: (p.name == "config.json", str(p)))
+        for f in files:
+            write_bytes(target / str(f.relative_to(local)), f.read_bytes())
+    return str(target)
 
 
 def _evaluate(task, state, eval_fn) -> dict:

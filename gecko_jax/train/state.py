@@ -220,6 +220,16 @@ def create_state(config: TrainConfig, mesh: Mesh, task=None, *, params: Any = No
         from gecko_jax.train.tasks import build_task
 
         task = build_task(config)
+    init = _init_fn(config, task)
+    key = jax.random.PRNGKey(config.seed)
+    _, shardings = state_layout(config, mesh, task, params=params, rules=rules)
+    if params is not None:  # straight into the parameters' own layout (also from host arrays on several hosts)
+        params = put_global(params, shardings.params)
+    given_sh = None if params is None else shardings.params
+    return jax.jit(init, in_shardings=(NamedSharding(mesh, P()), given_sh), out_shardings=shardings)(key, params)
+
+
+def _init_fn(config: TrainConfig, task) -> Callable:
     tx, _ = make_optimizer(config.optimizer, config.steps)
 
     def init(rng, given):
@@ -228,15 +238,17 @@ def create_state(config: TrainConfig, mesh: Mesh, task=None, *, params: Any = No
         return TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=tx.init(p), rng=s_rng,
                           data_position=jnp.zeros((), jnp.int32), frozen=task.init_frozen(p))
 
-    key = jax.random.PRNGKey(config.seed)
-    abstract = jax.eval_shape(init, key, params)
+    return init
+
+
+def state_layout(config: TrainConfig, mesh: Mesh, task, *, params: Any = None,
+                 rules: Sequence[tuple[str, P | str]] | None = None) -> tuple[Any, Any]:
+    """``(abstract state, shardings)`` without allocating anything: what :func:`create_state` would build, for
+    planning memory (``bench/fsdp_memory.py``). ``rules`` None: the config's."""
+    abstract = jax.eval_shape(_init_fn(config, task), jax.random.PRNGKey(config.seed), params)
     if rules is None:
         rules = config.sharding.partition_rules()
-    shardings = state_shardings(abstract, mesh, rules, min_shard_size=config.sharding.min_shard_size)
-    if params is not None:  # straight into the parameters' own layout (also from host arrays on several hosts)
-        params = put_global(params, shardings.params)
-    given_sh = None if params is None else shardings.params
-    return jax.jit(init, in_shardings=(NamedSharding(mesh, P()), given_sh), out_shardings=shardings)(key, params)
+    return abstract, state_shardings(abstract, mesh, rules, min_shard_size=config.sharding.min_shard_size)
 
 
 def put_global(tree: Any, shardings: Any) -> Any:
