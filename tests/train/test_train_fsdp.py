@@ -44,7 +44,7 @@ for name, sharding in variants.items():
     config = train.from_dict({{**base, "sharding": sharding}})
     task = train.build_task(config)
     batches = batches or [task.stream.batch(b) for b in range(3)]
-    mesh = train.state.mesh_from_config(config)
+    mesh = train.mesh_from_config(config)
     state = train.create_state(config, mesh, task)
     step = train.make_step(task.step_loss(), config, mesh)
     losses = []
@@ -66,7 +66,7 @@ for name, sharding in variants.items():
 other = {restore!r}
 config = train.from_dict({{**base, "sharding": variants[other]}})
 task = train.build_task(config)
-like = train.create_state(config, train.state.mesh_from_config(config), task)
+like = train.create_state(config, train.mesh_from_config(config), task)
 ckpt = Checkpointer(tmp / "ckpt", every_steps=1, keep=1)
 restored = ckpt.restore(like)
 ckpt.close()
