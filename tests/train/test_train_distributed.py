@@ -213,8 +213,10 @@ for src in task.stream.pairs.sources:
     src.tokenize = tokenize
 
 def hang_at_five(params):  # the parent SIGKILLs every process here: checkpoint 3 saved, step 4 logged after it
-    pathlib.Path({marker!r} + str(pid)).write_text(json.dumps({{"texts_per_call": counts, "devices": jax.device_count(),
-                                                               "processes": jax.process_count()}}))
+    leaves = jax.tree.leaves(params)
+    pathlib.Path({marker!r} + str(pid)).write_text(json.dumps({{
+        "texts_per_call": counts, "devices": jax.device_count(), "processes": jax.process_count(),
+        "split_over_processes": sum(not x.is_fully_addressable and not x.is_fully_replicated for x in leaves)}}))
     time.sleep(600)
     return {{}}
 
@@ -299,10 +301,11 @@ def _check_equal_to_one_process(tmp_path, raw, r, processes, devices):
         assert info["processes"] == processes and info["devices"] == processes * devices
         calls = info["texts_per_call"]
         assert calls and max(calls) <= 3 * data_rows // processes, calls
+        assert bool(info["split_over_processes"]) == ("sharding" in raw), info  # fsdp groups span processes
     assert r["logged_before_kill"] >= 4  # a step after checkpoint 3 was logged by the killed run
     assert f"[train] done: step {STEPS} from workdir" in r["out"]
-    config = train.from_dict(raw)
-    straight = train.train_and_evaluate(config, tmp_path / "straight")  # one process, one device
+    config = train.from_dict({k: v for k, v in raw.items() if k != "sharding"})
+    straight = train.train_and_evaluate(config, tmp_path / "straight")  # one process, one device, replicated
     task = train.build_task(config)
     template = train.create_state(config, train.make_mesh(1), task)
     got = train.restore_params(r["workdir"] / "checkpoints", template.params, step=STEPS)
@@ -341,9 +344,12 @@ def test_two_processes_killed_and_resumed_equal_one_process(tmp_path, root_conft
 @pytest.mark.multidevice
 @pytest.mark.slow
 def test_four_processes_of_two_devices_killed_and_resumed_equal_one_process(tmp_path, root_conftest):
-    """4 processes x 2 local devices (8 in all), hard and same-tower negatives across all of them, packed rows."""
+    """4 processes x 2 local devices (8 in all), hard and same-tower negatives across all of them, packed rows, and
+    parameters + Adam moments split over fsdp=4 (each fsdp group spans two processes: each process saves and
+    restores only its shards, and the export gathers them)."""
     data = th.write_pairs(tmp_path / "pairs.jsonl", 40)
-    raw = _raw(data, data={"batch_size": 16, "pack_length": 32}, model={"dropout": 0.0})
+    raw = _raw(data, data={"batch_size": 16, "pack_length": 32}, model={"dropout": 0.0},
+               sharding={"fsdp": 4, "min_shard_size": 0})
     r = _scenario(tmp_path, root_conftest, raw, processes=4, devices=2)
     _check_equal_to_one_process(tmp_path, raw, r, 4, 2)
 
