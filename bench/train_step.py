@@ -6,24 +6,31 @@ negatives only (MNRL's loss = ours with ``same_tower=false``, no hard negatives,
 dropout on, same thread count. Compilation (ours) and the first steps (both) are excluded; the figure is the median
 over ``--steps`` timed steps. The ratio is gecko_jax / sentence-transformers (> 1: ours is faster).
 
-    .venv/bin/python bench/train_step.py                          # batch 32 and 64, seq 64
+    .venv/bin/python bench/train_step.py --pack --st-python /path/to/venv-bench/bin/python   # batch 32 and 64
     .venv/bin/python bench/train_step.py --eigen-single-thread    # XLA_FLAGS=--xla_cpu_multi_thread_eigen=false
     .venv/bin/python bench/train_step.py --model bert-base --batch 64 --peak-tflops 989   # GPU: steps/s and MFU
 
 ``--model bert-base`` uses a randomly initialised BERT-base-sized encoder (12 layers, 768 wide) and reports model
 FLOPs utilisation (``model_flops_per_token``: 6N + 12LHS per token position) against ``--peak-tflops`` (the
 device's dense peak for float32/TF32 or bfloat16, as you choose). ``--pack`` compares each library's real data path
-(packed rows vs sentence-transformers' pad-to-longest) instead of equal padding. Not a test: record results in
-BENCHMARKS.md with machine and date.
+(packed rows vs sentence-transformers' pad-to-longest) instead of equal padding.
+
+On CPU every row also gives the **share of this machine's measured f32 matmul peak** (measured in this process in
+each round; useful FLOPs = 3 x the forward FLOPs over the texts' real tokens, ``gecko_jax.runtime.encoder_flops``,
+padding not counted, the same count for both libraries) and the CPU model and ISA. sentence-transformers runs in
+its own process (``--st-python``: a Python with torch + sentence-transformers; torch never enters the project venv),
+in ``--rounds`` rounds alternating with ours so that load changes hit both alike. Not a test: record results in
+BENCHMARKS.md with machine, ISA, date and load.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import pathlib
-import platform
 import statistics
+import subprocess
 import sys
 import time
 
@@ -59,8 +66,9 @@ def _median_step_time(run_step, steps: int, warmup: int) -> float:
     return statistics.median(times)
 
 
-def bench_gecko(pairs, batch: int, seq: int, steps: int, model: str, peak_tflops: float | None,
-                pack: bool = False, dtype: str = "float32"):
+def prepare_gecko(pairs, batch: int, seq: int, steps: int, model: str, pack: bool = False, dtype: str = "float32",
+                  dropout: bool = True):
+    """Build, compile and warm our step; returns ``(time_steps, info)``: ``time_steps()`` gives a median step time."""
     import jax
     import numpy as np
 
@@ -76,6 +84,8 @@ def bench_gecko(pairs, batch: int, seq: int, steps: int, model: str, peak_tflops
     if model == "minilm":
         enc_cfg, params = load_pretrained(folder)
         enc_cfg = enc_cfg.replace(dtype=dtype)
+        if not dropout:
+            enc_cfg = enc_cfg.replace(hidden_dropout=0.0, attention_dropout=0.0)
     else:  # BERT-base shape, random weights: for device throughput and MFU only
         enc_cfg, params = EncoderConfig(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072,
                                         dtype=dtype), None
@@ -116,15 +126,23 @@ def bench_gecko(pairs, batch: int, seq: int, steps: int, model: str, peak_tflops
         shapes.setdefault(jax.tree.map(np.shape, b)["packed"]["input_ids"] if pack else 0, i)
     for i in shapes.values():
         run_step(i)
-    dt = _median_step_time(run_step, steps, warmup=2)
+    counter = [0]
+
+    def time_steps() -> float:
+        """Median step time over ``steps`` steps (after 2 warm-up steps), continuing through the batches."""
+        first = counter[0]
+        counter[0] += steps + 2
+        return _median_step_time(lambda i: run_step(first + i), steps, warmup=2)
+
+    from gecko_jax import runtime
+
     tokens = float(np.mean([sum(x.size for k, x in _token_leaves(b)) for b in batches]))
-    out = {"steps_per_s": 1.0 / dt, "compile_s": compile_s, "device": str(jax.devices()[0].device_kind),
-           "tokens_per_step": tokens, "shapes": len(shapes)}
-    if peak_tflops:
-        flops = model_flops_per_token(enc_cfg, seq) * tokens
-        out["tflops_per_step"] = flops / 1e12
-        out["mfu"] = flops / dt / (peak_tflops * 1e12)
-    return out
+    lengths = [len(t) for t in tokenizer.encode([x for pair in pairs[:len(batches) * batch] for x in pair],
+                                                 max_length=seq)]
+    info = {"compile_s": compile_s, "device": str(jax.devices()[0].device_kind), "tokens_per_step": tokens,
+            "shapes": len(shapes), "useful_flops_per_step": runtime.encoder_flops(enc_cfg, lengths, training=True)
+            / len(batches), "model_flops_per_step": model_flops_per_token(enc_cfg, seq) * tokens}
+    return time_steps, info
 
 
 def model_flops_per_token(cfg, seq: int) -> float:
@@ -145,51 +163,93 @@ def _token_leaves(batch):
     return [(k, v["input_ids"]) for k, v in batch.items() if isinstance(v, dict)]
 
 
-def bench_sentence_transformers(pairs, batch: int, seq: int, steps: int, threads: int | None = None,
-                                padding: str = "max_length"):
-    try:
-        import torch
-        from sentence_transformers import SentenceTransformer
-    except ImportError:
-        return None
+def st_worker(argv) -> int:
+    """Runs under ``--st-python``: answers ``BATCH SEQ STEPS PADDING`` lines on stdin with the median step time of
+    sentence-transformers' MNRL step (model and optimizer built once per batch size; 2 warm-up steps)."""
+    p = argparse.ArgumentParser()
+    p.add_argument("model")
+    p.add_argument("data")
+    p.add_argument("npairs", type=int)
+    p.add_argument("--threads", type=int, default=None)
+    args = p.parse_args(argv)
+    import torch
+    from sentence_transformers import SentenceTransformer
+
     try:
         from sentence_transformers.sentence_transformer import losses
     except ImportError:  # sentence-transformers < 5
         from sentence_transformers import losses
-    from gecko_jax.embedder import resolve_model_path
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    pairs = load_pairs(pathlib.Path(args.data), args.npairs)
+    print(f"ready torch {torch.__version__} threads {torch.get_num_threads()} "
+          f"capability {torch.backends.cpu.get_cpu_capability()}", flush=True)
+    built = {}
+    for line in sys.stdin:
+        batch, seq, steps, padding = line.split()
+        batch, seq, steps = int(batch), int(seq), int(steps)
+        key = (batch, seq, padding)
+        if key not in built:
+            torch.manual_seed(0)
+            model = SentenceTransformer(args.model, device="cpu")
+            model.max_seq_length = seq
+            model.train()
+            loss = losses.MultipleNegativesRankingLoss(model, scale=20.0)
+            opt = torch.optim.AdamW(model.parameters(), lr=2e-5)
+            tok = model.tokenizer
+            feats = []
+            for start in range(0, len(pairs) - batch + 1, batch):
+                chunk = pairs[start:start + batch]
+                feats.append([dict(tok([a for a, _ in chunk], padding=padding, truncation=True, max_length=seq,
+                                       return_tensors="pt")),
+                              dict(tok([b for _, b in chunk], padding=padding, truncation=True, max_length=seq,
+                                       return_tensors="pt"))])
+            built[key] = (loss, opt, feats, [0])
 
-    if threads:
-        torch.set_num_threads(threads)
-    model = SentenceTransformer(str(resolve_model_path(MODEL)), device="cpu")
-    model.max_seq_length = seq
-    model.train()
-    loss = losses.MultipleNegativesRankingLoss(model, scale=20.0)
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-5)
-    tok = model.tokenizer
-    feats = []
-    for start in range(0, len(pairs) - batch + 1, batch):
-        chunk = pairs[start:start + batch]
-        feats.append([dict(tok([a for a, _ in chunk], padding=padding, truncation=True, max_length=seq,
-                               return_tensors="pt")),
-                      dict(tok([b for _, b in chunk], padding=padding, truncation=True, max_length=seq,
-                               return_tensors="pt"))])
+        loss, opt, feats, counter = built[key]
 
-    def run_step(i):
-        opt.zero_grad()
-        value = loss(feats[i % len(feats)], None)
-        value.backward()
-        opt.step()
+        def run_step(i, loss=loss, opt=opt, feats=feats):
+            opt.zero_grad()
+            value = loss(feats[i % len(feats)], None)
+            value.backward()
+            opt.step()
 
-    tokens = float(sum(f["input_ids"].numel() for pair in feats for f in pair) / len(feats))
-    return {"steps_per_s": 1.0 / _median_step_time(run_step, steps, warmup=2), "threads": torch.get_num_threads(),
-            "tokens_per_step": tokens}
+        first = counter[0]
+        counter[0] += steps + 2
+        dt = _median_step_time(lambda i: run_step(first + i), steps, warmup=2)
+        tokens = float(sum(f["input_ids"].numel() for pair in feats for f in pair) / len(feats))
+        print(json.dumps({"step_s": dt, "tokens_per_step": tokens}), flush=True)
+    return 0
+
+
+class STProcess:
+    """sentence-transformers' side in its own Python (``--st-python``), driven line by line."""
+
+    def __init__(self, python: str, model: str, data: str, npairs: int, threads: int | None):
+        cmd = [python, __file__, "--st-worker", model, data, str(npairs)] + (["--threads", str(threads)] if threads else [])
+        # The baseline as its users run it: none of our process settings (XLA flags, malloc tunables).
+        env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "GLIBC_TUNABLES", "GECKO_JAX_MALLOC")}
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        self.banner = self.proc.stdout.readline().strip()
+        if not self.banner.startswith("ready"):
+            raise OSError(f"sentence-transformers worker ({python}) failed to start: {self.banner!r}")
+
+    def step_time(self, batch: int, seq: int, steps: int, padding: str) -> dict:
+        self.proc.stdin.write(f"{batch} {seq} {steps} {padding}\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, nargs="+", default=[32, 64])
     p.add_argument("--seq", type=int, default=64)
-    p.add_argument("--steps", type=int, default=10, help="timed steps per configuration (median reported)")
+    p.add_argument("--steps", type=int, default=6, help="timed steps per round (median reported)")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds ours / sentence-transformers (median)")
     p.add_argument("--model", choices=("minilm", "bert-base"), default="minilm")
     p.add_argument("--peak-tflops", type=float, default=None, help="device peak TFLOP/s for the MFU figure")
     p.add_argument("--pack", action="store_true",
@@ -197,37 +257,83 @@ def main(argv=None) -> int:
                         "sentence-transformers pads each batch to its longest text (its default); without it both "
                         "pad every text to exactly --seq tokens (same work: kernel efficiency only)")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="our encoder's compute dtype")
+    p.add_argument("--no-dropout", action="store_true", help="our step without dropout (to see what the RNG costs)")
     p.add_argument("--model-path", default=None, help="model folder (default: the installed all-MiniLM-L6-v2)")
     p.add_argument("--data", default=str(STSB), help="STS-B train TSV the sentence pairs come from")
+    p.add_argument("--st-python", default=os.environ.get("GECKO_BENCH_ST_PYTHON", sys.executable),
+                   help="Python with torch + sentence-transformers (env GECKO_BENCH_ST_PYTHON; default: this one)")
+    p.add_argument("--skip-st", action="store_true")
     p.add_argument("--eigen-single-thread", action="store_true")
+    p.add_argument("--no-runtime-setup", action="store_true",
+                   help="skip gecko_jax.runtime.tune_malloc() and configure_cpu() (what the "
+                        "gecko-jax CLI does before jax starts: glibc malloc tunables, XLA flags)")
     p.add_argument("--threads", type=int, default=None,
-                   help="1: pin the whole process to one core and torch to 1 thread (the fair figure on a busy box)")
+                   help="pin both processes to this many cores (torch to as many threads); default: all")
+    p.add_argument("--st-worker", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.threads == 1 and hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    if args.st_worker is not None:
+        return st_worker(args.st_worker)
+    from gecko_jax import runtime
+
+    if argv is None and not args.no_runtime_setup:
+        runtime.tune_malloc()  # as the gecko-jax CLI does (re-executes this script once)
+    if args.threads and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:args.threads]))
     if args.eigen_single_thread:
         os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
+    added = [] if args.no_runtime_setup else runtime.configure_cpu()
     global MODEL
     if args.model_path:
         MODEL = args.model_path
-    pairs = load_pairs(pathlib.Path(args.data), max(args.batch) * (args.steps + 4))
-    print(f"# train_step: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}, seq={args.seq}, model={args.model}, "
-          f"threads={args.threads or 'default'}, pack={args.pack}, dtype={args.dtype}, "
-          f"load avg {os.getloadavg()[0]:.1f}")
+    npairs = max(args.batch) * (args.steps + 4)
+    pairs = load_pairs(pathlib.Path(args.data), npairs)
+    print(f"# train_step: {runtime.machine_line()}")
+    print(f"# seq={args.seq}, model={args.model}, threads={args.threads or 'all'}, pack={args.pack}, "
+          f"dtype={args.dtype}, runtime flags added: {added or 'none'}, {args.rounds} rounds x {args.steps} steps")
+    st = None
+    if args.model == "minilm" and not args.skip_st:
+        from gecko_jax.embedder import resolve_model_path
+
+        try:
+            st = STProcess(args.st_python, str(resolve_model_path(MODEL)), args.data, npairs, args.threads)
+            print(f"# sentence-transformers: {args.st_python}: {st.banner}")
+        except OSError as e:
+            print(f"# sentence-transformers not run: {e}")
+    import jax
+
+    on_cpu = jax.default_backend() == "cpu"
     print("batch | gecko_jax steps/s | tokens/step | compile s | sentence-transformers MNRL steps/s | tokens/step | "
-          "ratio" + (" | TFLOP/step | MFU" if args.peak_tflops else ""))
+          "ratio" + (" | peak GFLOP/s | ours: share of peak | ST: share of peak" if on_cpu else "")
+          + (" | TFLOP/step | MFU" if args.peak_tflops else ""))
     for b in args.batch:
-        ours = bench_gecko(pairs, b, args.seq, args.steps, args.model, args.peak_tflops, pack=args.pack,
-                           dtype=args.dtype)
-        st = (bench_sentence_transformers(pairs, b, args.seq, args.steps, args.threads,
-                                          padding="longest" if args.pack else "max_length")
-              if args.model == "minilm" else None)
-        st_txt = f"{st['steps_per_s']:.3f} | {st['tokens_per_step']:.0f}" if st else "not installed | -"
-        ratio = f"{ours['steps_per_s'] / st['steps_per_s']:.2f}x" if st else "n/a"
-        extra = (f" | {ours['tflops_per_step']:.3f} | {100 * ours['mfu']:.1f}%" if args.peak_tflops else "")
-        print(f"{b} | {ours['steps_per_s']:.3f} | {ours['tokens_per_step']:.0f} | {ours['compile_s']:.1f} | "
-              f"{st_txt} | {ratio}{extra}  [{ours['device']}]", flush=True)
+        time_steps, info = prepare_gecko(pairs, b, args.seq, args.steps, args.model, pack=args.pack, dtype=args.dtype,
+                                         dropout=not args.no_dropout)
+        ours, theirs, peaks = [], [], []
+        for r in range(args.rounds):
+            if on_cpu:
+                peaks.append(runtime.matmul_peak_gflops(seconds=0.6))
+            for who in (("ours", "st") if r % 2 == 0 else ("st", "ours")):
+                if who == "ours":
+                    ours.append(time_steps())
+                elif st is not None:
+                    theirs.append(st.step_time(b, args.seq, args.steps, "longest" if args.pack else "max_length"))
+        dt = statistics.median(ours)
+        st_dt = statistics.median(x["step_s"] for x in theirs) if theirs else None
+        st_txt = f"{1 / st_dt:.3f} | {theirs[0]['tokens_per_step']:.0f}" if theirs else "not run | -"
+        ratio = f"{st_dt / dt:.2f}x" if theirs else "n/a"
+        line = f"{b} | {1 / dt:.3f} | {info['tokens_per_step']:.0f} | {info['compile_s']:.1f} | {st_txt} | {ratio}"
+        if on_cpu:
+            peak = statistics.median(peaks)
+            useful = info["useful_flops_per_step"] / 1e9
+            line += f" | {peak:.1f} | {100 * useful / dt / peak:.0f}%"
+            line += f" | {100 * useful / st_dt / peak:.0f}%" if theirs else " | -"
+        if args.peak_tflops:
+            flops = info["model_flops_per_step"]
+            line += f" | {flops / 1e12:.3f} | {100 * flops / dt / (args.peak_tflops * 1e12):.1f}%"
+        print(line + f"  [{info['device']}]", flush=True)
+    if st is not None:
+        st.close()
+    print(f"# load average at the end {os.getloadavg()[0]:.1f}")
     return 0
 
 

@@ -67,41 +67,13 @@ def _add_llm_args(p: argparse.ArgumentParser, *, default_concurrency: str = "aut
     g.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
-def _make_llm(args):
-    from .cache import SqliteCache
-    from .limits import RateLimiter
-    from .llm import CachedLLM, LlamaCppLLM, OpenAICompatLLM
-    from .fake import FakeLLM
+def _llm_spec(args):
+    from .specs import LLMSpec
+    return LLMSpec.from_args(args, _cache_path(args))
 
-    if args.llm == "openai":
-        if not args.base_url:
-            raise InputError("--llm openai needs --base-url (or $OPENAI_BASE_URL)")
-        if not args.model:
-            raise InputError("--llm openai needs --model (or $OPENAI_MODEL)")
-        try:
-            extra = json.loads(args.extra_body) if args.extra_body else None
-        except json.JSONDecodeError as e:
-            raise InputError(f"--extra-body: expected a JSON object, got {args.extra_body!r} ({e})") from None
-        if extra is not None and not isinstance(extra, dict):
-            raise InputError(f"--extra-body: expected a JSON object, got {type(extra).__name__}")
-        try:
-            inner = OpenAICompatLLM(args.base_url, args.model, api_key_env=args.api_key_env, timeout=args.timeout,
-                                    max_attempts=args.max_attempts, backoff_base=args.backoff_base,
-                                    limiter=RateLimiter(args.rpm, args.tpm), extra_body=extra,
-                                    max_connection_failures=args.max_connection_failures)
-        except ValueError as e:
-            raise InputError(str(e)) from None
-    elif args.llm == "local":
-        try:
-            inner = LlamaCppLLM(args.model_path, n_ctx=args.n_ctx, n_threads=args.threads)
-        except (ImportError, FileNotFoundError) as e:  # the extra is not installed, or no such GGUF file
-            raise InputError(str(e)) from None
-    else:
-        inner = FakeLLM()
-    cache = None
-    if not args.no_cache:
-        cache = SqliteCache(args.cache or os.path.join(args.workdir, "llm_cache.sqlite"))
-    return CachedLLM(inner, cache)
+
+def _make_llm(args):
+    return _llm_spec(args).build()
 
 
 def _concurrency(args) -> int:
@@ -117,22 +89,10 @@ def _concurrency(args) -> int:
 
 
 def _make_embed_fn(spec: str, model: str):
-    if spec == "hash":
-        from .retrieval import hashed_bow_embed
-        return hashed_bow_embed, None, "hashed-bow-512"
-    if spec == "gecko":
-        from gecko_jax import Embedder  # JAX is imported here, only when this command runs
-
-        emb = Embedder.from_pretrained(model)
-        return (lambda texts: emb.encode(list(texts), kind="document"),
-                lambda texts: emb.encode(list(texts), kind="query"), f"gecko_jax:{model}")
-    if ":" in spec:
-        mod, fn = spec.split(":", 1)
-        try:
-            return getattr(importlib.import_module(mod), fn), None, spec
-        except (ImportError, AttributeError) as e:
-            raise InputError(f"--embedder {spec}: cannot load it ({e})") from None
-    raise InputError(f"--embedder: expected 'gecko', 'hash' or 'module:function', got {spec!r}")
+    from .specs import EmbedderSpec
+    es = EmbedderSpec(spec, model)
+    doc_fn, query_fn = es.build()
+    return doc_fn, query_fn, es.name
 
 
 def _usage_report(llm, args) -> dict:
@@ -163,25 +123,56 @@ def _finish(rep: dict, failed: int, total: int, failures_file) -> int:
     return EXIT_OK
 
 
-def _cmd_fret(args) -> int:
-    from .files import check_outputs
-    from .fret import FRetConfig, FRetPipeline, choose_seeds, failures_path, load_corpus, stage_paths
-
-    corpus_path = args.corpus or _asset(DEMO_CORPUS)
-    args.workdir = args.workdir or str(args.out) + ".work"
-    q, n, sc = stage_paths(args.workdir)
-    check_outputs([("--out", args.out), ("failures file", failures_path(args.out)), ("stage file", q),
-                   ("stage file", n), ("stage file", sc), ("--cache", _cache_path(args))],
-                  folders=[("--workdir", args.workdir)],
-                  inputs=[("--corpus", corpus_path), ("--model-path", args.model_path)])
-    corpus = load_corpus(corpus_path)
+def _fret_config(args):
+    from .stages import FRetConfig
     try:
-        cfg = FRetConfig(neighbours=args.neighbours, negative=args.negative,
-                         max_passage_chars=args.max_passage_chars, seed=args.seed, concurrency=_concurrency(args),
-                         retry_failed=args.retry_failed, progress=not args.no_progress)
-        seeds = choose_seeds(list(corpus), args.passages, seed=args.seed)
+        return FRetConfig(neighbours=args.neighbours, negative=args.negative,
+                          max_passage_chars=args.max_passage_chars, seed=args.seed, concurrency=_concurrency(args),
+                          retry_failed=args.retry_failed, progress=not args.no_progress, rc_labels=args.rc_labels,
+                          scoring_ql=args.scoring_ql, scoring_rc=args.scoring_rc, fusion=args.fusion,
+                          calibration_min_records=args.calibration_min_records,
+                          calibration_alpha=args.calibration_alpha, retriever=args.retriever,
+                          ann_threshold=args.ann_threshold)
     except ValueError as e:  # "neighbours: expected >= 2 ..." names the option
         raise InputError(f"--{e}") from None
+
+
+def _cmd_fret(args) -> int:
+    from .corpus import corpus_files
+    from .files import check_outputs
+    from .fret import failures_path, stage_paths
+
+    corpus_spec = args.corpus or _asset(DEMO_CORPUS)
+    args.workdir = args.workdir or str(args.out) + ".work"
+    remote, remote_work = "://" in str(corpus_spec), "://" in str(args.workdir)
+    if (remote or remote_work) and args.engine != "beam":
+        raise InputError(f"{'--corpus' if remote else '--workdir'} on a remote filesystem needs --engine beam")
+    if remote_work and not (args.cache or args.no_cache):
+        raise InputError(f"--workdir {args.workdir}: the LLM cache is a sqlite file; give --cache PATH (a local path "
+                         f"on every worker, or a shared mount) or --no-cache")
+    q, n, sc = stage_paths(args.workdir) if not remote_work else (None, None, None)
+    files = [] if remote else corpus_files(corpus_spec)
+    check_outputs([("--out", args.out), ("failures file", failures_path(args.out)), ("stage file", q),
+                   ("stage file", n), ("stage file", sc), ("--cache", _cache_path(args))],
+                  folders=[("--workdir", None if remote_work else args.workdir)],
+                  inputs=[*(("--corpus", f) for f in files), ("--model-path", args.model_path)])
+    if args.passages is not None and args.passages < 1:
+        raise InputError(f"--passages: expected >= 1, got {args.passages}")
+    cfg = _fret_config(args)
+    if args.engine == "beam":
+        return _fret_beam(args, corpus_spec, cfg)
+    if args.beam_args:
+        raise InputError(f"pipeline options after '--' ({' '.join(args.beam_args)}) need --engine beam")
+    return _fret_local(args, files, cfg)
+
+
+def _fret_local(args, files, cfg) -> int:
+    from .corpus import open_corpus
+    from .fret import FRetPipeline, failures_path
+    from .stages import sample_seed_ids
+
+    corpus = open_corpus(files)  # validates every line (file:line), keeps offsets, not text
+    seeds = sample_seed_ids(iter(corpus), args.passages, seed=args.seed)
     llm = _make_llm(args)  # first: a bad LLM option fails fast, before an encoder is loaded
     embed_fn, query_embed_fn, emb_name = _make_embed_fn(args.embedder, args.embedder_model)
     log.info("fret: %d seed passages of %d, llm=%s model=%s, %d neighbours, negative=%s, concurrency=%d",
@@ -192,7 +183,66 @@ def _cmd_fret(args) -> int:
     rep["usage"] = _usage_report(llm, args)
     rep["out"] = str(args.out)
     rep["failures_file"] = str(failures_path(args.out))
+    rep["engine"] = "local"
     return _finish(rep, summary.failures, summary.seeds, rep["failures_file"])
+
+
+_BEAM_ERRORS = ("FatalLLMError", "CacheError", "StorageError", "JsonlError", "InputError", "OutputPathError")
+
+
+def _beam_error(e: BaseException):
+    """The data_gen error inside a failed Beam pipeline (runners wrap the worker's traceback in their own)."""
+    import re
+
+    from . import errors, jsonl, llm as llm_mod
+    text = str(e)
+    for name in _BEAM_ERRORS:
+        m = re.search(rf"\b{name}: ([^\n]+)", text)
+        if m:
+            cls = getattr(llm_mod, name, None) or getattr(jsonl, name, None) or getattr(errors, name)
+            return cls(m.group(1).strip().rstrip("'\"").replace("\\'", "'"))
+    return None
+
+
+def _fret_beam(args, corpus_spec, cfg) -> int:
+    try:
+        from . import beam_fret
+    except ImportError as e:
+        raise InputError(f"--engine beam needs Apache Beam: pip install 'gecko-jax[scale]' ({e})") from None
+    from .fret import failures_path
+    from .scoring import plan_scoring
+    from .specs import EmbedderSpec
+
+    files = beam_fret.job_files(str(corpus_spec))
+    if "://" not in str(corpus_spec):
+        n_passages = beam_fret.validate_local_corpus(files)  # file:line errors before any LLM call
+        log.info("fret (beam): %d passages in %d file(s)", n_passages, len(files))
+    spec = _llm_spec(args)
+    llm = spec.build()
+    plan = plan_scoring(llm, rc_labels=cfg.rc_labels, ql=cfg.scoring_ql, rc=cfg.scoring_rc)  # probed once, here
+    embedder = EmbedderSpec(args.embedder, args.embedder_model)
+    workdir = (args.workdir.rstrip("/") + "/beam") if "://" in args.workdir else os.path.join(args.workdir, "beam")
+    job = beam_fret.BeamFRetJob(files=files, workdir=workdir, n_seeds=args.passages,
+                                llm=spec, embedder=embedder, plan=plan, config=cfg, model=llm.model,
+                                backend=llm.name)
+    fails = failures_path(args.out)
+    try:
+        rep = beam_fret.run_beam(job, args.out, fails, args.beam_args)
+    except (DataGenError, KeyboardInterrupt):
+        raise
+    except Exception as e:  # noqa: BLE001 - a worker's error arrives wrapped by the runner
+        err = _beam_error(e)
+        if err is None:
+            raise
+        raise err from None
+    driver = llm.usage.as_dict()  # the capability probe
+    for k, v in driver.items():
+        rep["usage"][k] = rep["usage"].get(k, 0) + v
+    rep["usage"]["cost_usd"] = round((rep["usage"]["prompt_tokens"] * args.price_in
+                                      + rep["usage"]["completion_tokens"] * args.price_out) / 1e6, 6)
+    rep["out"] = str(args.out)
+    rep["failures_file"] = str(fails)
+    return _finish(rep, rep["failures"], rep["seeds"], rep["failures_file"])
 
 
 def _cmd_fair(args) -> int:
@@ -245,7 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "passage with task, query, positive, negative, all ranks/scores and provenance. "
                                    "Re-running continues where a previous run stopped.", **fmt)
     f.add_argument("--corpus", default=None,
-                   help="JSONL passages {_id|id, text, title?} (default: the bundled 250-passage SciFact demo)")
+                   help="JSONL passages {_id|id, text, title?}: a file, a folder of *.jsonl shards or a glob "
+                        "(default: the bundled 250-passage SciFact demo)")
     f.add_argument("--out", required=True, help="output JSONL")
     f.add_argument("--passages", type=int, default=None, help="number of seed passages, sampled (default: all)")
     f.add_argument("--neighbours", type=int, default=20, help="candidates per query, N (default: 20)")
@@ -256,6 +307,34 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--embedder", default="gecko",
                    help="gecko (gecko_jax.Embedder, default), hash (bag of words, no model) or module:function")
     f.add_argument("--embedder-model", default="all-MiniLM-L6-v2", help="model for --embedder gecko")
+    e = f.add_argument_group("scale")
+    e.add_argument("--engine", choices=("local", "beam"), default="local",
+                   help="local: one process, resumable stage files (default); beam: Apache Beam (pip install "
+                        "'gecko-jax[scale]'), options for the runner after '--', e.g. -- --runner DirectRunner "
+                        "--direct_running_mode multi_processing --direct_num_workers 4")
+    e.add_argument("--retriever", default="auto", choices=("auto", "exact", "faiss-hnsw", "faiss-ivf", "scann"),
+                   help="nearest-neighbour search: exact (the reference), an ANN index (saved in the workdir and "
+                        "reused), or auto = exact up to --ann-threshold passages, FAISS HNSW above (default: auto)")
+    e.add_argument("--ann-threshold", type=int, default=200_000, help="corpus size above which auto uses ANN")
+    g2 = f.add_argument_group("scoring and labels")
+    g2.add_argument("--rc-labels", choices=("binary", "graded"), default="binary",
+                    help="relevance classification: binary = log P(Yes) (default), graded = expected relevance over "
+                         "0-3 labels (Zhuang et al. 2023)")
+    g2.add_argument("--scoring-ql", default="auto",
+                    choices=("auto", "score", "prompt_logprobs", "prompt_logprobs_chat", "none"),
+                    help="query-likelihood route: auto probes the server once (completions echo log-probs, then "
+                         "vLLM prompt_logprobs; none = rank by RC alone, 'rc_only')")
+    g2.add_argument("--scoring-rc", default="auto", choices=("auto", "score", "chat_logprobs"),
+                    help="relevance-classification route: auto = completions when offered, else the chat answer's "
+                         "top_logprobs")
+    g2.add_argument("--fusion", choices=("rrf", "drop", "weighted"), default="drop",
+                    help="how QL and RC ranks are fused: rrf = equal votes (the paper); drop = drop a scorer whose "
+                         "seed recall@1 on this run is not above chance (default); weighted = weights by lift over "
+                         "chance. Recorded in every record's 'fusion'")
+    g2.add_argument("--calibration-min-records", type=int, default=50,
+                    help="fewer scored records: no calibration, the paper's RRF (default: 50)")
+    g2.add_argument("--calibration-alpha", type=float, default=0.01,
+                    help="significance level of the seed-recall@1 test against chance (default: 0.01)")
     _add_llm_args(f)
     f.set_defaults(func=_cmd_fret)
 
@@ -294,7 +373,13 @@ class _RedactFilter(logging.Filter):
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``gecko-data``; returns the exit code (see ``--help``). Expected failures print one line to stderr."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    beam_args: list[str] = []
+    if "--" in argv:  # pipeline options for --engine beam
+        cut = argv.index("--")
+        argv, beam_args = argv[:cut], argv[cut + 1:]
     args = build_parser().parse_args(argv)  # a usage error exits with 2 (= EXIT_INPUT), like argparse always does
+    args.beam_args = beam_args
     secrets = [os.environ.get(args.api_key_env)] if getattr(args, "api_key_env", None) else []
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

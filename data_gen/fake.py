@@ -17,7 +17,7 @@ import re
 import threading
 import time
 from collections import Counter
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from .llm import PromptOrMessages, Usage, messages_to_text
 from .prompts import TASK_PREFIX
@@ -56,6 +56,45 @@ def fake_logprobs(text: str) -> tuple[list[str], list[float | None], list[int]]:
         for w in words:
             last_seen[w] = off
     return [t for _, t in toks], lps, [o for o, _ in toks]
+
+
+FAKE_ANSWER_TOKENS = ("Yes", "No", "0", "1", "2", "3", "Maybe", "The")
+"""The answer tokens the fake chat endpoint lists under ``top_logprobs``."""
+
+
+def fake_score(prompt: str, continuation: str) -> float:
+    """Summed fake log-probs of the continuation's tokens (see :func:`fake_logprobs`)."""
+    toks, lps, offs = fake_logprobs(prompt + continuation)
+    mine = [lp for lp, o in zip(lps, offs) if o >= len(prompt)]
+    if not mine or any(lp is None for lp in mine):
+        raise ValueError("continuation has no token of its own (or is the first token)")
+    return sum(mine)
+
+
+def _token_id(tok: str) -> int:
+    return _h("tok", tok) % 200_000
+
+
+def fake_prompt_logprobs(text: str) -> list[dict | None]:
+    """vLLM-style ``prompt_logprobs`` of ``text``: ``None`` for the first token, then one dict per token
+    ``{token_id: {"logprob", "rank", "decoded_token"}}``; a token that is not the fake model's favourite (log-prob
+    below -1) is listed with rank 2 beside a rank-1 alternative, as vLLM does with ``prompt_logprobs=1``."""
+    toks, lps, _ = fake_logprobs(text)
+    out: list[dict | None] = []
+    for tok, lp in zip(toks, lps):
+        if lp is None:
+            out.append(None)
+            continue
+        entry = {str(_token_id(tok)): {"logprob": lp, "rank": 1 if lp > -1 else 2, "decoded_token": tok}}
+        if lp <= -1:
+            alt = " the" if tok != " the" else " a"
+            entry[str(_token_id(alt))] = {"logprob": -0.25, "rank": 1, "decoded_token": alt}
+        out.append(entry)
+    return out
+
+
+FAKE_CHAT_TEMPLATE = "<|user|>\n{content}<|end|>\n<|assistant|>\n"
+"""How the fake server renders one user message for ``prompt_logprobs`` on its chat endpoint."""
 
 
 class FakeLLM:
@@ -108,13 +147,22 @@ class FakeLLM:
     def score(self, prompt: str, continuation: str) -> float:
         if not continuation:
             raise ValueError("continuation: expected a non-empty string")
-        full = prompt + continuation
-        toks, lps, offs = fake_logprobs(full)
-        mine = [lp for lp, o in zip(lps, offs) if o >= len(prompt)]
-        if not mine or any(lp is None for lp in mine):
-            raise ValueError("continuation has no token of its own (or is the first token)")
-        self.usage.add(requests=1, prompt_tokens=len(toks))
-        return sum(mine)
+        value = fake_score(prompt, continuation)
+        self.usage.add(requests=1, prompt_tokens=len(fake_tokens(prompt + continuation)))
+        return value
+
+    def top_logprobs(self, prompt_or_messages: PromptOrMessages, k: int = 20) -> list[tuple[str, float]]:
+        """The first answer token's ``k`` best candidates, as a chat endpoint's ``top_logprobs`` would list them.
+
+        Each candidate ``t`` of :data:`FAKE_ANSWER_TOKENS` scores ``score(text, " " + t)`` (``text``: the prompt or
+        the flattened messages), so a label's chat log-prob equals its completion-path score: the two routes give
+        equal records.
+        """
+        text = prompt_or_messages if isinstance(prompt_or_messages, str) else messages_to_text(prompt_or_messages)
+        pairs = [(t, fake_score(text, " " + t)) for t in FAKE_ANSWER_TOKENS]
+        pairs.sort(key=lambda p: (-p[1], p[0]))
+        self.usage.add(requests=1, prompt_tokens=len(fake_tokens(text)), completion_tokens=1)
+        return pairs[:k]
 
 
 class FakeOpenAIServer:
@@ -126,6 +174,11 @@ class FakeOpenAIServer:
     times in a row, so a client with enough retries always gets through. ``slots`` requests are served at once, each
     taking ``latency`` seconds (a server with parallel slots).
 
+    What it offers, to test the scoring routes of :mod:`data_gen.scoring`: ``completions=False`` answers 404 on
+    ``/v1/completions`` (a chat-only API); ``echo_logprobs=False`` returns no prompt log-probs for ``echo``;
+    ``chat_logprobs=False`` ignores ``logprobs``/``top_logprobs`` on chat; ``prompt_logprobs=True`` adds vLLM's
+    ``prompt_logprobs`` (per choice on completions, top-level on chat, after a fake chat template).
+
     Counters: ``attempts`` (all requests), ``served`` (Counter of successful answers by sha256 of the body),
     ``faults`` (Counter by mode).
 
@@ -136,8 +189,12 @@ class FakeOpenAIServer:
 
     def __init__(self, *, failure_rate: float = 0.0, modes: Sequence[str] = ("500", "429", "timeout", "garbage"),
                  retry_after: str = "1", timeout_sleep: float = 1.5, max_consecutive_failures: int = 3,
-                 latency: float = 0.0, slots: int = 64, seed: int = 0, llm: FakeLLM | None = None):
+                 latency: float = 0.0, slots: int = 64, seed: int = 0, llm: FakeLLM | None = None,
+                 completions: bool = True, echo_logprobs: bool = True, chat_logprobs: bool = True,
+                 prompt_logprobs: bool = False):
         self.llm = llm or FakeLLM()
+        self.completions, self.echo_logprobs = completions, echo_logprobs
+        self.chat_logprobs, self.prompt_logprobs = chat_logprobs, prompt_logprobs
         self.failure_rate, self.modes = failure_rate, tuple(modes)
         self.retry_after, self.timeout_sleep = retry_after, timeout_sleep
         self.max_consecutive_failures = max_consecutive_failures
@@ -216,29 +273,41 @@ class FakeOpenAIServer:
         except json.JSONDecodeError:
             return h._send(400, b'{"error": {"message": "request body is not JSON"}}')
         path = h.path
-        if path not in ("/v1/completions", "/v1/chat/completions"):
+        if path not in ("/v1/completions", "/v1/chat/completions") or (path == "/v1/completions"
+                                                                      and not self.completions):
             return h._send(404, b'{"error": {"message": "unknown path"}}')
         if path.endswith("/chat/completions"):
-            text = self.llm.generate(body.get("messages") or [], stop=body.get("stop"))
+            msgs = body.get("messages") or []
+            prompt_text = messages_to_text(msgs)
+            want_top = body.get("logprobs") and self.chat_logprobs
+            if want_top:
+                top = self.llm.top_logprobs(msgs, int(body.get("top_logprobs") or 1))
+                text = top[0][0]
+                logprobs = {"content": [{"token": text, "logprob": top[0][1],
+                                         "top_logprobs": [{"token": t, "logprob": v} for t, v in top]}]}
+            else:
+                text = self.llm.generate(msgs, stop=body.get("stop"))
+                logprobs = None
             out = {"object": "chat.completion", "model": body.get("model"),
                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                "finish_reason": "stop"}]}
-            prompt_text = messages_to_text(body.get("messages") or [])
-        elif path.endswith("/completions"):
+                                "finish_reason": "stop", "logprobs": logprobs}]}
+            if body.get("prompt_logprobs") is not None and self.prompt_logprobs:
+                out["prompt_logprobs"] = fake_prompt_logprobs(FAKE_CHAT_TEMPLATE.format(content=prompt_text))
+        else:
             prompt_text = body.get("prompt", "")
             text = self.llm.generate(prompt_text, stop=body.get("stop"))
             if body.get("max_tokens") == 1:
                 text = text[:1]
             choice: dict[str, Any] = {"index": 0, "text": (prompt_text + text) if body.get("echo") else text,
                                       "finish_reason": "stop", "logprobs": None}
-            if body.get("logprobs") is not None:
+            if body.get("logprobs") is not None and (self.echo_logprobs or not body.get("echo")):
                 shown = choice["text"]
                 toks, lps, offs = fake_logprobs(shown)
                 choice["logprobs"] = {"tokens": toks, "token_logprobs": lps, "text_offset": offs,
                                       "top_logprobs": None}
+            if body.get("prompt_logprobs") is not None and self.prompt_logprobs:
+                choice["prompt_logprobs"] = fake_prompt_logprobs(prompt_text)
             out = {"object": "text_completion", "model": body.get("model"), "choices": [choice]}
-        else:
-            return h._send(404, b'{"error": {"message": "unknown path"}}')
         out["usage"] = {"prompt_tokens": len(fake_tokens(prompt_text)), "completion_tokens": len(fake_tokens(text)),
                         "total_tokens": len(fake_tokens(prompt_text)) + len(fake_tokens(text))}
         if fault != "timeout":
@@ -259,3 +328,51 @@ class FakeOpenAIServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+_SYLLABLES = ("ba", "ko", "mi", "ne", "ru", "sa", "te", "vi", "do", "pa", "zu", "le", "fo", "gi", "ha", "ju", "ra",
+              "to", "ni", "se")
+
+
+def synthetic_corpus(n: int, *, seed: int = 0, vocab: int = 20_000, topics: int = 2_000,
+                     words: tuple[int, int] = (60, 100)) -> Iterator[Passage]:
+    """``n`` deterministic synthetic passages for benchmarks and tests at any scale (no download, no licence).
+
+    Pseudo-words from syllables; each passage draws about half its words from one of ``topics`` topic word lists
+    and the rest from a Zipf-like background, so passages of a topic are near neighbours (retrieval has structure)
+    and frequent words are shared (an ANN index is not handed well-separated clusters). Streamed in chunks.
+    """
+    import numpy as np
+
+    from .corpus import Passage as _Passage
+
+    rng = np.random.default_rng(seed)
+    syl = np.array(_SYLLABLES)
+    lex, seen = [], set()
+    while len(lex) < vocab:
+        w = "".join(syl[rng.integers(0, len(syl), rng.integers(2, 5))])
+        if w not in seen:
+            seen.add(w)
+            lex.append(w)
+    lex = np.array(lex)
+    zipf = 1.0 / np.arange(1, vocab + 1) ** 1.05
+    cdf = np.cumsum(zipf / zipf.sum())
+    cdf[-1] = 1.0
+    topic_words = np.searchsorted(cdf, rng.random((topics, 40)))
+    topic_words = (topic_words + rng.integers(0, vocab, size=(topics, 40))) % vocab  # topical words are rarer
+    chunk = 4096
+    for start in range(0, n, chunk):
+        m = min(chunk, n - start)
+        t = rng.integers(0, topics, m)
+        lens = rng.integers(words[0], words[1] + 1, m)
+        own_n, bg_n = lens // 2, lens - lens // 2
+        own = topic_words[np.repeat(t, own_n), rng.integers(0, 40, int(own_n.sum()))]
+        bg = np.searchsorted(cdf, rng.random(int(bg_n.sum())))
+        oo, bo = np.concatenate([[0], np.cumsum(own_n)]), np.concatenate([[0], np.cumsum(bg_n)])
+        keys = rng.random(int(lens.sum()))
+        ko = np.concatenate([[0], np.cumsum(lens)])
+        for i in range(m):
+            ws = np.concatenate([own[oo[i]:oo[i + 1]], bg[bo[i]:bo[i + 1]]])[np.argsort(keys[ko[i]:ko[i + 1]])]
+            text = " ".join(lex[ws].tolist()).capitalize() + "."
+            tw = topic_words[t[i]]
+            yield _Passage(id=f"syn{start + i:08d}", title=f"{lex[tw[0]].capitalize()} {lex[tw[1]]}", text=text)

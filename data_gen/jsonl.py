@@ -7,13 +7,17 @@ anywhere *else* is corruption, not a crash artefact, and raises an error naming 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import threading
+from array import array
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+import numpy as np
 
 from .errors import InputError, StorageError, describe_os_error
 from .files import atomic_file
@@ -56,36 +60,44 @@ def decode_line(raw: bytes, path: Path, lineno: int) -> str:
     return text[1:] if lineno == 1 and text.startswith("\ufeff") else text  # a UTF-8 byte-order mark
 
 
+def iter_jsonl_at(path: str | os.PathLike, *, tolerate_torn_tail: bool = True,
+                  required: Iterable[str] = ()) -> Iterator[tuple[int, int, dict]]:
+    """Like :func:`iter_jsonl`, yielding ``(line number, byte offset of the line, record)``. Streams the file: memory
+    is one line, whatever the file's size."""
+    path = Path(path)
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        raise JsonlError(f"{path}: cannot read ({describe_os_error(e)})") from None
+    with f:
+        offset = 0
+        for i, raw in enumerate(f, 1):
+            at, offset = offset, offset + len(raw)
+            is_tail = not raw.endswith(b"\n")
+            if not raw.strip():
+                continue
+            try:
+                rec = json.loads(decode_line(raw.rstrip(b"\n"), path, i))
+            except (json.JSONDecodeError, JsonlError) as e:
+                if is_tail and tolerate_torn_tail:
+                    log.warning("%s:%d: ignoring a torn last line (%d bytes) left by an interrupted write", path, i,
+                                len(raw))
+                    return
+                if isinstance(e, JsonlError):
+                    raise
+                raise JsonlError(f"{path}:{i}: expected one JSON object per line, got invalid JSON ({e})") from None
+            if not isinstance(rec, dict):
+                raise JsonlError(f"{path}:{i}: expected a JSON object, got {type(rec).__name__}")
+            for field in required:
+                if field not in rec:
+                    raise JsonlError(f"{path}:{i}: missing required field {field!r} (has: {sorted(rec)})")
+            yield i, at, rec
+
+
 def iter_jsonl(path: str | os.PathLike, *, tolerate_torn_tail: bool = True,
                required: Iterable[str] = ()) -> Iterator[tuple[int, dict]]:
     """Like :func:`read_jsonl`, yielding ``(line number, record)`` so callers can name ``file:line``."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise JsonlError(f"{path}: cannot read ({describe_os_error(e)})") from None
-    lines = data.split(b"\n")
-    last_complete = data.endswith(b"\n")
-    n = len(lines)
-    for i, raw in enumerate(lines, 1):
-        if not raw.strip():
-            continue
-        is_tail = i == n and not last_complete
-        try:
-            rec = json.loads(decode_line(raw, path, i))
-        except (json.JSONDecodeError, JsonlError) as e:
-            if is_tail and tolerate_torn_tail:
-                log.warning("%s:%d: ignoring a torn last line (%d bytes) left by an interrupted write", path, i, len(raw))
-                return
-            if isinstance(e, JsonlError):
-                raise
-            raise JsonlError(f"{path}:{i}: expected one JSON object per line, got invalid JSON ({e})") from None
-        if not isinstance(rec, dict):
-            raise JsonlError(f"{path}:{i}: expected a JSON object, got {type(rec).__name__}")
-        for field in required:
-            if field not in rec:
-                raise JsonlError(f"{path}:{i}: missing required field {field!r} (has: {sorted(rec)})")
+    for i, _, rec in iter_jsonl_at(path, tolerate_torn_tail=tolerate_torn_tail, required=required):
         yield i, rec
 
 
@@ -215,3 +227,136 @@ def write_jsonl_atomic(path: str | os.PathLike, records: Iterable[dict]) -> int:
             f.write(json.dumps(rec, ensure_ascii=False, sort_keys=True) + "\n")
             n += 1
     return n
+
+
+def key_hash(text: str) -> tuple[int, int]:
+    """A 128-bit hash of an id as two unsigned 64-bit halves (collisions are negligible at any corpus size)."""
+    d = hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+    return int.from_bytes(d[:8], "little"), int.from_bytes(d[8:], "little")
+
+
+def find_key(k1: np.ndarray, k2: np.ndarray, text: str) -> int:
+    """The row of ``key_hash(text)`` in key arrays sorted by ``(k1, k2)``, or -1."""
+    a, b = key_hash(text)
+    lo = int(np.searchsorted(k1, np.uint64(a), "left"))
+    hi = int(np.searchsorted(k1, np.uint64(a), "right"))
+    if lo == hi:
+        return -1
+    j = lo + int(np.searchsorted(k2[lo:hi], np.uint64(b), "left"))
+    return j if j < hi and int(k2[j]) == b else -1
+
+
+def text_fingerprint(*parts: str) -> int:
+    """A 64-bit fingerprint of some strings (what a later stage must match to reuse a record)."""
+    return int.from_bytes(hashlib.blake2b("\x1f".join(parts).encode("utf-8"), digest_size=8).digest(), "little")
+
+
+def read_line_at(fd: int, offset: int, path: Path) -> bytes:
+    """The line starting at byte ``offset`` of an open file (without its newline)."""
+    chunks, pos = [], offset
+    while True:
+        buf = os.pread(fd, 1 << 16, pos)
+        if not buf:
+            break
+        nl = buf.find(b"\n")
+        if nl >= 0:
+            chunks.append(buf[:nl])
+            break
+        chunks.append(buf)
+        pos += len(buf)
+    if not chunks:
+        raise JsonlError(f"{path}: no line at byte {offset} (the file changed while it was read)")
+    return b"".join(chunks)
+
+
+class JsonlIndex:
+    """The latest line per id of a JSONL stage file, indexed without holding the records: per id a 128-bit key, the
+    line's byte offset, a 64-bit fingerprint and a small flags integer, ~33 bytes a record in numpy arrays.
+
+    ``get(id)`` reads the record back from disk (``pread``); ``fingerprint(id)`` and ``flags(id)`` answer "is this
+    record still valid for that input" without reading it. A later line for the same id replaces an earlier one,
+    as in :func:`load_by_id`; a torn last line is ignored.
+
+    Args:
+      path: the JSONL file (missing: an empty index).
+      fingerprints: ``{name: record -> int}`` (64-bit values) stored per id.
+      flags: ``record -> int`` (0..255) stored per id; default 0.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, fingerprints: dict[str, Callable[[dict], int]] | None = None,
+                 flags: Callable[[dict], int] | None = None, key: str = "id"):
+        self.path = Path(path)
+        self.key = key
+        fingerprints = fingerprints or {}
+        k1, k2, offs, fl = array("Q"), array("Q"), array("q"), array("B")
+        fps = {name: array("Q") for name in fingerprints}
+        if self.path.exists():
+            for _, at, rec in iter_jsonl_at(self.path, required=(key,)):
+                a, b = key_hash(str(rec[key]))
+                k1.append(a)
+                k2.append(b)
+                offs.append(at)
+                for name, fn in fingerprints.items():
+                    fps[name].append(fn(rec))
+                fl.append(flags(rec) if flags else 0)
+        k1n, k2n = np.frombuffer(k1, np.uint64), np.frombuffer(k2, np.uint64)
+        order = np.lexsort((np.arange(len(k1n)), k2n, k1n))  # by key, then line order: the last of a run wins
+        k1n, k2n = k1n[order], k2n[order]
+        last = np.ones(len(order), bool)
+        if len(order) > 1:
+            last[:-1] = (k1n[1:] != k1n[:-1]) | (k2n[1:] != k2n[:-1])
+        keep = order[last]
+        self._k1, self._k2 = k1n[last].copy(), k2n[last].copy()
+        self._off = np.frombuffer(offs, np.int64)[keep].copy()
+        self._fp = {name: np.frombuffer(a, np.uint64)[keep].copy() for name, a in fps.items()}
+        self._fl = np.frombuffer(fl, np.uint8)[keep].copy()
+        self._fd = -1
+
+    def __len__(self) -> int:
+        return len(self._off)
+
+    def _find(self, pid: str) -> int:
+        return find_key(self._k1, self._k2, pid)
+
+    def __contains__(self, pid: str) -> bool:
+        return self._find(pid) >= 0
+
+    def fingerprint(self, pid: str, name: str) -> int | None:
+        j = self._find(pid)
+        return None if j < 0 else int(self._fp[name][j])
+
+    def flags(self, pid: str) -> int | None:
+        j = self._find(pid)
+        return None if j < 0 else int(self._fl[j])
+
+    def _read(self, offset: int) -> dict:
+        if self._fd < 0:
+            try:
+                self._fd = os.open(self.path, os.O_RDONLY)
+            except OSError as e:
+                raise JsonlError(f"{self.path}: cannot read ({describe_os_error(e)})") from None
+        return json.loads(read_line_at(self._fd, int(offset), self.path))
+
+    def get(self, pid: str) -> dict | None:
+        j = self._find(pid)
+        return None if j < 0 else self._read(self._off[j])
+
+    def records(self) -> Iterator[dict]:
+        """The latest record of every id, in file order."""
+        for off in np.sort(self._off):
+            yield self._read(off)
+
+    def offsets(self) -> np.ndarray:
+        """The byte offsets of the latest records, in file order (read one back with :meth:`read_at`)."""
+        return np.sort(self._off)
+
+    def read_at(self, offset: int) -> dict:
+        return self._read(offset)
+
+    def close(self) -> None:
+        if getattr(self, "_fd", -1) >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __del__(self):
+        self.close()

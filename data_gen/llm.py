@@ -68,6 +68,15 @@ class PermanentLLMError(LLMError):
     """Not worth retrying, for this record: a prompt longer than the model's context."""
 
 
+class NotOfferedError(LLMError):
+    """A capability probe found that the server does not offer an endpoint or a field (404/405/400/422/501, or a 200
+    answer without the field asked for: ``status`` None). Never retried, never fatal: the caller plans around it."""
+
+    def __init__(self, msg: str, status: int | None = None):
+        super().__init__(msg)
+        self.status = status
+
+
 class FatalLLMError(PermanentLLMError, DataGenError):
     """Not worth retrying, for any record: the server refuses the requests (HTTP 400/401/403/404: key, model, URL)
     or cannot be reached (the circuit breaker tripped). Pipelines stop at once; the CLI prints the message (one line,
@@ -150,6 +159,26 @@ def sum_continuation_logprobs(tokens: Sequence[str], token_logprobs: Sequence[fl
     if n == 0:
         raise TransientLLMError(f"no token starts inside the continuation span [{start}, {end})", kind="garbage")
     return total
+
+
+# What servers say when a capability probe asks for an endpoint or a field they do not have (OpenAI's chat-only
+# models on /v1/completions, logprobs on models without them, FastAPI's unknown route, ...). Any other 4xx on a probe
+# is fatal as for a normal request: a wrong key, model or URL must stop the run after one request.
+_MODEL_MISSING = re.compile(r"(?i)model.{0,80}(does not exist|not found|unknown)")
+_ENDPOINT_MISSING = re.compile(r"(?i)not found|unknown (path|url|endpoint|route)|no route|not supported|unsupported|"
+                               r"chat model|does not support|not available")
+_FIELD_REFUSED = re.compile(r"(?i)echo|logprob|not supported|unsupported|chat model|does not support|"
+                            r"not permitted|unrecognized|unknown (field|param)")
+
+
+def _not_offered(code: int, detail: str) -> bool:
+    if code in (405, 501):
+        return True
+    if code == 404:
+        return not _MODEL_MISSING.search(detail) and bool(_ENDPOINT_MISSING.search(detail))
+    if code in (400, 422):
+        return bool(_FIELD_REFUSED.search(detail))
+    return False
 
 
 _CONTEXT_LENGTH = re.compile(r"(?i)context.{0,20}(length|window|size)|too long|too many tokens|maximum context")
@@ -245,7 +274,7 @@ class OpenAICompatLLM:
     def _redact(self, text: str) -> str:
         return redact(text, (self._api_key,))
 
-    def _http_error(self, e: urllib.error.HTTPError, path: str) -> LLMError:
+    def _http_error(self, e: urllib.error.HTTPError, path: str, *, probe: bool = False) -> LLMError:
         try:
             detail = e.read()[:400].decode("utf-8", "replace") if e.fp is not None else ""
         except (OSError, http.client.HTTPException):
@@ -259,6 +288,8 @@ class OpenAICompatLLM:
         if e.code in (408, 409, 425, 429) or e.code >= 500:
             return TransientLLMError(f"{status} from {path}: {detail}",
                                      retry_after=parse_retry_after(e.headers.get("Retry-After")), kind=f"http{e.code}")
+        if probe and _not_offered(e.code, detail):
+            return NotOfferedError(f"{status} from {path}: {detail}", e.code)
         if e.code == 413 or (e.code in (400, 422) and _CONTEXT_LENGTH.search(detail)):
             return PermanentLLMError(f"{status} from {self.server}{path} (this prompt only): {detail}")
         hint = {401: "check the API key in ${env}", 403: "check the API key in ${env} and its permissions",
@@ -268,7 +299,7 @@ class OpenAICompatLLM:
         return FatalLLMError(f"LLM server {self.server} answered {status} to POST {path}: {detail or '(no body)'}; "
                              f"{hint}")
 
-    def _post_once(self, path: str, body: dict) -> dict:
+    def _post_once(self, path: str, body: dict, *, probe: bool = False) -> dict:
         data = json.dumps(body).encode("utf-8")
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self._api_key:
@@ -278,7 +309,7 @@ class OpenAICompatLLM:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 raw = resp.read()
         except urllib.error.HTTPError as e:
-            raise self._http_error(e, path) from None
+            raise self._http_error(e, path, probe=probe) from None
         except urllib.error.URLError as e:
             # Raised while connecting or sending: the server could not be reached (or closed before the request
             # was sent, which counts as reached).
@@ -323,14 +354,15 @@ class OpenAICompatLLM:
         if self._fatal is not None:
             raise FatalLLMError(str(self._fatal))
 
-    def _attempt(self, path: str, body: dict, estimated_tokens: int, parse: Callable[[dict], Any]) -> tuple:
+    def _attempt(self, path: str, body: dict, estimated_tokens: int, parse: Callable[[dict], Any],
+                 probe: bool = False) -> tuple:
         """One request; updates the breaker. Returns ``(response, parsed result)``."""
         self._check_open()
         self.limiter.acquire(estimated_tokens)
         self._check_open()
         self.usage.add(requests=1)
         try:
-            out = self._post_once(path, body)
+            out = self._post_once(path, body, probe=probe)
             try:
                 result = parse(out)
             except (KeyError, IndexError, TypeError, AttributeError, ValueError) as e:
@@ -362,16 +394,17 @@ class OpenAICompatLLM:
             self._unreachable_streak = 0
         return out, result
 
-    def _post(self, path: str, body: dict, *, estimated_tokens: int, parse: Callable[[dict], Any]) -> Any:
+    def _post(self, path: str, body: dict, *, estimated_tokens: int, parse: Callable[[dict], Any],
+              probe: bool = False) -> Any:
         body = {**self.extra_body, **body, "model": self.model}
         last: TransientLLMError | None = None
         for attempt in range(self.max_attempts):
             try:
                 if self._healthy:
-                    out, result = self._attempt(path, body, estimated_tokens, parse)
+                    out, result = self._attempt(path, body, estimated_tokens, parse, probe)
                 else:
                     with self._probe_lock:
-                        out, result = self._attempt(path, body, estimated_tokens, parse)
+                        out, result = self._attempt(path, body, estimated_tokens, parse, probe)
             except PermanentLLMError:
                 self.usage.add(failures=1)
                 raise
@@ -434,6 +467,197 @@ class OpenAICompatLLM:
                                              lp.get("text_offset") or [], len(prompt), len(full))
         return self._post("/completions", {"prompt": full, "max_tokens": 1, "temperature": 0.0, "echo": True,
                                            "logprobs": 1}, estimated_tokens=_estimate_tokens(full) + 1, parse=parse)
+
+    # -- scoring through other endpoints (see data_gen.scoring for the plan that chooses among them) --
+
+    def score_prompt_logprobs(self, prompt: str, continuation: str, *, endpoint: str = "completions") -> float:
+        """:math:`\\log P(\\text{continuation} \\mid \\text{prompt})` from vLLM's ``prompt_logprobs`` extension.
+
+        ``endpoint="completions"`` sends ``prompt + continuation`` as a completion prompt; ``"chat"`` sends it as one
+        user message, so the server's chat template wraps it and the continuation is found at the end of the
+        content (only the template's tokens after it are skipped). The prompt token's own log-prob is the entry
+        that is not ranked 1 when a position lists two (vLLM always adds the actual token to the top-k).
+        """
+        if not continuation:
+            raise ValueError("continuation: expected a non-empty string")
+        if endpoint not in ("completions", "chat"):
+            raise ValueError(f"endpoint: expected 'completions' or 'chat', got {endpoint!r}")
+        full = prompt + continuation
+
+        def parse(out):
+            entries = (out["choices"][0].get("prompt_logprobs") if endpoint == "completions"
+                       else out.get("prompt_logprobs"))
+            if not isinstance(entries, list):
+                raise TransientLLMError("response has no 'prompt_logprobs' list (server ignored it?)", kind="garbage")
+            return sum_prompt_logprobs(entries, full, len(prompt))
+        body: dict[str, Any] = {"max_tokens": 1, "temperature": 0.0, "prompt_logprobs": 1}
+        if endpoint == "completions":
+            return self._post("/completions", {"prompt": full, **body}, estimated_tokens=_estimate_tokens(full) + 1,
+                              parse=parse)
+        return self._post("/chat/completions", {"messages": [{"role": "user", "content": full}], **body},
+                          estimated_tokens=_estimate_tokens(full) + 1, parse=parse)
+
+    def top_logprobs(self, prompt_or_messages: PromptOrMessages, k: int = 20) -> list[tuple[str, float]]:
+        """The ``k`` most likely first tokens of the chat answer, ``[(token, logprob), ...]`` best first.
+
+        Chat endpoints return no log-probs for the prompt, but ``logprobs: true, top_logprobs: k`` gives them for
+        the answer tokens (OpenAI, Gemini's compatible endpoint, vLLM): enough for a classifier's label
+        distribution. A string prompt is sent as one user message.
+        """
+        if not 1 <= k <= 20:
+            raise ValueError(f"k: expected 1..20 (the OpenAI limit), got {k}")
+        messages = ([{"role": "user", "content": prompt_or_messages}] if isinstance(prompt_or_messages, str)
+                    else list(prompt_or_messages))
+        messages_to_text(messages)
+        return self._post("/chat/completions", {"messages": messages, "max_tokens": 1, "temperature": 0.0,
+                                                "logprobs": True, "top_logprobs": k},
+                          estimated_tokens=sum(_estimate_tokens(str(m.get("content", ""))) for m in messages) + 1,
+                          parse=parse_answer_top_logprobs)
+
+    def capabilities(self) -> dict[str, bool]:
+        """Probe (a few tiny requests) what this server offers for scoring; see :func:`probe_capabilities`."""
+        return probe_capabilities(self)
+
+
+_PROBE_PROMPT = "The capital of France is Paris"
+_PROBE_QUESTION = "Is Paris the capital of France? Answer Yes or No."
+
+
+def probe_capabilities(llm: "OpenAICompatLLM") -> dict[str, bool]:
+    """What an OpenAI-compatible server offers for FRet's scoring, found with at most four tiny requests.
+
+    Returns ``{"completions": ..., "completions_echo": ..., "completions_prompt_logprobs": ...,
+    "chat_top_logprobs": ..., "chat_prompt_logprobs": ...}`` (``completions``: the endpoint exists, whatever its
+    log-probs). It stops asking once query likelihood has a completion route (in that order of preference) and,
+    when neither completion route exists, asks whether chat answers carry ``top_logprobs``.
+    A 400/404/405/422/501 or a 200 answer without the field means "not offered"; 401/403 and an unreachable
+    server raise :class:`FatalLLMError` as for any request.
+    """
+    caps = {"completions": False, "completions_echo": False, "completions_prompt_logprobs": False,
+            "chat_top_logprobs": False, "chat_prompt_logprobs": False}
+    refused: list[int | None] = []
+
+    def offered(path: str, body: dict, check: Callable[[dict], bool]) -> bool | None:
+        def parse(out):
+            if not check(out):
+                raise NotOfferedError(f"{path} answered without the field asked for")
+            return True
+        try:
+            return llm._post(path, {**body, "temperature": 0.0}, estimated_tokens=16, parse=parse, probe=True)
+        except FatalLLMError:
+            raise
+        except NotOfferedError as e:
+            log.info("capability probe %s %s: not offered (%s)", path, sorted(k for k in body if k != "prompt"), e)
+            refused.append(e.status)
+            return False
+        except LLMError as e:  # still failing after every retry: nothing learnt
+            log.warning("capability probe %s: no answer (%s)", path, e)
+            return None
+
+    def echo_ok(out):
+        lp = out["choices"][0].get("logprobs") or {}
+        return sum(x is not None for x in (lp.get("token_logprobs") or [])) >= 2
+
+    def prompt_lp_ok(entries):
+        return isinstance(entries, list) and sum(isinstance(x, dict) and bool(x) for x in entries) >= 2
+
+    def top_ok(out):
+        try:
+            return bool(parse_answer_top_logprobs(out))
+        except LLMError:
+            return False
+
+    echo = offered("/completions", {"prompt": _PROBE_PROMPT, "max_tokens": 1, "echo": True, "logprobs": 1},
+                   echo_ok)
+    if echo is None:
+        # The server did not answer (5xx, timeouts after every retry): assume the completions route, as before
+        # probing existed; its calls will fail or succeed on their own, and the next run probes again.
+        log.warning("capability probe: %s did not answer; assuming /v1/completions echo log-probs", llm.server)
+        return {**caps, "completions": True, "completions_echo": True, "unknown": True}
+    caps["completions_echo"] = echo
+    # The endpoint exists unless the refusal was about the path itself (404/405/501).
+    caps["completions"] = echo or refused[-1] not in (404, 405, 501)
+    if not echo and caps["completions"]:
+        caps["completions_prompt_logprobs"] = bool(offered(
+            "/completions", {"prompt": _PROBE_PROMPT, "max_tokens": 1, "prompt_logprobs": 1},
+            lambda out: prompt_lp_ok(out["choices"][0].get("prompt_logprobs"))))
+    if not (caps["completions_echo"] or caps["completions_prompt_logprobs"]):
+        msgs = [{"role": "user", "content": _PROBE_QUESTION}]
+        caps["chat_top_logprobs"] = bool(offered("/chat/completions", {"messages": msgs, "max_tokens": 1,
+                                                                       "logprobs": True, "top_logprobs": 5}, top_ok))
+        caps["chat_prompt_logprobs"] = bool(offered(
+            "/chat/completions", {"messages": msgs, "max_tokens": 1, "prompt_logprobs": 1},
+            lambda out: prompt_lp_ok(out.get("prompt_logprobs"))))
+    return caps
+
+
+def parse_answer_top_logprobs(out: dict) -> list[tuple[str, float]]:
+    """``[(token, logprob), ...]`` of the first answer token of a chat response (OpenAI ``logprobs.content``)."""
+    lp = out["choices"][0].get("logprobs")
+    content = lp.get("content") if isinstance(lp, dict) else None
+    if not isinstance(content, list) or not content or not isinstance(content[0], dict):
+        raise TransientLLMError("chat answer has no 'logprobs.content' (server ignored logprobs?)", kind="garbage")
+    top = content[0].get("top_logprobs") or [{"token": content[0].get("token"), "logprob": content[0].get("logprob")}]
+    pairs = []
+    for t in top:
+        tok, val = (t or {}).get("token"), (t or {}).get("logprob")
+        if not isinstance(tok, str) or not isinstance(val, (int, float)) or isinstance(val, bool):
+            raise TransientLLMError(f"malformed top_logprobs entry {t!r:.80}", kind="garbage")
+        pairs.append((tok, float(val)))
+    if not pairs:
+        raise TransientLLMError("chat answer has an empty top_logprobs list", kind="garbage")
+    return sorted(pairs, key=lambda p: -p[1])
+
+
+def _prompt_token(entry: dict) -> tuple[str, float]:
+    """The prompt token of one vLLM ``prompt_logprobs`` position: the only entry, or the one not ranked 1."""
+    vals = [v for v in entry.values() if isinstance(v, dict)]
+    if len(vals) == 1:
+        v = vals[0]
+    else:
+        others = [v for v in vals if v.get("rank") != 1]
+        if len(others) != 1:
+            raise TransientLLMError(f"cannot tell the prompt token among {len(vals)} prompt_logprobs entries",
+                                    kind="garbage")
+        v = others[0]
+    tok, lp = v.get("decoded_token"), v.get("logprob")
+    if not isinstance(tok, str) or not isinstance(lp, (int, float)):
+        raise TransientLLMError(f"malformed prompt_logprobs entry {v!r:.80}", kind="garbage")
+    return tok, float(lp)
+
+
+def sum_prompt_logprobs(entries: Sequence[dict | None], full: str, prompt_len: int) -> float:
+    """Sum vLLM ``prompt_logprobs`` over the tokens of ``full[prompt_len:]``.
+
+    vLLM gives no text offsets and no entry for the first token, so offsets are found from the decoded tokens of
+    the other positions: their concatenation ``R`` ends with the text (completions) or contains it followed by the
+    chat template's closing tokens. The continuation is located at the last occurrence of the text's tail in
+    ``R``; a token belongs to it when it starts inside the span (as in :func:`sum_continuation_logprobs`).
+    """
+    toks, lps, offs, pos = [], [], [], 0
+    for e in entries:
+        if not e:
+            continue  # the first position (or BOS): no log-prob, and its text is unknown
+        tok, lp = _prompt_token(e)
+        toks.append(tok)
+        lps.append(lp)
+        offs.append(pos)
+        pos += len(tok)
+    rendered = "".join(toks)
+    # The text's tail, as long as possible (up to 256 characters) but never reaching into the first token, whose
+    # text is not given; at least the continuation itself.
+    size, cont = min(len(full), 256), len(full) - prompt_len
+    at = rendered.rfind(full[-size:])
+    while at < 0 and size > cont:
+        size = max(cont, size // 2)
+        at = rendered.rfind(full[-size:])
+    if at < 0:
+        raise TransientLLMError("the prompt text is not found in the decoded prompt_logprobs tokens", kind="garbage")
+    end = at + size
+    start = end - cont
+    if start < 0:
+        raise TransientLLMError("the continuation starts in the first prompt token (no log-prob)", kind="garbage")
+    return sum_continuation_logprobs(toks, lps, offs, start, end)
 
 
 def default_gguf_path() -> Path:
@@ -624,7 +848,13 @@ class CachedLLM:
     """Wraps a backend with a :class:`~data_gen.cache.SqliteCache`; same protocol plus ``accept``.
 
     ``generate(..., accept=fn)`` stores the text only when ``fn(text)`` is true, so an output that fails parsing or
-    validation is never replayed from the cache. Errors are never stored.
+    validation is never replayed as a good answer. With ``remember_rejected=True`` a rejected text is stored too,
+    marked rejected, and replayed by later calls that also pass ``remember_rejected=True`` (greedy decoding would
+    repeat it: a re-run after a kill then makes no call for it); calls without the flag ignore it and ask again.
+    Errors are never stored.
+
+    Besides ``generate``/``score`` it caches the scoring routes of :mod:`data_gen.scoring`: ``score(..., via=...)``
+    (``"prompt_logprobs"``, ``"prompt_logprobs_chat"``), ``top_logprobs`` and the server's ``capabilities`` probe.
     """
 
     def __init__(self, llm: LLM, cache: SqliteCache | None):
@@ -643,28 +873,73 @@ class CachedLLM:
         return cache_key(backend=json.dumps(ident, sort_keys=True), model=self.model, op=op, prompt=prompt,
                          params=params)
 
+    def _get(self, key: str | None) -> dict | None:
+        if key is None:
+            return None
+        hit = self.cache.get(key)
+        if hit is not None:
+            self.usage.add(cache_hits=1)
+        return hit
+
     def generate(self, prompt_or_messages: PromptOrMessages, *, accept: Callable[[str], bool] | None = None,
-                 **params: Any) -> str:
+                 remember_rejected: bool = False, **params: Any) -> str:
         prompt = prompt_or_messages if isinstance(prompt_or_messages, str) else list(prompt_or_messages)
         key = self._key("generate", prompt, params) if self.cache is not None else None
         if key is not None:
             hit = self.cache.get(key)
-            if hit is not None:
+            if hit is not None and (not hit.get("rejected") or remember_rejected):
                 self.usage.add(cache_hits=1)
                 return hit["text"]
         text = self.inner.generate(prompt_or_messages, **params)
-        if key is not None and (accept is None or accept(text)):
-            self.cache.put(key, {"text": text})
+        if key is not None:
+            if accept is None or accept(text):
+                self.cache.put(key, {"text": text})
+            elif remember_rejected:
+                self.cache.put(key, {"text": text, "rejected": True})
         return text
 
-    def score(self, prompt: str, continuation: str) -> float:
-        key = self._key("score", [prompt, continuation], {}) if self.cache is not None else None
-        if key is not None:
-            hit = self.cache.get(key)
-            if hit is not None:
-                self.usage.add(cache_hits=1)
-                return float(hit["logprob"])
-        lp = self.inner.score(prompt, continuation)
+    def score(self, prompt: str, continuation: str, *, via: str = "score") -> float:
+        """``via``: ``"score"`` (the backend's own ``score``), ``"prompt_logprobs"`` or ``"prompt_logprobs_chat"``
+        (vLLM's extension on ``/completions`` or ``/chat/completions``)."""
+        if via == "score":
+            op, call = "score", lambda: self.inner.score(prompt, continuation)
+        elif via in ("prompt_logprobs", "prompt_logprobs_chat"):
+            endpoint = "chat" if via.endswith("_chat") else "completions"
+            op, call = f"score:{via}", lambda: self.inner.score_prompt_logprobs(prompt, continuation,
+                                                                               endpoint=endpoint)
+        else:
+            raise ValueError(f"via: expected 'score', 'prompt_logprobs' or 'prompt_logprobs_chat', got {via!r}")
+        key = self._key(op, [prompt, continuation], {}) if self.cache is not None else None
+        hit = self._get(key)
+        if hit is not None:
+            return float(hit["logprob"])
+        lp = call()
         if key is not None and math.isfinite(lp):
             self.cache.put(key, {"logprob": lp})
         return lp
+
+    def top_logprobs(self, prompt_or_messages: PromptOrMessages, k: int = 20) -> list[tuple[str, float]]:
+        prompt = prompt_or_messages if isinstance(prompt_or_messages, str) else list(prompt_or_messages)
+        key = self._key("top_logprobs", prompt, {"k": k}) if self.cache is not None else None
+        hit = self._get(key)
+        if hit is not None:
+            return [(t, float(v)) for t, v in hit["top"]]
+        top = self.inner.top_logprobs(prompt_or_messages, k)
+        if key is not None:
+            self.cache.put(key, {"top": [[t, v] for t, v in top]})
+        return top
+
+    def capabilities(self) -> dict[str, bool] | None:
+        """The server's scoring routes (probed once and cached with the calls), or None for a backend that has no
+        probe (an in-process model, whose ``score`` always works)."""
+        probe = getattr(self.inner, "capabilities", None)
+        if probe is None:
+            return None
+        key = self._key("capabilities", "probe-v1", {}) if self.cache is not None else None
+        hit = self._get(key)
+        if hit is not None:
+            return dict(hit["capabilities"])
+        caps = probe()
+        if key is not None and not caps.get("unknown"):  # a probe the server did not answer is asked again
+            self.cache.put(key, {"capabilities": caps})
+        return caps

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-PROMPT_VERSION = "fret-v1.1/fair-v2"
+PROMPT_VERSION = "fret-v1.2/fair-v2"
 
 TASK_PREFIX = "Given a query, find a passage that"
 
@@ -69,6 +69,7 @@ class ParseError(ValueError):
     """LLM output that does not have the expected shape; recorded as a failure, never cached."""
 
 
+_CHAT_TASK_START = re.compile(r"\A\s*(Task:\s*)?" + re.escape(TASK_PREFIX) + r"(?=\s)")
 _QG_RE = re.compile(r"\A[ \t]*(?P<task>[^\n]+?)[ \t]*\n[ \t]*Query:[ \t]*(?P<query>[^\n]+?)[ \t]*\n?[ \t]*\Z")
 
 
@@ -78,12 +79,17 @@ class TaskQuery:
     query: str
 
 
-def parse_task_query(text: str) -> TaskQuery:
+def parse_task_query(text: str, *, chat: bool = False) -> TaskQuery:
     """Parse ``" <rest of task>\\nQuery: <query>"`` strictly: exactly these two non-empty lines.
+
+    ``chat``: the answer of a chat model, which may restate the task's start (``"Task: Given a query, find a
+    passage that ..."``); that prefix is removed first. Nothing else is relaxed.
 
     Raises:
       ParseError: naming what was wrong and quoting the start of the text.
     """
+    if chat:
+        text = _CHAT_TASK_START.sub("", text, count=1)
     m = _QG_RE.match(text)
     if not m:
         raise ParseError(f"expected '<task rest>\\nQuery: <query>' (two lines), got {text[:160]!r}")
@@ -135,6 +141,38 @@ def relevance_prompt(query: str, passage: str) -> tuple[str, str]:
         lines += [f"Query: {q}", f"Passage: {p}", f"Relevant: {a}", ""]
     lines += [f"Query: {query}", f"Passage: {passage}", "Relevant:"]
     return "\n".join(lines), " Yes"
+
+
+RC_GRADED_VERSION = "rc-graded-v1"
+RC_GRADED_LABELS = ("0", "1", "2", "3")
+
+_RC_GRADED_DEMOS = [
+    (_QG_DEMOS[0][2], _QG_DEMOS[0][0], "3"),
+    (_QG_DEMOS[2][2], _QG_DEMOS[3][0], "0"),
+    ("battery life of electric cars", _QG_DEMOS[4][0], "1"),
+    ("antibiotics discovered in the twentieth century", _QG_DEMOS[5][0], "2"),
+]
+
+
+def relevance_prompt_graded(query: str, passage: str) -> tuple[str, tuple[str, ...]]:
+    """FRet step 2 relevance classification with graded labels: returns ``(prompt, labels)``.
+
+    Zhuang et al. 2023 ("Beyond Yes and No: Improving Zero-Shot LLM Rankers via Scoring Fine-Grained Relevance
+    Labels") rank by the expected relevance over the label distribution,
+
+    .. math:: RC(q, p) = \\sum_{k=0}^{3} k \\, \\frac{e^{\\ell_k}}{\\sum_j e^{\\ell_j}},
+       \\quad \\ell_k = \\log P(\\text{" k"} \\mid \\text{prompt}),
+
+    which separates candidates a binary Yes/No flattens. Labels are scored with a leading space (completion
+    style); a chat answer lists them without it. Few-shot demos show each label once; ours, like all prompts here.
+    """
+    lines = ["Judge how relevant the passage is to the search query, on a scale from 0 to 3: 3 = perfectly relevant "
+             "(the passage is about the query and answers it), 2 = highly relevant (it answers the query in part), "
+             "1 = somewhat relevant (same topic, but it does not answer the query), 0 = not relevant.", ""]
+    for q, p, a in _RC_GRADED_DEMOS:
+        lines += [f"Query: {q}", f"Passage: {p}", f"Relevance: {a}", ""]
+    lines += [f"Query: {query}", f"Passage: {passage}", "Relevance:"]
+    return "\n".join(lines), tuple(" " + label for label in RC_GRADED_LABELS)
 
 
 # ---- fairness augmentation -------------------------------------------------------------------------------------
@@ -217,6 +255,26 @@ QUERY_GENERATION = PromptTask(
     name="fret_query_generation", inputs=("text", "title", "max_chars"), outputs=("task", "query"),
     format_input=lambda row: query_generation_prompt(passage_text(row.get("title"), row["text"], row["max_chars"])),
     parse_output=_qg_parse)
+
+QUERY_GENERATION_CHAT_INSTRUCTION = (
+    "Complete the last example of the list below in the same format. Reply with exactly two lines and nothing "
+    "else: first the rest of the task sentence that begins 'Given a query, find a passage that', then 'Query: ' "
+    "followed by the query.")
+
+
+def _qg_chat_parse(text: str, row: dict) -> dict:
+    tq = parse_task_query(text, chat=True)
+    return {"task": tq.task, "query": tq.query}
+
+
+QUERY_GENERATION_CHAT = PromptTask(
+    name="fret_query_generation_chat", inputs=("text", "title", "max_chars"), outputs=("task", "query"),
+    format_input=lambda row: [
+        {"role": "system", "content": QUERY_GENERATION_CHAT_INSTRUCTION},
+        {"role": "user", "content": query_generation_prompt(passage_text(row.get("title"), row["text"],
+                                                                         row["max_chars"]))}],
+    parse_output=_qg_chat_parse)
+"""Step 1 for chat-only APIs: the same few-shot prompt as one user message, after a system instruction."""
 
 
 def _rewrite_task(group: str) -> PromptTask:

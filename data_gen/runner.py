@@ -28,12 +28,15 @@ def parallel_map(fn: Callable[[T], R], items: Iterable[T], *, concurrency: int, 
     Exceptions from ``fn`` or ``on_result`` propagate (the callers catch the expected ones inside ``fn`` and return a
     failure record); items not started yet are then cancelled.
 
+    ``items`` may be a generator: it is consumed in the calling thread as work is submitted, never all at once.
+
     Returns the number of items processed.
     """
     if concurrency < 1:
         raise ValueError(f"concurrency: expected >= 1, got {concurrency}")
-    items = list(items)
-    bar = _bar(total if total is not None else len(items), desc, progress)
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)
+    bar = _bar(total, desc, progress)
     done = 0
     try:
         if concurrency == 1:

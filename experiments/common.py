@@ -319,10 +319,10 @@ def _roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
 
 
 def features_cache_dir() -> pathlib.Path:
-    """``$GECKO_JAX_FEATURES`` or ``~/.cache/gecko_jax/features``: cached sentence embeddings of the text sets."""
-    import os
+    """``$GECKO_JAX_CACHE/features`` (default ``~/.cache/gecko_jax/features``): cached sentence embeddings."""
+    from gecko_jax.datasets import cache_root
 
-    return pathlib.Path(os.environ.get("GECKO_JAX_FEATURES", pathlib.Path.home() / ".cache" / "gecko_jax" / "features"))
+    return cache_root() / "features"
 
 
 def text_features(name: str, split: str, *, cache_dir=None, embedder=None, log=print, **load_kwargs) -> np.ndarray:

@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 _LAZY_ATTRS = {
     "Embedder": ("gecko_jax.embedder", "Embedder"),
 }
-_SUBMODULES = ("losses", "models", "data", "train", "eval", "embedder", "cli")
+_SUBMODULES = ("losses", "models", "data", "datasets", "train", "eval", "embedder", "cli", "runtime")
 
 __all__ = ["Embedder", *_SUBMODULES, "__version__"]
 

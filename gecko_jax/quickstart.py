@@ -41,8 +41,7 @@ from typing import Sequence
 
 from gecko_jax.fileio import write_text
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-CONFIG_PATH = REPO / "experiments" / "configs" / "quickstart_minilm.json"
+CONFIG_RESOURCE = "configs/quickstart_minilm.json"  # package data of gecko_jax (importlib.resources)
 BASE_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_TASKS = ("scifact", "stsb", "banking77")
 TINY_TASKS = ("scifact", "stsb")
@@ -90,18 +89,22 @@ def _log(msg: str) -> None:
     print(f"[quickstart {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def resolve_data_dir(data_dir: str | os.PathLike | None) -> pathlib.Path:
-    """``data_dir``, else ``$GECKO_JAX_DATA``, else ``<repo>/../shared/data``; must hold ``scifact/corpus.jsonl``.
+def resolve_data_dir(data_dir: str | os.PathLike | None):
+    """The data root (:class:`gecko_jax.datasets.DataRoot`): ``data_dir`` if given, else each dataset from
+    ``$GECKO_JAX_DATA``, the cache or a download (:mod:`gecko_jax.datasets`); SciFact's corpus is resolved now.
 
     Raises:
       FileNotFoundError: naming the folder tried and how to point at another one.
     """
-    root = pathlib.Path(data_dir or os.environ.get("GECKO_JAX_DATA") or REPO.parent / "shared" / "data")
+    from gecko_jax.datasets import DataRoot
+
+    root = DataRoot(data_dir)
     corpus = root / "scifact" / "corpus.jsonl"
     if not corpus.is_file():
         raise FileNotFoundError(
-            f"quickstart: SciFact corpus not found at {corpus}; expected the local data folder "
-            f"(scifact/, stsb/, banking77/ as in ../shared/data/README.md). Pass --data-dir or set GECKO_JAX_DATA.")
+            f"quickstart: SciFact corpus not found at {corpus}; expected a data folder with scifact/, stsb/, "
+            f"banking77/ (see `gecko-jax datasets --help`). Pass --data-dir, set GECKO_JAX_DATA, or drop both to "
+            f"download them.")
     return root
 
 
@@ -178,8 +181,10 @@ def run_fret(opts: QuickstartOptions, workdir: pathlib.Path, data_root: pathlib.
 # ---- stage 3: training ------------------------------------------------------------------------------------------
 
 def train_config(opts: QuickstartOptions, fret_path: pathlib.Path, n_records: int) -> dict:
-    """The training config (``experiments/configs/quickstart_minilm.json`` with the run's data, steps and batch)."""
-    raw = json.loads(CONFIG_PATH.read_text())
+    """The training config (``gecko_jax/configs/quickstart_minilm.json`` with the run's data, steps and batch)."""
+    from importlib import resources
+
+    raw = json.loads(resources.files("gecko_jax").joinpath(CONFIG_RESOURCE).read_text(encoding="utf-8"))
     batch = max(2, min(opts.batch_size, n_records))
     steps = opts.steps if opts.steps is not None else max(1, math.ceil(opts.epochs * n_records / batch))
     raw["steps"] = steps
@@ -269,7 +274,7 @@ def evaluate(embedder, out_dir: pathlib.Path, *, tasks: Sequence[str], dims, pro
             _log(f"eval: reusing {saved}")
             return res
     res = run_suite(embedder, "small", dims=list(dims), tasks=list(tasks), task_prompts=prompts, out_dir=None,
-                    data_dir=str(data_root), verbose=True)
+                    data_dir=data_root, verbose=True)
     res["quickstart_key"] = want
     write_text(saved, json.dumps(res, indent=1, default=str))
     return res
@@ -430,7 +435,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-prompts", default=None,
                    help="fine-tuned model prompt modes: gecko,none (default: both; gecko is the headline)")
     p.add_argument("--dims", default=None, help="comma-separated eval widths, 'full' for all (default: full,256,128)")
-    p.add_argument("--data-dir", default=None, help="data folder (default: $GECKO_JAX_DATA or ../shared/data)")
+    p.add_argument("--data-dir", default=None, help="data folder in the mirror layout (default: each dataset from "
+                   "$GECKO_JAX_DATA, the cache or a download; see `gecko-jax datasets --help`)")
     p.add_argument("--tiny", action="store_true", help="pulse-test budget: 4 passages, 2 steps, eval subsets")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 

@@ -22,6 +22,9 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 DATA = SHARED / "data"
 GOLDEN = SHARED / "golden"
+# The read-only data mirror the package resolves datasets from (gecko_jax.datasets); tests never download.
+if DATA.is_dir():
+    os.environ.setdefault("GECKO_JAX_DATA", str(DATA))
 
 _RENDEZVOUS_MARKERS = ("rendezvous", "Rendezvous", "DEADLINE_EXCEEDED", "deadlock")
 MULTIDEVICE_RETRIES = {"count": 0}

@@ -181,3 +181,31 @@ def test_save_then_load_is_identical_and_has_st_layout(tiny, tmp_path):
 def test_progress_bar_on_request(tiny, capsys):
     tiny.encode(TEXTS, show_progress=True)
     assert "encode" in capsys.readouterr().err
+
+
+def test_cpu_calls_hold_at_most_the_token_budget_and_results_do_not_change(tiny):
+    texts = TEXTS + [f"sentence number {i} " * (i % 9) for i in range(30)]
+    big = Embedder.from_params(tiny.config, tiny.params, tiny.tokenizer, batch_size=16, pack_length=16,
+                               cpu_tokens_per_call=4096)
+    small = Embedder.from_params(tiny.config, tiny.params, tiny.tokenizer, batch_size=16, pack_length=16,
+                                 cpu_tokens_per_call=64)
+    assert small._on_cpu
+    calls = []
+    small._jitted = _recording(small._jitted, calls)
+    small._jitted_packed = _recording(small._jitted_packed, calls)
+    got = small.encode(texts)
+    assert calls and all(rows * length <= 64 or rows == 1 for rows, length in calls)  # a row is the minimum
+    assert any(length > 16 for _, length in calls) and any(length == 16 for _, length in calls)
+    np.testing.assert_allclose(got, big.encode(texts), atol=1e-5)
+    shapes = len(set(calls))
+    small.encode(texts[::-1])
+    assert small.num_compilations == shapes  # rows per call depend on the bucket only: one compile per shape
+    with pytest.raises(ValueError, match="cpu_tokens_per_call"):
+        Embedder.from_params(tiny.config, tiny.params, tiny.tokenizer, cpu_tokens_per_call=0)
+
+
+def _recording(fn, calls):
+    def wrapped(params, input_ids, *rest):
+        calls.append(tuple(input_ids.shape))
+        return fn(params, input_ids, *rest)
+    return wrapped

@@ -4,6 +4,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
 _HEAVY = ("torch", "jax", "jaxlib", "tensorflow", "flax")
@@ -27,3 +29,11 @@ def test_gecko_jax_and_its_cli_import_lazily():
     loaded = _modules_after("import gecko_jax, gecko_jax.cli; gecko_jax.cli.build_parser()")
     assert not loaded & set(_HEAVY), sorted(loaded & set(_HEAVY))
     assert "torch" not in _modules_after("import gecko_jax; gecko_jax.Embedder")
+
+
+def test_data_gen_scale_modules_import_no_ml_framework():
+    # The Beam workers import these; the embedder (gecko_jax, JAX) is built inside a DoFn's setup only when asked.
+    pytest.importorskip("apache_beam")
+    loaded = _modules_after("import data_gen.beam_fret, data_gen.ann, data_gen.specs, data_gen.scoring")
+    assert "apache_beam" in loaded
+    assert not loaded & {"torch", "jax", "tensorflow", "gecko_jax"}, sorted(loaded & {*_HEAVY, "gecko_jax"})

@@ -1,6 +1,6 @@
 """Extract sentences that mention gender from the local corpora and split them by source sentence.
 
-Sources (``../shared/data``): STS-B train+dev sentences (the STS-B test split is kept for utility evaluation),
+Sources (found by ``gecko_jax.datasets``): STS-B train+dev sentences (the STS-B test split is kept for utility evaluation),
 SST-2 train, MR, AG News test descriptions, SciFact abstracts (split into sentences). A sentence is kept when it
 contains a word of the gender pairs of ``seat/bias_attribute_words.json``, has 6-40 words and is not a duplicate
 (case/space-insensitive). The split is a hash of the normalised text (train 80 / val 10 / test 10), so it is
@@ -23,7 +23,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-DATA = ROOT.parent / "shared" / "data"
+from gecko_jax.datasets import DataRoot  # noqa: E402
+
+DATA = DataRoot()  # each dataset from $GECKO_JAX_DATA, the cache or a download (gecko_jax.datasets)
 _WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?")
 _SENT = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 
@@ -90,6 +92,7 @@ def split_of(text: str, val: float = 0.1, test: float = 0.1) -> str:
 def extract(data_root: Path = DATA, words_path: Path | None = None, *, min_words: int = 6,
             max_words: int = 40) -> list[dict]:
     """``[{id, text, corpus, split, gender_words}]`` sentences that mention gender, deduplicated."""
+    data_root = DataRoot(data_root)
     words = gender_words(words_path or data_root / "seat" / "bias_attribute_words.json")
     seen, out = set(), []
     for corpus, fn in SOURCES.items():

@@ -110,7 +110,7 @@ def build_data(cfg: dict, work: pathlib.Path) -> dict:
     from data_gen.fair import rule_based_tuple
     from gecko_jax.eval.sts import read_stsb
 
-    data_root = pathlib.Path(cfg.get("data_root", extract_gender.DATA))
+    data_root = extract_gender.DataRoot(cfg.get("data_root"))
     sents = extract_gender.extract(data_root)
     recs = [dict(rule_based_tuple(s["id"], s["text"]), split=s["split"], corpus=s["corpus"]) for s in sents]
     out = {"stats": {"sentences": len(sents),
@@ -202,7 +202,7 @@ def evaluate(embedder, cfg: dict, data: dict, name: str = "") -> dict:
     if name in (cfg.get("scifact") or []):
         # Utility on retrieval: SciFact test nDCG@10 (raw text, no task prompt); corpus vectors cached by model hash.
         t1 = time.time()
-        sf = gev.evaluate_retrieval(embedder, pathlib.Path(cfg.get("data_root", extract_gender.DATA)) / "scifact",
+        sf = gev.evaluate_retrieval(embedder, extract_gender.DataRoot(cfg.get("data_root")) / "scifact",
                                     cache=gev.EmbeddingCache(gev.default_cache_dir()))["metrics"]
         res["scifact"] = {k: v for k, v in sf.items() if isinstance(v, (int, float))}
         res["scifact_seconds"] = time.time() - t1

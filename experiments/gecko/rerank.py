@@ -180,7 +180,7 @@ def report(out_dir, data_dir=None) -> dict:
 
     out = pathlib.Path(out_dir)
     records = [json.loads(l) for l in (out / "rerank_records.jsonl").read_text().splitlines() if l.strip()]
-    qrels = read_qrels(pathlib.Path(data_root(data_dir)) / "scifact" / "qrels" / "test.tsv")
+    qrels = read_qrels(data_root(data_dir) / "scifact" / "qrels" / "test.tsv")
     for r in records:
         r["orderings"] = orderings(r["candidates"], qrels[r["qid"]])
     old = json.loads((out / "rerank_results.json").read_text()) if (out / "rerank_results.json").is_file() else {}
@@ -210,7 +210,7 @@ def run_rerank(out_dir, *, queries: int = 25, top_k: int = 10, seed: int = 0, ma
     t_start = time.perf_counter()
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    data = load_beir(pathlib.Path(data_root(data_dir)) / "scifact", split="test")
+    data = load_beir(data_root(data_dir) / "scifact", split="test")
     qids = select_queries(data.qrels, queries, seed)
     qids = [q for q in qids if q in data.queries]
     if embedder is None:
@@ -256,7 +256,7 @@ def main(argv=None) -> int:
     p.add_argument("--max-passage-chars", type=int, default=400, help="passage cut inside the LLM prompts "
                    "(400 = the quickstart's FRet setting)")
     p.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: llama-cpp's own)")
-    p.add_argument("--data-dir", default=None, help="data folder (default $GECKO_JAX_DATA or ../shared/data)")
+    p.add_argument("--data-dir", default=None, help="data folder (default: $GECKO_JAX_DATA, the cache or a download)")
     p.add_argument("--report-only", action="store_true", help="recompute the table from OUT/rerank_records.jsonl")
     a = p.parse_args(argv)
     if a.report_only:

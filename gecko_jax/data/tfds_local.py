@@ -7,9 +7,11 @@ Two sources give the same output structure:
   prepared in the array_record format (``tfds build mnist --file_format=array_record``, or ``download=True`` on a
   machine with the network). Note that the upstream MNIST/CIFAR-10 builders encode images with ``tf.image``, so
   *preparing* them needs TensorFlow once; reading them does not.
-* ``source="local"`` (default): small tfds builders (:mod:`gecko_jax.data.tfds_builders`) over the local copies in
-  ``../shared/data/{mnist,cifar10_jpg,sst2_senteval,mr}``, prepared once into a cache directory with
-  ``download_and_prepare(file_format="array_record")`` and read back with ``builder.as_data_source()``.
+* ``source="local"`` (default): small tfds builders (:mod:`gecko_jax.data.tfds_builders`) over the raw files that
+  :mod:`gecko_jax.datasets` finds (``$GECKO_JAX_DATA/{mnist,cifar10_jpg,sst2_senteval,mr}``, the cache, or a verified
+  download: MNIST's IDX files and CIFAR-10's binary batches with tensorflow-datasets' own checksums), prepared once
+  into a cache directory with ``download_and_prepare(file_format="array_record")`` and read back with
+  ``builder.as_data_source()``. The upstream MNIST/CIFAR-10 builders cannot be prepared without TensorFlow.
 
 Verified with tensorflow-datasets 4.9.10, no TensorFlow installed: a ``GeneratorBasedBuilder`` prepares to
 array_record and reads back through ``as_data_source()`` as long as images reach ``tfds.features.Image`` as PIL
@@ -51,16 +53,17 @@ _TEXT = {"sst2", "mr"}
 
 
 def default_data_dir() -> pathlib.Path:
-    """``$GECKO_JAX_DATA`` or ``~/.cache/gecko_jax/tfds``: where prepared datasets and array caches live."""
-    return pathlib.Path(os.environ.get("GECKO_JAX_DATA", pathlib.Path.home() / ".cache" / "gecko_jax" / "tfds"))
+    """``$GECKO_JAX_CACHE/tfds`` (default ``~/.cache/gecko_jax/tfds``): where prepared datasets and array caches live."""
+    from gecko_jax.datasets import cache_root
+
+    return cache_root() / "tfds"
 
 
-def default_source_root() -> pathlib.Path:
-    """``$GECKO_JAX_SHARED_DATA`` or ``<repo>/../shared/data``: the folder with the raw local dataset copies."""
-    env = os.environ.get("GECKO_JAX_SHARED_DATA")
-    if env:
-        return pathlib.Path(env)
-    return pathlib.Path(__file__).resolve().parents[3] / "shared" / "data"
+def default_source_root():
+    """The raw files' root: a :class:`gecko_jax.datasets.DataRoot` (``$GECKO_JAX_DATA``, the cache, a download)."""
+    from gecko_jax.datasets import DataRoot
+
+    return DataRoot()
 
 
 def _check_name_split(name: str, split: str) -> None:
@@ -76,9 +79,13 @@ def _check_name_split(name: str, split: str) -> None:
 def _local_builder(name: str, data_dir, source_root):
     from gecko_jax.data import tfds_builders
 
-    source_root = pathlib.Path(source_root) if source_root is not None else default_source_root()
-    return tfds_builders.BUILDERS[name](source_dir=source_root / _LOCAL_FOLDERS[name], data_dir=str(data_dir),
-                                        file_format="array_record")
+    from gecko_jax import datasets
+
+    source_dir = datasets.path(name, source_root)
+    builder = tfds_builders.BUILDERS[name]
+    if name == "cifar10" and (source_dir / tfds_builders.CIFAR10_BINARY).is_file():
+        builder = tfds_builders.GeckoCifar10Binary  # a download: the original batches, not the JPEG mirror copy
+    return builder(source_dir=source_dir, data_dir=str(data_dir), file_format="array_record")
 
 
 def prepare(name: str, *, data_dir=None, source_root=None):
@@ -87,8 +94,8 @@ def prepare(name: str, *, data_dir=None, source_root=None):
     Args:
       name: one of :data:`DATASETS`.
       data_dir: tfds data directory; default :func:`default_data_dir`.
-      source_root: folder holding ``mnist/``, ``cifar10_jpg/``, ``sst2_senteval/``, ``mr/``; default
-        :func:`default_source_root`.
+      source_root: folder holding ``mnist/``, ``cifar10_jpg/``, ``sst2_senteval/``, ``mr/`` (the mirror layout);
+        default: each found by :mod:`gecko_jax.datasets`.
 
     Returns:
       The prepared ``tfds.core.DatasetBuilder``; ``builder.as_data_source()`` gives random access to each split.
@@ -180,8 +187,9 @@ def load_split(name: str, split: str, *, data_dir=None, source: str = "local", s
         ``"train[:1000]"`` too. Upstream ``glue/sst2``'s test labels are hidden (-1); the local SentEval copy has them.
       data_dir: tfds data directory (prepared datasets and array caches); default :func:`default_data_dir` for the
         local source, tfds's own default for ``source="tfds"``.
-      source: ``"local"`` (builders over ``../shared/data``) or ``"tfds"`` (upstream ``tfds.data_source``).
-      source_root: raw local copies for ``source="local"``; default :func:`default_source_root`.
+      source: ``"local"`` (builders over the raw files :mod:`gecko_jax.datasets` finds) or ``"tfds"`` (upstream
+        ``tfds.data_source``).
+      source_root: a folder of raw copies (mirror layout) for ``source="local"``; default: resolved per dataset.
       cache_arrays: reuse/write decoded arrays as ``.npz`` next to the tfds files.
       download: for ``source="tfds"``, let tfds download and prepare a missing dataset (needs the network).
 

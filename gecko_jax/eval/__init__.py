@@ -5,7 +5,7 @@ Entry points::
     import gecko_jax as gj
     emb = gj.Embedder.from_pretrained("all-MiniLM-L6-v2")
     gj.eval.run_suite(emb, "small", dims=[None, 256], out_dir="runs/eval")   # table + results.json/.md
-    gj.eval.evaluate_retrieval(emb, "../shared/data/scifact")                  # one task
+    gj.eval.evaluate_retrieval(emb, gj.datasets.path("scifact"))              # one task
     model = gj.eval.MTEBModel(emb)                                             # for the `mteb` package
 
 Importing this package pulls in NumPy only; JAX, SciPy, scikit-learn and pytrec_eval load when a function needs them.

@@ -1,8 +1,8 @@
 """BEIR-layout retrieval data: ``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``.
 
 The same layout the BEIR downloads (``https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/``) unpack
-to, so a user with a network points ``load_beir`` at any unzipped BEIR folder; the tests use the SciFact copy in
-``../shared/data/scifact``.
+to, so a user with a network points ``load_beir`` at any unzipped BEIR folder (``gecko_jax.datasets.path("scifact")``
+downloads and verifies the SciFact one).
 
 Bad input policy: a line that is not valid JSON, lacks ``_id``/``text``, or a qrels row that does not have three
 tab-separated fields with an integer grade raises ``BeirFormatError`` naming the file and line. Problems that BEIR's

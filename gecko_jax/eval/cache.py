@@ -32,7 +32,9 @@ log = logging.getLogger(__name__)
 
 def default_cache_dir() -> pathlib.Path:
     """``$GECKO_JAX_CACHE/eval`` or ``~/.cache/gecko_jax/eval``."""
-    root = os.environ.get("GECKO_JAX_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "gecko_jax")
+    from gecko_jax.datasets import cache_root
+
+    root = str(cache_root())
     return pathlib.Path(root) / "eval"
 
 

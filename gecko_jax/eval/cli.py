@@ -32,7 +32,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tasks", nargs="+", default=None, help="run only these tasks (names from gecko_jax.eval.TASKS)")
     p.add_argument("--task-prompts", choices=["none", "gecko"], default="none",
                    help="'gecko': Gecko task strings per task (for models trained with them); default none")
-    p.add_argument("--data-dir", default=None, help="data folder (default ../shared/data or $GECKO_JAX_DATA)")
+    p.add_argument("--data-dir", default=None, help="data folder in the mirror layout (default: each dataset from "
+                   "$GECKO_JAX_DATA, the cache, or a download; see `gecko-jax datasets --help`)")
     p.add_argument("--cache-dir", default="default", help="embedding cache folder; 'none' keeps it in memory")
     p.add_argument("--batch-size", type=int, default=None, help="encode batch size")
 

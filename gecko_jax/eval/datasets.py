@@ -1,4 +1,5 @@
-"""Readers for the local labelled text sets in ``../shared/data`` (formats: that folder's README.md).
+"""Readers for the labelled text sets (mirror-layout folders found by :mod:`gecko_jax.datasets`; formats: the mirror's
+README.md).
 
 Every reader returns a :class:`LabeledText` with fixed train/test splits and a fingerprint (sha256 of the file bytes
 plus the split rule) used as the embedding-cache key. Sets that ship without a split get a **fixed, documented**
@@ -19,10 +20,9 @@ import pathlib
 
 import numpy as np
 
+from gecko_jax.datasets import DataRoot
 from gecko_jax.errors import InputError
 from gecko_jax.fileio import decode_utf8, read_text
-
-DEFAULT_DATA_ROOT = pathlib.Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 @dataclasses.dataclass
@@ -46,14 +46,12 @@ class LabeledText:
     fingerprint: str
 
 
-def data_root(root=None) -> pathlib.Path:
-    """``root``, else ``$GECKO_JAX_DATA``, else ``../shared/data`` next to the repository."""
-    import os
-
-    p = pathlib.Path(root or os.environ.get("GECKO_JAX_DATA") or DEFAULT_DATA_ROOT)
-    if not p.is_dir():
-        raise FileNotFoundError(f"data folder not found: {p} (pass data_root= or set GECKO_JAX_DATA)")
-    return p
+def data_root(root=None) -> DataRoot:
+    """A :class:`gecko_jax.datasets.DataRoot`: ``data_root(root) / "banking77"`` resolves that dataset's folder by
+    the order of :mod:`gecko_jax.datasets` (``root`` if given, else ``$GECKO_JAX_DATA``, the cache, a download)."""
+    if root is not None and not isinstance(root, DataRoot) and not pathlib.Path(root).is_dir():
+        raise FileNotFoundError(f"data folder not found: {root} (pass data_root= or set GECKO_JAX_DATA)")
+    return DataRoot(root)
 
 
 def fixed_split(labels: np.ndarray, test_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

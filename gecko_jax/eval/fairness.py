@@ -11,7 +11,7 @@ with targets X, Y and attributes A, B, cosine similarity on unit vectors:
   as in May et al.'s ``weat.py``. When ``|X| != |Y|`` the larger set is subsampled (``default_rng(seed)``) to the
   smaller size, as the permutation test needs equal halves.
 
-Data: ``../shared/data/seat/*.jsonl`` -- despite the suffix, each file is ONE JSON object
+Data: ``seat/*.jsonl`` (the ``seat`` dataset of :mod:`gecko_jax.datasets`) -- despite the suffix, each file is ONE JSON object
 ``{targ1, targ2, attr1, attr2}``, each ``{category, examples[]}`` (CC BY-NC 4.0). The gender tests are
 ``sent-weat6/6b/7/7b/8/8b``.
 

@@ -1,6 +1,7 @@
 """Evaluation suites: named task lists run on one embedder, printed as a table, saved as JSON + Markdown.
 
-Suites (data: ``../shared/data``, see its README for licences; several sets are for non-commercial research only):
+Suites (data found by :mod:`gecko_jax.datasets`; licences there and in the README; several sets are for
+non-commercial research only):
 
 * ``small`` — SciFact test nDCG@10, STS-B test Spearman, Banking77 accuracy (< 10 min on 2 CPU cores for MiniLM).
 * ``full`` — small + SST-2, MR, AG News classification, Banking77 and AG News clustering.
@@ -24,7 +25,7 @@ from collections.abc import Callable, Sequence
 from gecko_jax.eval.cache import EmbeddingCache, default_cache_dir, model_fingerprint
 from gecko_jax.eval.datasets import data_root
 
-LICENCE_NOTE = ("Data: local copies of public sets (../shared/data). SciFact CC BY-NC 2.0, STS-B CC BY-SA 4.0 scores, "
+LICENCE_NOTE = ("Data: public sets (gecko-jax datasets list). SciFact CC BY-NC 2.0, STS-B CC BY-SA 4.0 scores, "
                 "Banking77 CC BY 4.0, SST-2/MR research use, AG News academic use, SEAT CC BY-NC 4.0, CrowS-Pairs "
                 "CC BY-SA 4.0: several are for non-commercial research use only.")
 
@@ -152,7 +153,8 @@ def run_suite(embedder, suite: str = "small", *, dims=None, out_dir=None, task_p
       task_prompts: ``None`` (raw text), ``"gecko"`` (Gecko task strings) or a dict task name -> string.
       tasks: run only these task names (must be known; need not be in the suite).
       cache_dir: embedding cache folder; ``"default"`` = :func:`default_cache_dir`, ``None`` = memory only.
-      data_dir: data folder (default ``../shared/data`` or ``$GECKO_JAX_DATA``).
+      data_dir: a data folder in the mirror layout; default: each dataset resolved by :mod:`gecko_jax.datasets`
+        (``$GECKO_JAX_DATA``, the cache, a download).
       verbose: print the table.
 
     Returns:

@@ -10,6 +10,7 @@ Wang et al., "MiniLM", NeurIPS 2020.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Mapping
 
 import flax.linen as nn
@@ -17,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gecko_jax.models.attention import allowed_mask, attention
 from gecko_jax.models.registry import Architecture, register
 
 _ACT = {
@@ -65,19 +67,26 @@ class BertEmbeddings(nn.Module):
 
 
 class BertSelfAttention(nn.Module):
+    """Self-attention sublayer: fused QKV projection, :func:`gecko_jax.models.attention.attention`, output projection.
+
+    ``mask`` is a boolean ``allowed`` mask broadcastable to ``[B, heads, L, L]`` (see ``attention.allowed_mask``); a
+    float additive bias (the earlier interface: 0 = attend, ``finfo.min`` = masked) is still accepted.
+    """
+
     config: Any
 
     @nn.compact
-    def __call__(self, x, mask_bias, *, deterministic: bool):
+    def __call__(self, x, mask, *, deterministic: bool):
         cfg = self.config
         b, length, _ = x.shape
+        bias = None
+        if mask.dtype != jnp.bool_:  # additive float scores: finfo.min hides a key, other values are added (MPNet)
+            mask, bias = mask > jnp.finfo(jnp.float32).min / 2, mask
         qkv = _dense(cfg, 3 * cfg.hidden_size, "qkv")(x).reshape(b, length, 3, cfg.num_heads, cfg.head_dim)
-        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-        q = q * jnp.asarray(1.0 / np.sqrt(cfg.head_dim), q.dtype)
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) + mask_bias
-        probs = jax.nn.softmax(scores, axis=-1)
-        probs = nn.Dropout(cfg.attention_dropout)(probs, deterministic=deterministic)
-        ctx = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v).reshape(b, length, cfg.hidden_size)
+        dropout = None
+        if not deterministic and cfg.attention_dropout > 0:
+            dropout = functools.partial(nn.Dropout(cfg.attention_dropout), deterministic=False)
+        ctx = attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], mask, dropout=dropout, bias=bias)
         return _dense(cfg, cfg.hidden_size, "out")(ctx)
 
 
@@ -85,10 +94,10 @@ class BertLayer(nn.Module):
     config: Any
 
     @nn.compact
-    def __call__(self, x, mask_bias, *, deterministic: bool):
+    def __call__(self, x, mask, *, deterministic: bool):
         cfg = self.config
         drop = nn.Dropout(cfg.hidden_dropout)
-        h = BertSelfAttention(cfg, name="attention")(x, mask_bias, deterministic=deterministic)
+        h = BertSelfAttention(cfg, name="attention")(x, mask, deterministic=deterministic)
         x = _layer_norm(cfg, "attention_norm")(x + drop(h, deterministic=deterministic).astype(jnp.float32))
         h = _ACT[cfg.hidden_act](_dense(cfg, cfg.intermediate_size, "mlp_in")(x))
         h = _dense(cfg, cfg.hidden_size, "mlp_out")(h)
@@ -119,14 +128,10 @@ class BertBackbone(nn.Module):
             token_type_ids = jnp.zeros_like(input_ids)
         x = BertEmbeddings(cfg, name="embeddings")(input_ids, token_type_ids, position_ids,
                                                    deterministic=deterministic)
-        # Additive mask as in Hugging Face (finfo.min, not -inf): an all-padding row gives a uniform softmax, not NaN.
-        if packed_ids is None:
-            allowed = attention_mask[:, None, None, :] > 0
-        else:
-            allowed = ((packed_ids[:, :, None] == packed_ids[:, None, :]) & (packed_ids[:, None, :] > 0))[:, None]
-        mask_bias = jnp.where(allowed, 0.0, jnp.finfo(jnp.float32).min)
+        # Boolean mask, computed once per call ([B, 1, 1, L], or [B, 1, L, L] block-diagonal for packed rows).
+        mask = allowed_mask(attention_mask, packed_ids)
         for i in range(cfg.num_layers):
-            x = BertLayer(cfg, name=f"layer_{i}")(x, mask_bias, deterministic=deterministic)
+            x = BertLayer(cfg, name=f"layer_{i}")(x, mask, deterministic=deterministic)
         return x
 
 

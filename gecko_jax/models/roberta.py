@@ -24,6 +24,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from gecko_jax.models import bert
+from gecko_jax.models.attention import allowed_mask
 from gecko_jax.models.registry import Architecture, register
 
 
@@ -75,9 +76,9 @@ class RobertaBackbone(nn.Module):
                              f"exceeds max_position_embeddings={cfg.max_position_embeddings}")
         x = bert.BertEmbeddings(cfg, name="embeddings")(input_ids, token_type_ids, positions,
                                                         deterministic=deterministic)
-        bias = attention_bias(attention_mask, packed_ids)
+        allowed = allowed_mask(attention_mask, packed_ids)  # boolean: no float [.., L, L] buffer (models/attention.py)
         for i in range(cfg.num_layers):
-            x = bert.BertLayer(cfg, name=f"layer_{i}")(x, bias, deterministic=deterministic)
+            x = bert.BertLayer(cfg, name=f"layer_{i}")(x, allowed, deterministic=deterministic)
         return x
 
 

@@ -175,3 +175,31 @@ def test_concurrent_preparation_of_one_dataset(shared_data, tmp_path):
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, err[-2000:]
         assert out.strip().splitlines()[-1] == "1066"
+
+
+def test_cifar10_original_binary_batches_decode_losslessly(tmp_path):
+    """A download of CIFAR-10 is the original binary tarball (records: 1 label byte + 3,072 CHW bytes); the binary
+    builder reads it and the images come back bit-exact (PNG, not JPEG)."""
+    rng = np.random.default_rng(0)
+    batches, expected = {}, {"train": [], "test": []}
+    for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
+        labels = rng.integers(0, 10, size=2, dtype=np.uint8)
+        chw = rng.integers(0, 256, size=(2, 3, 32, 32), dtype=np.uint8)
+        batches[name] = np.concatenate([labels[:, None], chw.reshape(2, -1)], axis=1).tobytes()
+        split = "test" if name == "test_batch.bin" else "train"
+        expected[split] += [(chw[i].transpose(1, 2, 0), int(labels[i])) for i in range(2)]
+    folder = tmp_path / "raw" / "cifar10_jpg"        # an explicit root in the mirror layout
+    folder.mkdir(parents=True)
+    with tarfile.open(folder / "cifar-10-binary.tar.gz", "w:gz") as tar:
+        for name, data in batches.items():
+            info = tarfile.TarInfo(f"cifar-10-batches-bin/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    for split in ("train", "test"):
+        got = tfds_local.load_split("cifar10", split, data_dir=tmp_path / "tfds", source_root=tmp_path / "raw",
+                                    cache_arrays=False)
+        assert got["image"].shape == (len(expected[split]), 32, 32, 3)
+        for i, (img, lab) in enumerate(expected[split]):
+            np.testing.assert_array_equal(got["image"][i], img)
+            assert got["label"][i] == lab
+    assert (tmp_path / "tfds" / "gecko_cifar10_binary").is_dir()   # never mixed with the JPEG mirror's copy

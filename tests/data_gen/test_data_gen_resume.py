@@ -43,7 +43,7 @@ def test_kill9_then_resume_equals_uninterrupted(tmp_path):
         _run(ref_srv, tmp_path / "ref" / "fret.jsonl")
         ref_attempts = ref_srv.attempts
     ref = _by_id(tmp_path / "ref" / "fret.jsonl")
-    assert len(ref) == 12 and ref_attempts == 12 * (1 + 2 * 5)
+    assert len(ref) == 12 and ref_attempts == 12 * (1 + 2 * 5) + 1  # + the capability probe (then cached)
 
     out = tmp_path / "run" / "fret.jsonl"
     with FakeOpenAIServer(latency=0.03, slots=CONCURRENCY) as srv:

@@ -30,7 +30,6 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from experiments import common  # noqa: E402
-from gecko_jax.data import tfds_local  # noqa: E402
 
 
 def _module(exp: str):
@@ -50,9 +49,11 @@ def _run_quick(exp: str, config: str, out: pathlib.Path) -> dict:
 
 
 def _needs(dataset: str):
-    folder = {"mnist": "mnist", "mr": "mr"}[dataset]
-    if not (tfds_local.default_source_root() / folder).exists():
-        pytest.skip(f"local {dataset} copy not found under {tfds_local.default_source_root()}")
+    from gecko_jax import datasets
+
+    res = datasets.where(dataset)
+    if res.kind == "missing":
+        pytest.skip(f"no local {dataset} copy ($GECKO_JAX_DATA or the cache {res.path})")
 
 
 def test_quick_gamblers_stop_rule_fires_and_loss_finds_corrupted_rows(tmp_path):

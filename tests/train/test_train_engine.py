@@ -26,7 +26,7 @@ CONFIGS = REPO / "experiments" / "configs"
 
 def _train_configs():
     out = []
-    for path in sorted((REPO / "experiments").rglob("*.json")):
+    for path in sorted([*(REPO / "experiments").rglob("*.json"), *(REPO / "gecko_jax" / "configs").glob("*.json")]):
         try:
             raw = json.loads(path.read_text())
         except json.JSONDecodeError:

@@ -1,4 +1,4 @@
-"""Small tfds builders over the local dataset copies (``../shared/data`` layout), written as array_record.
+"""Small tfds builders over raw dataset files (the mirror layout of :mod:`gecko_jax.datasets`), written as array_record.
 
 These let the offline path go through the same tensorflow-datasets machinery (``download_and_prepare`` then
 ``builder.as_data_source()``) as the upstream datasets, without TensorFlow: images are handed to
@@ -22,10 +22,11 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-__all__ = ["GeckoMnist", "GeckoCifar10", "GeckoSst2", "GeckoMr", "BUILDERS", "read_idx", "CIFAR10_CLASSES",
-           "MR_TEST_FRACTION", "MR_SPLIT_SEED"]
+__all__ = ["GeckoMnist", "GeckoCifar10", "GeckoCifar10Binary", "GeckoSst2", "GeckoMr", "BUILDERS", "read_idx",
+           "read_cifar10_binary", "CIFAR10_CLASSES", "CIFAR10_BINARY", "MR_TEST_FRACTION", "MR_SPLIT_SEED"]
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+CIFAR10_BINARY = "cifar-10-binary.tar.gz"  # the original release (what `gecko-jax datasets fetch cifar10` downloads)
 # MR ships without a split; a fixed seeded 90/10 split keeps results comparable between runs and machines.
 MR_TEST_FRACTION = 0.1
 MR_SPLIT_SEED = 0
@@ -57,7 +58,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 
 def _require(path: pathlib.Path, what: str) -> pathlib.Path:
     if not path.exists():
-        raise FileNotFoundError(f"{path}: missing; expected {what} (see ../shared/data/README.md)")
+        raise FileNotFoundError(f"{path}: missing; expected {what} (see `gecko-jax datasets list`)")
     return path
 
 
@@ -65,7 +66,7 @@ class _LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Base: remembers the folder with the raw local files (``source_dir``)."""
 
     VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Prepared from the local copy in ../shared/data."}
+    RELEASE_NOTES = {"1.0.0": "Prepared from raw files found by gecko_jax.datasets."}
 
     def __init__(self, *, source_dir: str | os.PathLike | None = None, **kwargs):
         # None is enough to read an already prepared copy (e.g. ``tfds.data_source("gecko_mnist", data_dir=...)``).
@@ -146,6 +147,47 @@ class GeckoCifar10(_LocalBuilder):
                 # The JPEG bytes are stored as they are: no decode/re-encode at preparation time.
                 data = tar.extractfile(member).read()
                 yield member.name, {"id": member.name, "image": data, "label": parts[1]}
+
+
+def read_cifar10_binary(path: str | os.PathLike, split: str):
+    """Yields ``(member/index, uint8[32, 32, 3], label)`` from the original ``cifar-10-binary.tar.gz``
+    (``data_batch_1..5.bin`` for train, ``test_batch.bin`` for test; records of 1 label byte + 3,072 CHW bytes)."""
+    names = [f"data_batch_{i}.bin" for i in range(1, 6)] if split == "train" else ["test_batch.bin"]
+    with tarfile.open(path, "r:gz") as tar:
+        members = {pathlib.PurePosixPath(m.name).name: m for m in tar if m.isfile()}
+        for name in names:
+            if name not in members:
+                raise ValueError(f"{path}: member {name} missing; expected cifar-10-batches-bin/{name}")
+            raw = np.frombuffer(tar.extractfile(members[name]).read(), np.uint8)
+            if raw.size % 3073:
+                raise ValueError(f"{path}:{name}: {raw.size} bytes is not a whole number of 3,073-byte records")
+            rec = raw.reshape(-1, 3073)
+            images = rec[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+            for i in range(rec.shape[0]):
+                yield f"{name}/{i}", images[i], int(rec[i, 0])
+
+
+class GeckoCifar10Binary(_LocalBuilder):
+    """CIFAR-10 from the original ``cifar-10-binary.tar.gz`` (lossless; images stored as PNG)."""
+
+    name = "gecko_cifar10_binary"
+
+    def _info(self):
+        return self._make_info(
+            tfds.features.FeaturesDict({"id": tfds.features.Text(),
+                                        "image": tfds.features.Image(shape=(32, 32, 3)),
+                                        "label": tfds.features.ClassLabel(names=list(CIFAR10_CLASSES))}),
+            supervised_keys=("image", "label"), description="CIFAR-10 (original binary batches).")
+
+    def _split_generators(self, dl_manager):
+        return {s: self._generate_examples(s) for s in ("train", "test")}
+
+    def _generate_examples(self, split):
+        from PIL import Image
+
+        path = _require(self.source_dir / CIFAR10_BINARY, "the original CIFAR-10 binary tar.gz")
+        for key, image, label in read_cifar10_binary(path, split):
+            yield key, {"id": key, "image": Image.fromarray(image, mode="RGB"), "label": label}
 
 
 def _text_features():
