@@ -8,7 +8,9 @@ frozen arrays: everything needed for a bit-exact continuation.
 Resuming restores the newest checkpoint that restores cleanly. A damaged one (a data file truncated or deleted
 after the commit: a full disk, a bad copy, a crash of the storage) is skipped with one line on stderr naming the step
 and the reason, and moved to ``<checkpoints>_damaged/<step>`` so that the run can write that step again; when no
-checkpoint restores, :class:`~gecko_jax.errors.RestoreError` says so and nothing is moved.
+checkpoint restores, :class:`~gecko_jax.errors.RestoreError` says so and nothing is moved. With several processes a
+step counts as restored only when every process restored its shards, so all of them resume from the same step
+(process 0 moves the damaged ones, on a local disk or a bucket, while the others wait).
 """
 from __future__ import annotations
 
@@ -82,11 +84,16 @@ class Checkpointer:
         steps = sorted(self.all_steps(), reverse=True) if step is None else [step]
         failed = []
         for s in steps:
+            why = None
             try:
                 with _quiet_orbax():
                     restored = self.manager.restore(s, args=ocp.args.StandardRestore(_abstract(_as_dict(like))))
             except Exception as e:  # noqa: BLE001 (tensorstore/orbax raise many types; the reason is reported)
-                failed.append((s, failure_reason(e)))
+                why = failure_reason(e)
+            # several processes read their own shards: a step counts only when every process restored it, so
+            # they all resume from the same step
+            if not _everyone(why is None):
+                failed.append((s, why or "another process could not restore it"))
                 continue
             self._set_aside(failed)
             return like.replace(**{f: restored[f] for f in _FIELDS})
@@ -101,11 +108,16 @@ class Checkpointer:
         if not failed:
             return
         aside = self.directory.parent / f"{self.directory.name}_damaged"
-        for s, why in failed:
+        targets = []
+        for s, _ in failed:
             target = aside / str(s)
             n = 1
             while target.exists():
                 target, n = aside / f"{s}.{n}", n + 1
+            targets.append(target)
+        # several processes: all pick the names before process 0 moves anything, and none reloads before it is done
+        _barrier("gecko_jax_set_aside_names")
+        for (s, why), target in zip(failed, targets):
             if jax.process_index() == 0:
                 aside.mkdir(parents=True, exist_ok=True)
                 if is_remote(target):  # object stores: a copy then a delete (there are no folders to rename)
@@ -116,6 +128,7 @@ class Checkpointer:
                 else:
                     os.rename(self.directory / str(s), target)
             _say(f"gecko-jax: skipped damaged checkpoint step {s} in {self.directory} ({why}); moved it to {target}")
+        _barrier("gecko_jax_set_aside_moved")
         self.manager.reload()
 
     def wait(self) -> None:
@@ -135,6 +148,24 @@ def failure_reason(error: BaseException, limit: int = 240) -> str:
         error = error.__cause__ or error.__context__
     text = " ".join((str(error).strip() or type(error).__name__).split())
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _everyone(flag: bool) -> bool:
+    """Whether ``flag`` holds on every process."""
+    if jax.process_count() == 1:
+        return flag
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    return bool(np.all(multihost_utils.process_allgather(np.asarray([int(flag)], dtype=np.int32))))
+
+
+def _barrier(name: str) -> None:
+    """Wait for every process (nothing to wait for in a one-process run)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
 
 
 def _say(line: str) -> None:
