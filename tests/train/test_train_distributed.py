@@ -144,6 +144,12 @@ def _env(devices: int) -> dict:
     env["JAX_PLATFORMS"] = "cpu"
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     env.update(th.subprocess_env())
+    if devices > 1:
+        # JAX writes its compilation cache from process 0 only, so process 0 would load its steps from the cache
+        # while the others compile; with 4 processes x 2 devices that skew hung the first step (XLA:CPU collectives
+        # over gloo) in 4 tries out of 4 on the 2-core machine; every process compiles instead.
+        env.pop("JAX_COMPILATION_CACHE_DIR", None)
+        env["JAX_ENABLE_COMPILATION_CACHE"] = "false"
     return env
 
 
