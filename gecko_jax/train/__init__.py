@@ -4,8 +4,8 @@
     config = train.load_config("experiments/configs/gecko_finetune_minilm.json", ["steps=100"])
     result = train.train_and_evaluate(config, "runs/ft")          # resumes whatever runs/ft holds
 
-    mesh = train.make_mesh()
-    state = train.create_state(config, mesh)                      # params replicated, init compiled into shardings
+    mesh = train.mesh_from_config(config)                         # data x fsdp x model (config.sharding)
+    state = train.create_state(config, mesh)                      # init compiled into the rules' shardings
     step = train.make_step(task.step_loss(), config, mesh)        # jax.jit over NamedSharding, donates state
     state, metrics = step(state, train.global_batch(batch, mesh))
 
@@ -22,10 +22,12 @@ import importlib
 _EXPORTS = {
     "TrainConfig": "config", "ModelConfig": "config", "DataConfig": "config", "OptimizerConfig": "config",
     "LossConfig": "config", "CheckpointConfig": "config", "DatasetSpec": "config", "ConfigError": "config",
+    "ShardingConfig": "config",
     "load_config": "config", "from_dict": "config", "apply_overrides": "config",
     "TrainState": "state", "create_state": "state", "make_step": "state", "make_mesh": "state",
     "make_optimizer": "state", "make_schedule": "state", "state_shardings": "state", "global_batch": "state",
-    "TrainStep": "state",
+    "TrainStep": "state", "state_layout": "state", "mesh_from_config": "state",
+    "local_batch": "distributed",
     "GradCachedLoss": "gradcache",
     "Checkpointer": "checkpoint", "restore_params": "checkpoint",
     "MetricsWriter": "metrics", "EventWriter": "metrics",
