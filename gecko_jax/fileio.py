@@ -144,9 +144,68 @@ def atomic_write(path, mode: str = "wb", *, encoding: str | None = None) -> Iter
 
 
 def write_bytes(path, data: bytes) -> pathlib.Path:
+    """Write ``data`` atomically; a remote path (``gs://...``, see :func:`is_remote`) is one object upload, which
+    object stores publish whole or not at all."""
+    if is_remote(path):
+        target = as_path(path)
+        try:
+            target.write_bytes(data)
+        except OSError as e:
+            raise output_error(target, e) from None
+        return target
     with atomic_write(path, "wb") as f:
         f.write(data)
     return pathlib.Path(path)
+
+
+# ------------------------------------------------------------------------------------------------ remote paths
+def is_remote(path) -> bool:
+    """A URI (``gs://bucket/run``, ``s3://...``) rather than a local path: read and written through
+    ``etils.epath``, as orbax does for checkpoints."""
+    text = path if isinstance(path, str) else os.fspath(path)
+    return "://" in text and not text.startswith("file://")
+
+
+def as_path(path):
+    """``etils.epath.Path`` for a URI (``pathlib.Path`` would fold ``gs://`` into ``gs:/``), else ``pathlib.Path``.
+
+    Both have the same methods (``/``, ``exists``, ``read_bytes``, ``mkdir``, ``rename`` ...)."""
+    if is_remote(path):
+        from etils import epath
+
+        return epath.Path(path if isinstance(path, str) else os.fspath(path))
+    return pathlib.Path(path)
+
+
+class RewrittenLog:
+    """Append-only log (``metrics.jsonl``, event files) on a remote path: object stores cannot append, so every
+    ``flush`` uploads the whole text again (small files, written every ``log_every`` steps). Reopening carries on
+    after what the object already holds."""
+
+    def __init__(self, path, mode: str = "a"):
+        self.path = as_path(path)
+        self.binary = "b" in mode
+        self._data = bytearray(self.path.read_bytes() if self.path.exists() else b"")
+        self._dirty = False
+
+    def write(self, data) -> None:
+        self._data += data if self.binary else data.encode("utf-8")
+        self._dirty = True
+
+    def flush(self) -> None:
+        if self._dirty:
+            write_bytes(self.path, bytes(self._data))
+            self._dirty = False
+
+    def close(self) -> None:
+        self.flush()
+
+
+def open_log(path, mode: str = "a"):
+    """An append-mode file: a plain local file, or a :class:`RewrittenLog` for a remote path."""
+    if is_remote(path):
+        return RewrittenLog(path, mode)
+    return open(path, mode, encoding=None if "b" in mode else "utf-8")
 
 
 def write_text(path, text: str) -> pathlib.Path:

@@ -12,9 +12,10 @@ batch index, ``TrainState.data_position``):
   remainder to drop or pad and every batch has exactly ``batch_size`` rows (static shapes, one compile per bucket).
 - **Finite passes** (evaluation) use :func:`epoch_batches`: the last batch is either dropped or padded with copies
   of the first rows and masked (``where`` = False), so every batch keeps the fixed size.
-- **Per-process sharding** (multi-host): every process computes the same global batch (the text tokenisation is
-  cheap next to the model, and it makes all processes pick the same length bucket), then keeps its contiguous slice
-  of rows; :func:`gecko_jax.train.state.global_batch` assembles the global array from the slices.
+- **Per-process sharding** (multi-host): every process computes the same global *indices* (cheap), then reads and
+  tokenises only its contiguous share of the rows. Its length bucket (or packed row count) is that of its own rows;
+  :func:`gecko_jax.train.distributed.local_batch` pads every process to the widest (one small all-gather per step),
+  so the assembled global batch (:func:`gecko_jax.train.state.global_batch`) equals the one-process batch.
 """
 from __future__ import annotations
 
@@ -124,6 +125,34 @@ class PairSource:
                                               for k, n in enumerate(r.negatives[:h])], np.int32).reshape(len(recs), h)
         return batch
 
+    def to_global(self, batch: dict, process_index: int, process_count: int) -> dict:
+        """A process's packed batch with segment ids in the global text order (``queries + positives +
+        negatives`` of the whole global batch), as ``Encoder.encode_segments`` numbers its outputs."""
+        if "packed" not in batch:
+            return batch
+        rows = len(batch["ids"])
+        towers = (rows, rows, rows * self.hard_negatives)
+        return {**batch, "packed": packed_to_global(batch["packed"], towers, process_index, process_count)}
+
+
+def packed_to_global(packed: dict, tower_sizes: Sequence[int], process_index: int, process_count: int) -> dict:
+    """Renumber the ``segment_ids`` of one process's packed texts into the global text order.
+
+    Locally the texts are towers of ``tower_sizes`` texts one after the other (padding is ``sum(tower_sizes)``);
+    globally each tower holds ``process_count`` times as many, process ``p``'s from ``p * size`` on, and padding is
+    the global text count. ``lengths`` keeps the local order: globally only its size (the text count) is used.
+    """
+    sizes = np.asarray(tower_sizes, np.int64)
+    n = int(sizes.sum())
+    if n != len(packed["lengths"]):
+        raise ValueError(f"packed batch holds {len(packed['lengths'])} texts, towers {list(tower_sizes)} sum to {n}")
+    local_start = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    global_start = local_start * process_count + process_index * sizes
+    mapping = np.full(n + 1, n * process_count, np.int32)  # the last entry: padding
+    for size, lo, hi in zip(sizes, local_start, global_start):
+        mapping[lo:lo + size] = np.arange(hi, hi + size)
+    return {**packed, "segment_ids": mapping[packed["segment_ids"]]}
+
 
 class FairTupleSource:
     """Debiasing tuples: ``groups`` [B*G, L] (record-major) and ``neutral`` [B, L]."""
@@ -229,10 +258,18 @@ class BatchStream:
         return s, stream_indices(n, self.seed, s, earlier * self.batch_size, self.batch_size)
 
     def batch(self, b: int, *, process_index: int = 0, process_count: int = 1) -> dict:
-        """This process's rows of global batch ``b`` (all rows with one process)."""
+        """This process's rows of global batch ``b`` (all rows with one process); only those rows are read and
+        tokenised. Token widths are those of the local rows (see the module docstring)."""
         s, idx = self.global_indices(b)
-        full = self.sources[s].make_batch(idx)
-        return process_slice(full, self.batch_size, process_index, process_count)
+        if process_count == 1:
+            return self.sources[s].make_batch(idx)
+        if self.batch_size % process_count:
+            raise ValueError(f"batch size {self.batch_size} does not divide over {process_count} processes")
+        per = self.batch_size // process_count
+        source = self.sources[s]
+        local = source.make_batch(idx[process_index * per:(process_index + 1) * per])
+        to_global = getattr(source, "to_global", None)  # process-local indices inside the batch -> global ones
+        return local if to_global is None else to_global(local, process_index, process_count)
 
 
 def process_slice(batch: dict, batch_size: int, process_index: int, process_count: int) -> dict:

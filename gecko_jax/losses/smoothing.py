@@ -76,24 +76,30 @@ def forward_corrected_cross_entropy(
     logits: jax.Array,
     labels: jax.Array,
     *,
-    p: float | jax.Array,
+    p: float | jax.Array | None = None,
+    transition: jax.Array | None = None,
     where: jax.Array | None = None,
 ) -> jax.Array:
-    r"""Forward-corrected cross-entropy with the symmetric transition matrix :math:`T_p`.
+    r"""Forward-corrected cross-entropy: the prediction goes through the label-noise channel :math:`T` first.
 
     .. math::
-        \ell(x, y) = -\log\big[(\mathrm{softmax}(f(x))\, T_p)_y\big], \qquad
-        (T_p)_{ii} = p,\ (T_p)_{ij} = \frac{1 - p}{K - 1}\ (i \ne j),
+        \ell(x, y) = -\log\big[(\mathrm{softmax}(f(x))\, T)_y\big]
+                   = -\log \sum_i \mathrm{softmax}(f(x))_i\, T_{iy},
 
-    i.e. :math:`-\log\big(c + (p - c)\,s_y\big)` with :math:`c = (1-p)/(K-1)` and :math:`s = \mathrm{softmax}`.
-    The model's prediction is passed through the assumed noise channel before the likelihood of the observed
-    label (Patrini et al. 2017); ``p = 1`` is plain cross-entropy. Computed in log space, stable for large logits.
+    with :math:`T_{ij} = P(\text{observed } j \mid \text{clean } i)` (rows sum to 1). Give either ``p``, the
+    symmetric channel :math:`(T_p)_{ii} = p,\ (T_p)_{ij} = (1 - p)/(K - 1)`, computed as
+    :math:`-\log\big(c + (p - c)\,s_y\big)` with :math:`c = (1-p)/(K-1)` (the label-smoothing paper's
+    "fsmoothing"), or any ``transition`` matrix (e.g. ``gecko_jax.data.noise.pairflip_transition``), computed as a
+    ``logsumexp`` of :math:`\log s_i + \log T_{iy}` (zero entries are fine). ``p = 1`` / ``T = I`` is plain
+    cross-entropy (Patrini et al. 2017). Both paths work in log space and are stable for large logits.
 
     Args:
       logits: unnormalised scores, shape ``[..., K]``.
       labels: observed integer labels in ``[0, K)``, shape ``[...]``.
       p: diagonal of :math:`T_p` in ``(0, 1]`` (scalar or broadcastable to ``labels``). For symmetric noise
         rate ``n`` the true channel is ``p = 1 - n``.
+      transition: row-stochastic matrix ``[K, K]`` (or ``[..., K, K]`` broadcastable to the batch), instead of
+        ``p``. Concrete matrices are checked (non-negative, rows summing to 1 within 1e-4).
       where: optional boolean mask of valid examples, shape ``[...]``.
 
     Returns:
@@ -104,6 +110,10 @@ def forward_corrected_cross_entropy(
       >>> from gecko_jax.losses import forward_corrected_cross_entropy
       >>> forward_corrected_cross_entropy(jnp.array([[2.0, 0.0, 0.0]]), jnp.array([0]), p=0.8).round(4)
       Array([0.4294], dtype=float32)
+      >>> t = jnp.array([[0.8, 0.2, 0.0], [0.0, 0.8, 0.2], [0.2, 0.0, 0.8]])     # pair-flip, n = 0.2
+      >>> loss = forward_corrected_cross_entropy(jnp.array([[2.0, 0.0, 0.0]]), jnp.array([1]), transition=t)
+      >>> print(f"{float(loss[0]):.4f}")
+      1.4163
 
     References:
       arXiv:2010.12648; code: chenblair/optimal_label_smoothing ``loss.py::fsmoothing_loss``; Patrini et al.,
@@ -111,9 +121,19 @@ def forward_corrected_cross_entropy(
     """
     func = "forward_corrected_cross_entropy"
     logits, labels, k = _check_logits_labels(logits, labels, func)
-    _check_p(p, k, func, lower=0.0, strict_lower=True)
+    if (p is None) == (transition is None):
+        raise ValueError(f"{func}: give exactly one of `p` (symmetric channel) and `transition` (a [K, K] matrix)")
     where = check_where(where, labels.shape, func)
     log_probs = jax.nn.log_softmax(logits, axis=-1)
+    if transition is not None:
+        t = _check_transition(transition, k, func)
+        # log sum_i s_i T[i, y]: gather column y of T for every example, then logsumexp over i.
+        cols = jnp.take_along_axis(jnp.broadcast_to(t, labels.shape + (k, k)),
+                                   labels[..., None, None], axis=-1)[..., 0]
+        log_t = jnp.log(jnp.where(cols > 0, cols, 1.0))
+        loss = -jax.nn.logsumexp(jnp.where(cols > 0, log_probs + log_t, -jnp.inf), axis=-1)
+        return apply_where(loss, where)
+    _check_p(p, k, func, lower=0.0, strict_lower=True)
     ls_y = jnp.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]
     p = jnp.asarray(p, dtype=log_probs.dtype)
     c = (1.0 - p) / (k - 1)
@@ -126,6 +146,17 @@ def forward_corrected_cross_entropy(
     down_val = jnp.log(jnp.where(up, 1.0, c)) + jnp.log1p(-ratio * jnp.exp(ls_y))
     loss = -jnp.where(up, up_val, down_val)
     return apply_where(loss, where)
+
+
+def _check_transition(transition: Any, k: int, func: str) -> jax.Array:
+    t = check_float("transition", transition, func)
+    if t.ndim < 2 or t.shape[-2:] != (k, k):
+        raise ValueError(f"{func}: `transition` must have shape [..., K, K] with K = {k}, got {t.shape}")
+    v = concrete_float_array(t)
+    if v is not None and (np.any(v < 0) or np.any(np.abs(v.sum(-1) - 1) > 1e-4) or np.any(~np.isfinite(v))):
+        raise ValueError(f"{func}: `transition` must be row-stochastic (entries >= 0, rows summing to 1), "
+                         f"got row sums {np.round(v.sum(-1), 4).tolist()}")
+    return t
 
 
 def optimal_smoothing(noise_rate: float | np.ndarray, num_classes: int) -> float | np.ndarray:

@@ -4,10 +4,14 @@
     config = train.load_config("experiments/configs/gecko_finetune_minilm.json", ["steps=100"])
     result = train.train_and_evaluate(config, "runs/ft")          # resumes whatever runs/ft holds
 
-    mesh = train.make_mesh()
-    state = train.create_state(config, mesh)                      # params replicated, init compiled into shardings
+    mesh = train.mesh_from_config(config)                         # data x fsdp x model (config.sharding)
+    state = train.create_state(config, mesh)                      # init compiled into the rules' shardings
     step = train.make_step(task.step_loss(), config, mesh)        # jax.jit over NamedSharding, donates state
     state, metrics = step(state, train.global_batch(batch, mesh))
+
+    # classifier grids (the noisy-label experiments): many runs in one vmapped program, early-stopping callbacks
+    cfg = train.load_grid_config("experiments/gamblers/configs/mnist_stops_symmetric.json")
+    result = train.train_grid(cfg, rules=[train.LStarStop(), train.NoisyValidationStop(patience=3)])
 
 Submodules import lazily so ``gecko-jax --help`` does not pull in JAX.
 """
@@ -18,10 +22,12 @@ import importlib
 _EXPORTS = {
     "TrainConfig": "config", "ModelConfig": "config", "DataConfig": "config", "OptimizerConfig": "config",
     "LossConfig": "config", "CheckpointConfig": "config", "DatasetSpec": "config", "ConfigError": "config",
+    "ShardingConfig": "config",
     "load_config": "config", "from_dict": "config", "apply_overrides": "config",
     "TrainState": "state", "create_state": "state", "make_step": "state", "make_mesh": "state",
     "make_optimizer": "state", "make_schedule": "state", "state_shardings": "state", "global_batch": "state",
-    "TrainStep": "state",
+    "TrainStep": "state", "state_layout": "state", "mesh_from_config": "state",
+    "local_batch": "distributed",
     "GradCachedLoss": "gradcache",
     "Checkpointer": "checkpoint", "restore_params": "checkpoint",
     "MetricsWriter": "metrics", "EventWriter": "metrics",
@@ -29,7 +35,12 @@ _EXPORTS = {
     "build_task": "tasks", "load_encoder": "tasks",
     "ContrastiveTask": "contrastive", "build_contrastive": "contrastive",
     "ClassifierTask": "classifier", "TextClassifier": "classifier", "MLPClassifier": "classifier",
-    "FieldAdapter": "classifier",
+    "FieldAdapter": "classifier", "LinearHead": "classifier", "EncoderHead": "classifier",
+    "per_example_loss": "classifier", "loss_hparam": "classifier",
+    "train_grid": "grid", "GridResult": "grid",
+    "GridConfig": "grid_config", "GridRun": "grid_config", "GridData": "grid_config", "load_grid_config": "grid_config",
+    "grid_from_dict": "grid_config", "load_grid_data": "grid_data", "GridArrays": "grid_data",
+    "LStarStop": "early_stopping", "NoisyValidationStop": "early_stopping",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -8,7 +8,9 @@ frozen arrays: everything needed for a bit-exact continuation.
 Resuming restores the newest checkpoint that restores cleanly. A damaged one (a data file truncated or deleted
 after the commit: a full disk, a bad copy, a crash of the storage) is skipped with one line on stderr naming the step
 and the reason, and moved to ``<checkpoints>_damaged/<step>`` so that the run can write that step again; when no
-checkpoint restores, :class:`~gecko_jax.errors.RestoreError` says so and nothing is moved.
+checkpoint restores, :class:`~gecko_jax.errors.RestoreError` says so and nothing is moved. With several processes a
+step counts as restored only when every process restored its shards, so all of them resume from the same step
+(process 0 moves the damaged ones, on a local disk or a bucket, while the others wait).
 """
 from __future__ import annotations
 
@@ -21,10 +23,11 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from jax.sharding import SingleDeviceSharding
 
 from gecko_jax.errors import RestoreError
-from gecko_jax.fileio import write_failure
-from gecko_jax.train.state import TrainState
+from gecko_jax.fileio import as_path, is_remote, write_failure, write_text
+from gecko_jax.train.state import TrainState, put_global
 
 _FIELDS = ("step", "params", "opt_state", "rng", "data_position", "frozen")
 
@@ -41,7 +44,7 @@ class Checkpointer:
     """Orbax ``CheckpointManager`` over ``directory`` for train states."""
 
     def __init__(self, directory: str | pathlib.Path, *, every_steps: int, keep: int):
-        self.directory = pathlib.Path(directory).absolute()
+        self.directory = _absolute(directory)  # a local folder or a URI (gs://...): orbax reads both via epath
         self.every_steps = every_steps
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, save_interval_steps=every_steps, create=True)
         self.manager = ocp.CheckpointManager(self.directory, options=options)
@@ -81,11 +84,16 @@ class Checkpointer:
         steps = sorted(self.all_steps(), reverse=True) if step is None else [step]
         failed = []
         for s in steps:
+            why = None
             try:
                 with _quiet_orbax():
                     restored = self.manager.restore(s, args=ocp.args.StandardRestore(_abstract(_as_dict(like))))
             except Exception as e:  # noqa: BLE001 (tensorstore/orbax raise many types; the reason is reported)
-                failed.append((s, failure_reason(e)))
+                why = failure_reason(e)
+            # several processes read their own shards: a step counts only when every process restored it, so
+            # they all resume from the same step
+            if not _everyone(why is None):
+                failed.append((s, why or "another process could not restore it"))
                 continue
             self._set_aside(failed)
             return like.replace(**{f: restored[f] for f in _FIELDS})
@@ -100,15 +108,27 @@ class Checkpointer:
         if not failed:
             return
         aside = self.directory.parent / f"{self.directory.name}_damaged"
-        for s, why in failed:
+        targets = []
+        for s, _ in failed:
             target = aside / str(s)
             n = 1
             while target.exists():
                 target, n = aside / f"{s}.{n}", n + 1
+            targets.append(target)
+        # several processes: all pick the names before process 0 moves anything, and none reloads before it is done
+        _barrier("gecko_jax_set_aside_names")
+        for (s, why), target in zip(failed, targets):
             if jax.process_index() == 0:
                 aside.mkdir(parents=True, exist_ok=True)
-                os.rename(self.directory / str(s), target)
+                if is_remote(target):  # object stores: a copy then a delete (there are no folders to rename)
+                    # epath's rename wants the target's folder to exist; on a bucket a prefix exists once an
+                    # object is under it
+                    write_text(aside / "README.txt", "checkpoints gecko-jax could not restore (set aside on resume)\n")
+                    (self.directory / str(s)).rename(target)
+                else:
+                    os.rename(self.directory / str(s), target)
             _say(f"gecko-jax: skipped damaged checkpoint step {s} in {self.directory} ({why}); moved it to {target}")
+        _barrier("gecko_jax_set_aside_moved")
         self.manager.reload()
 
     def wait(self) -> None:
@@ -128,6 +148,24 @@ def failure_reason(error: BaseException, limit: int = 240) -> str:
         error = error.__cause__ or error.__context__
     text = " ".join((str(error).strip() or type(error).__name__).split())
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _everyone(flag: bool) -> bool:
+    """Whether ``flag`` holds on every process."""
+    if jax.process_count() == 1:
+        return flag
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    return bool(np.all(multihost_utils.process_allgather(np.asarray([int(flag)], dtype=np.int32))))
+
+
+def _barrier(name: str) -> None:
+    """Wait for every process (nothing to wait for in a one-process run)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
 
 
 def _say(line: str) -> None:
@@ -203,7 +241,7 @@ def restore_params(directory: str | pathlib.Path, like_params: Any, step: int | 
 
     ``directory`` is either a checkpoint manager's folder (newest step, or ``step``) or one step's folder.
     """
-    directory = pathlib.Path(directory).absolute()
+    directory = _absolute(directory)
     if not directory.exists():
         raise FileNotFoundError(f"init checkpoint {directory} does not exist "
                                 "(config field 'checkpoint.init_checkpoint')")
@@ -215,15 +253,26 @@ def restore_params(directory: str | pathlib.Path, like_params: Any, step: int | 
         if step is None:
             raise FileNotFoundError(f"init checkpoint {directory} holds no checkpoint steps")
         item = directory / str(step) / "default"
-    # No target: the saved tree comes back as host arrays whatever mesh wrote it, then takes like_params' layout.
+    # Whatever mesh (devices, processes) wrote it: every array comes back whole on this process's first device,
+    # then takes like_params' layout (the devices that wrote it need not exist here).
     try:
         with _quiet_orbax():
-            restored = ocp.StandardCheckpointer().restore(item)
+            checkpointer = ocp.StandardCheckpointer()
+            saved = checkpointer.metadata(item).item_metadata
+            saved = getattr(saved, "tree", saved)
+            here = SingleDeviceSharding(jax.local_devices()[0])
+            target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=here), saved)
+            restored = checkpointer.restore(item, target)
     except Exception as e:  # noqa: BLE001
         raise RestoreError(f"init checkpoint {item} (config field 'checkpoint.init_checkpoint') does not restore: "
                            f"{failure_reason(e)}") from e
-    return jax.tree.map(lambda ref, x: jax.device_put(x, ref.sharding), like_params,
-                        _match(like_params, restored["params"]))
+    return put_global(_match(like_params, restored["params"]), jax.tree.map(lambda x: x.sharding, like_params))
+
+
+def _absolute(directory):
+    """A local folder as an absolute ``pathlib.Path``; a URI (``gs://bucket/...``) as an ``epath.Path``."""
+    path = as_path(directory)
+    return path if is_remote(path) else path.absolute()
 
 
 def _match(like: Any, restored: Any) -> Any:

@@ -1,10 +1,16 @@
-"""``gecko-jax train --config FILE [--set key=value ...] --workdir DIR [--distributed]``."""
+"""``gecko-jax train --config FILE [--set key=value ...] --workdir DIR [--distributed [--coordinator HOST:PORT
+--num-processes N --process-id I]]``.
+
+Multi-host: start the same command once per host (process). ``--distributed`` alone lets JAX find the cluster
+(Cloud TPU VMs, SLURM, Open MPI, Kubernetes, or ``JAX_COORDINATOR_ADDRESS``/``JAX_NUM_PROCESSES``/``JAX_PROCESS_ID``);
+elsewhere name it: the coordinator is process 0's host and a free port, the same on every process.
+"""
 from __future__ import annotations
 
 import argparse
 import sys
 
-from gecko_jax.errors import exit_codes_help
+from gecko_jax.errors import InputError, exit_codes_help
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
@@ -15,7 +21,12 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="override a config field, e.g. --set optimizer.learning_rate=1e-4 (value parsed as JSON)")
     p.add_argument("--workdir", required=True, help="output folder; an existing run there is resumed")
     p.add_argument("--distributed", action="store_true",
-                   help="call jax.distributed.initialize() first (multi-host; same as --set distributed=true)")
+                   help="multi-process run: call jax.distributed.initialize() first (same as --set distributed=true);"
+                        " the cluster is detected on Cloud TPU, SLURM, Open MPI and Kubernetes")
+    p.add_argument("--coordinator", metavar="HOST:PORT",
+                   help="with --distributed: address of process 0 (a free port on its host), the same everywhere")
+    p.add_argument("--num-processes", type=int, metavar="N", help="with --distributed: how many processes in all")
+    p.add_argument("--process-id", type=int, metavar="I", help="with --distributed: this process's rank, 0..N-1")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -24,10 +35,13 @@ def run(args: argparse.Namespace) -> int:
     from gecko_jax.train.config import load_config
 
     config = load_config(args.config, args.overrides)
+    named = [args.coordinator, args.num_processes, args.process_id]
+    if any(v is not None for v in named) and not (args.distributed or config.distributed):
+        raise InputError("--coordinator/--num-processes/--process-id need --distributed")
     if args.distributed or config.distributed:
-        import jax
+        from gecko_jax.train.distributed import initialize
 
-        jax.distributed.initialize()  # before any other JAX call: it fixes the process's view of the devices
+        initialize(*named)  # before any other JAX call: it fixes the process's view of the devices
     from gecko_jax.train.loop import NonFiniteLossError, train_and_evaluate
 
     try:

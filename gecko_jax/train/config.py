@@ -14,6 +14,7 @@ import dataclasses
 import json
 import numbers
 import pathlib
+import re
 from typing import Any
 
 from gecko_jax.errors import ConfigError
@@ -31,7 +32,11 @@ CLASSIFIER_LOSSES = {
     "ce": "softmax cross-entropy",
     "smoothed_ce": "losses.smoothed_cross_entropy with mass `smoothing_p` on the observed label",
     "gamblers": "losses.gamblers with a fixed (`payoff`) or automatic (`payoff_method`) payoff, NLL warm-up",
+    "forward_ce": "losses.forward_corrected_cross_entropy through the transition matrix `transition`",
 }
+# smoothing_p by name: p*(r) at the assumed noise rate, or the noise-rate-agnostic (K + 2) / (3K).
+SMOOTHING_RULES = ("optimal", "agnostic")
+TRANSITIONS = ("symmetric", "pairflip")
 TRAINERS = ("contrastive", "classifier")
 
 
@@ -154,14 +159,16 @@ class ModelConfig:
     tokenizer: str | None = None  # tokenizer folder/name; defaults to `pretrained`
     dropout: float | None = None  # override the encoder's dropout rates (None: keep the checkpoint's)
     dtype: str | None = None  # encoder compute dtype ("bfloat16" on GPU/TPU); params stay float32. None: float32
-    classifier: str = "text_head"  # classifier trainer: "text_head" (encoder + linear), "mlp", or "cnn:<name>"
+    # classifier trainer: "text_head" (encoder + linear), "mlp", "linear" (over the inputs as they come, e.g. frozen
+    # sentence embeddings) or "cnn:<name>" (gecko_jax.models.cnn)
+    classifier: str = "text_head"
     hidden: tuple = (256,)  # classifier "mlp": hidden widths
 
     def __post_init__(self):
         _check_types(self, "model", {"hidden": _TYPES["int"]})
         self.hidden = tuple(int(h) for h in self.hidden)
-        _check(self.classifier in ("text_head", "mlp") or self.classifier.startswith("cnn:"), "model.classifier",
-               "'text_head', 'mlp' or 'cnn:<name>'", self.classifier)
+        _check(self.classifier in ("text_head", "mlp", "linear") or self.classifier.startswith("cnn:"),
+               "model.classifier", "'text_head', 'mlp', 'linear' or 'cnn:<name>'", self.classifier)
         _check(self.dropout is None or 0.0 <= self.dropout < 1.0, "model.dropout", "a rate in [0, 1)", self.dropout)
         _check(self.dtype in (None, "float32", "bfloat16"), "model.dtype", "null, 'float32' or 'bfloat16'", self.dtype)
 
@@ -209,7 +216,12 @@ class LossConfig:
     debias_gamma: float = 1.0  # RBF kernel width of the debiasing term
     debias_beta: float = 1.0  # weight of the representation-preservation part of the debiasing term
     contrastive_weight: float = 1.0  # weight of the contrastive term (0 with debiasing: debias-only training)
-    smoothing_p: float = 0.9  # smoothed_ce: probability mass on the observed label
+    smoothing_p: float | str = 0.9  # smoothed_ce: mass on the observed label, or "optimal" (p*(r)) / "agnostic"
+    # smoothing_p "optimal" and forward_ce: the noise rate assumed (None: data.noise_rate, the true synthetic rate)
+    assumed_noise_rate: float | None = None
+    # forward_ce: "symmetric" / "pairflip" channel at the assumed rate, or an explicit [K, K] row-stochastic matrix
+    # (T[i][j] = P(observed j | clean i)); None: the channel of data.noise_type
+    transition: str | list | None = None
     payoff: float | None = None  # gamblers: fixed payoff o in (1, m]; None: automatic (payoff_method)
     payoff_method: str = "euc"  # gamblers with payoff None: losses.auto_payoff method
     nll_warmup_epochs: int = 0  # gamblers: plain cross-entropy on the m class logits for this many epochs first
@@ -226,7 +238,13 @@ class LossConfig:
         _check(self.temperature > 0, "loss.temperature", "a positive number", self.temperature)
         _check(all(d > 0 for d in self.matryoshka_dims), "loss.matryoshka_dims", "positive dimensions",
                self.matryoshka_dims)
-        _check(0.0 < self.smoothing_p <= 1.0, "loss.smoothing_p", "a probability in (0, 1]", self.smoothing_p)
+        _check(self.smoothing_p in SMOOTHING_RULES or (isinstance(self.smoothing_p, (int, float))
+                                                        and 0.0 < self.smoothing_p <= 1.0),
+               "loss.smoothing_p", f"a probability in (0, 1] or one of {SMOOTHING_RULES}", self.smoothing_p)
+        _check(self.assumed_noise_rate is None or 0.0 <= self.assumed_noise_rate < 1.0, "loss.assumed_noise_rate",
+               "null or a rate in [0, 1)", self.assumed_noise_rate)
+        _check(self.transition is None or self.transition in TRANSITIONS or isinstance(self.transition, list),
+               "loss.transition", f"null, one of {TRANSITIONS} or a [K, K] list of rows", self.transition)
         _check(self.payoff is None or self.payoff > 1.0, "loss.payoff", "a number > 1 or null (automatic)",
                self.payoff)
         _check(self.debias_rho in ("abs", "square", "huber"), "loss.debias_rho", "'abs', 'square' or 'huber'",
@@ -250,6 +268,59 @@ class CheckpointConfig:
         _check(self.keep > 0, "checkpoint.keep", "a positive integer", self.keep)
 
 
+MESH_AXES = ("data", "fsdp", "model")
+SPEC_KEYWORDS = ("fsdp", "replicated")
+
+
+@dataclasses.dataclass
+class ShardingConfig:
+    """Device mesh ``data x fsdp x model`` and where each parameter / optimizer-state leaf lives (big_vision style:
+    regex rules on the state path, first match wins; anything unmatched is replicated)."""
+
+    fsdp: int = 1  # size of the 'fsdp' mesh axis: params and optimizer state are split over it (1: replicated)
+    model: int = 1  # size of the 'model' mesh axis (tensor parallelism): only explicit rules use it
+    # [[regex, spec], ...] on state paths ("params/backbone/layer_0/attention/query/kernel", "opt_state/.../mu/...":
+    # a rule on a parameter path shards its Adam moments alike). spec: "fsdp" (the largest dimension that divides
+    # by the fsdp size), "replicated", or a list with one entry per leading dimension: null, an axis name, or a list
+    # of axis names. Empty: [[".*", "fsdp"]] when fsdp > 1, else everything replicated.
+    rules: list = dataclasses.field(default_factory=list)
+    min_shard_size: int = 16384  # leaves with fewer elements stay replicated under "fsdp" (biases, norms)
+
+    def __post_init__(self):
+        _check_types(self, "sharding", {"rules": _TYPES["list"]})
+        _check(self.fsdp >= 1, "sharding.fsdp", "a positive integer", self.fsdp)
+        _check(self.model >= 1, "sharding.model", "a positive integer", self.model)
+        _check(self.min_shard_size >= 0, "sharding.min_shard_size", "an integer >= 0", self.min_shard_size)
+        for k, rule in enumerate(self.rules):
+            field = f"sharding.rules[{k}]"
+            _check(len(rule) == 2 and isinstance(rule[0], str), field, "[regex, spec]", rule)
+            try:
+                re.compile(rule[0])
+            except re.error as e:
+                raise ConfigError(f"config field {field!r}: bad regex {rule[0]!r} ({e})") from None
+            spec = rule[1]
+            if isinstance(spec, str):
+                _check(spec in SPEC_KEYWORDS, field, f"a spec {SPEC_KEYWORDS} or a list of axes", spec)
+                continue
+            _check(isinstance(spec, (list, tuple)), field, "a spec: 'fsdp', 'replicated' or a list of axes", spec)
+            for entry in spec:
+                names = entry if isinstance(entry, (list, tuple)) else [entry]
+                _check(all(n is None or n in MESH_AXES for n in names), field,
+                       f"spec entries null, one of {MESH_AXES} or a list of them", spec)
+
+    def partition_rules(self) -> list:
+        """``[(regex, spec)]`` for :func:`gecko_jax.train.state.state_shardings` (specs as PartitionSpec)."""
+        from jax.sharding import PartitionSpec
+
+        rules = self.rules or ([[".*", "fsdp"]] if self.fsdp > 1 else [])
+        out = []
+        for pattern, spec in rules:
+            if not isinstance(spec, str):
+                spec = PartitionSpec(*[tuple(e) if isinstance(e, (list, tuple)) else e for e in spec])
+            out.append((pattern, spec))
+        return out
+
+
 @dataclasses.dataclass
 class TrainConfig:
     trainer: str = "contrastive"  # "contrastive" (dual encoder) or "classifier"
@@ -258,7 +329,7 @@ class TrainConfig:
     seed: int = 0  # model init / dropout seed
     log_every: int = 10  # steps between metric records
     grad_cache_chunk: int = 0  # contrastive: embed in chunks of this many rows (GradCache); 0 disables
-    num_devices: int | None = None  # devices of the "data" mesh axis (None: all)
+    num_devices: int | None = None  # devices of the mesh (None: all); split as data x sharding.fsdp x sharding.model
     distributed: bool = False  # CLI: call jax.distributed.initialize() first (multi-host); in Python, call it yourself
     progress: bool = True  # tqdm progress bar
     eval_every: int = 0  # steps between eval-hook calls (0: only at the end)
@@ -267,6 +338,7 @@ class TrainConfig:
     optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
     loss: LossConfig = dataclasses.field(default_factory=LossConfig)
     checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
+    sharding: ShardingConfig = dataclasses.field(default_factory=ShardingConfig)
 
     def __post_init__(self):
         for name, cls in _SECTIONS.items():
@@ -307,12 +379,13 @@ class TrainConfig:
                self.data.datasets)
 
     def check_devices(self, num_devices: int, num_processes: int = 1) -> None:
-        """Check the batch layout against the mesh; called once the devices are known."""
+        """Check the batch layout against the mesh; called once the devices are known.
+
+        ``num_devices``: the devices the batch is split over (``data x fsdp``; the ``model`` axis shares rows).
+        """
         b = self.data.batch_size
         _check(b % num_devices == 0, "data.batch_size", f"a multiple of the device count ({num_devices})", b)
         _check(b % num_processes == 0, "data.batch_size", f"a multiple of the process count ({num_processes})", b)
-        _check(self.data.pack_length is None or num_processes == 1, "data.pack_length",
-               "null for multi-process runs (packed rows are not split per process yet)", self.data.pack_length)
         if self.grad_cache_chunk:
             _check(self.grad_cache_chunk % num_devices == 0, "grad_cache_chunk",
                    f"a multiple of the device count ({num_devices})", self.grad_cache_chunk)
@@ -322,7 +395,7 @@ class TrainConfig:
 
 
 _SECTIONS = {"model": ModelConfig, "data": DataConfig, "optimizer": OptimizerConfig, "loss": LossConfig,
-             "checkpoint": CheckpointConfig}
+             "checkpoint": CheckpointConfig, "sharding": ShardingConfig}
 
 
 def _only_fields(cls, values: dict, where: str) -> dict:

@@ -208,8 +208,9 @@ def build_contrastive(config: TrainConfig, *, module: nn.Module | None = None, t
         if tokenizer is None:
             raise ValueError("config field 'model.tokenizer': needed to tokenise text (or pass tokenize=)")
         if config.data.pack_length:
+            # each process packs its own texts into rows that split evenly over its devices
             tokenize = pack_tokenizer(tokenizer, config.data.max_length, config.data.pack_length,
-                                      row_multiple=config.num_devices or jax.device_count())
+                                      row_multiple=(config.num_devices or jax.device_count()) // jax.process_count())
         else:
             tokenize = bucket_tokenizer(tokenizer, config.data.max_length, config.data.buckets)
     d = config.data

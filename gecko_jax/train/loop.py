@@ -14,11 +14,12 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from gecko_jax.fileio import write_json
+from gecko_jax.fileio import as_path, is_remote, write_bytes, write_json
 from gecko_jax.train.checkpoint import Checkpointer, restore_params
 from gecko_jax.train.config import TrainConfig
 from gecko_jax.train.metrics import MetricsWriter, rewind_metrics
-from gecko_jax.train.state import TrainState, create_state, global_batch, make_mesh, make_step
+from gecko_jax.train.distributed import local_batch, to_host
+from gecko_jax.train.state import TrainState, batch_devices, create_state, global_batch, make_step, mesh_from_config
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -91,9 +92,10 @@ def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path, *, task
 
     Args:
       config: validated run config.
-      workdir: output folder: ``checkpoints/``, ``metrics.jsonl``, ``tb/``, ``config.json``, ``export/``.
+      workdir: output folder: ``checkpoints/``, ``metrics.jsonl``, ``tb/``, ``config.json``, ``export/``; a local
+        path or a URI such as ``gs://bucket/run`` (through ``etils.epath``, as orbax reads and writes it).
       task: a trainer task (built from config when None; tests inject tiny models here).
-      mesh: device mesh (``make_mesh(config.num_devices)`` when None).
+      mesh: device mesh (``data x fsdp x model`` from ``config.num_devices`` and ``config.sharding`` when None).
       eval_fn: extra eval hook ``params -> dict of floats``, run every ``config.eval_every`` steps and at the end.
       stop_after: stop after this many steps of this call (tests; the checkpoint at that step is forced).
 
@@ -103,9 +105,9 @@ def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path, *, task
     Raises:
       NonFiniteLossError: the loss became NaN/inf (nothing is saved after the last finite step).
     """
-    workdir = pathlib.Path(workdir)
-    mesh = mesh if mesh is not None else make_mesh(config.num_devices)
-    config.check_devices(mesh.size, jax.process_count())
+    workdir = as_path(workdir)
+    mesh = mesh if mesh is not None else mesh_from_config(config)
+    config.check_devices(batch_devices(mesh), jax.process_count())
     if task is None:
         from gecko_jax.train.tasks import build_task
 
@@ -143,10 +145,30 @@ def train_and_evaluate(config: TrainConfig, workdir: str | pathlib.Path, *, task
             writer = MetricsWriter(workdir, enabled=lead)
             writer.write(int(state.step), result.eval_metrics)
             writer.close()
-        if config.checkpoint.export and lead and hasattr(task, "export"):
-            result.export_dir = task.export(state.params, workdir / "export")
+        if config.checkpoint.export and hasattr(task, "export"):
+            params = to_host(state.params)  # all processes: sharded parameters are gathered
+            if lead:
+                result.export_dir = _export(task, params, workdir / "export")
     result.compilations = step_fn.trace_count
     return result
+
+
+def _export(task, params, target) -> str | None:
+    """``task.export`` into ``target``; a remote target gets a local export uploaded file by file (each object
+    whole; ``config.json`` last, so a reader that sees it sees the weights)."""
+    if not is_remote(target):
+        return task.export(params, target)
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="gecko_export_") as tmp:
+        local = task.export(params, pathlib.Path(tmp) / "export")
+        if local is None:
+            return None
+        files = sorted((p for p in pathlib.Path(local).rglob("*") if p.is_file()),
+                       key=lambda p: (p.name == "config.json", str(p)))
+        for f in files:
+            write_bytes(target / str(f.relative_to(local)), f.read_bytes())
+    return str(target)
 
 
 def _evaluate(task, state, eval_fn) -> dict:
@@ -182,6 +204,7 @@ def _run(config, task, mesh, ckpt, writer, state, step_fn, start, end, pos, resu
     from tqdm.auto import tqdm
 
     lead = jax.process_index() == 0
+    pad_id = getattr(getattr(task, "tokenizer", None), "pad_token_id", 0)
     pbar = tqdm(total=config.steps, initial=start, disable=not (config.progress and lead), desc="train",
                 dynamic_ncols=True)
     pending = None  # (step, metrics, source) of the last step, checked one step late so the device queue stays full
@@ -214,8 +237,8 @@ def _run(config, task, mesh, ckpt, writer, state, step_fn, start, end, pos, resu
 
     with _Preemption() as preemption:
         for s in range(start, end):
-            local = task.stream.batch(pos, process_index=jax.process_index(), process_count=jax.process_count())
             source = task.stream.source_name(pos) if hasattr(task.stream, "source_name") else None
+            local = local_batch(task.stream, pos, pad_id=pad_id)  # this process's rows, widths agreed
             state, metrics = step_fn(state, global_batch(local, mesh))
             pos += 1
             if pending is not None:

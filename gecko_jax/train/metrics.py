@@ -15,7 +15,7 @@ import socket
 import struct
 import time
 
-from gecko_jax.fileio import output_error, write_text
+from gecko_jax.fileio import as_path, open_log, output_error, write_text
 
 _CRC_TABLE = []
 for _i in range(256):
@@ -83,7 +83,7 @@ def frame_record(payload: bytes) -> bytes:
 
 def read_records(path: str | pathlib.Path) -> list[bytes]:
     """Payloads of a TFRecord file, checking both CRCs (for tests and debugging)."""
-    data = pathlib.Path(path).read_bytes()
+    data = as_path(path).read_bytes()
     out, pos = [], 0
     while pos < len(data):
         header = data[pos:pos + 8]
@@ -99,14 +99,14 @@ def read_records(path: str | pathlib.Path) -> list[bytes]:
 
 
 class EventWriter:
-    """Append scalar events to ``events.out.tfevents.<time>.<host>`` in ``logdir``."""
+    """Append scalar events to ``events.out.tfevents.<time>.<host>`` in ``logdir`` (local or remote)."""
 
     def __init__(self, logdir: str | pathlib.Path):
-        self.logdir = pathlib.Path(logdir)
+        self.logdir = as_path(logdir)
         self.path = self.logdir / f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}"
         try:
             self.logdir.mkdir(parents=True, exist_ok=True)
-            self._f = open(self.path, "ab")
+            self._f = open_log(self.path, "ab")
         except OSError as e:
             raise output_error(self.path, e) from None
         self._write(frame_record(encode_event(time.time(), 0, file_version="brain.Event:2")))
@@ -138,7 +138,7 @@ def rewind_metrics(path: str | pathlib.Path, step: int, *, keep_evals_at_step: b
     again from step 0, which the rerun writes again) and drops a torn last line. The file is rewritten atomically.
     Returns the number of records dropped.
     """
-    path = pathlib.Path(path)
+    path = as_path(path)
     if not path.is_file():
         return 0
     kept, dropped = [], 0
@@ -167,14 +167,14 @@ class MetricsWriter:
 
     def __init__(self, workdir: str | pathlib.Path, *, enabled: bool = True, restart_step: int | None = None):
         self.enabled = enabled
-        self.path = pathlib.Path(workdir) / "metrics.jsonl"
+        self.path = as_path(workdir) / "metrics.jsonl"
         if enabled:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._jsonl = open(self.path, "a", encoding="utf-8")
+                self._jsonl = open_log(self.path, "a")
             except OSError as e:
-                    raise output_error(self.path, e) from None
-            self._events = EventWriter(pathlib.Path(workdir) / "tb")
+                raise output_error(self.path, e) from None
+            self._events = EventWriter(as_path(workdir) / "tb")
             if restart_step is not None:
                 self._events.restart(restart_step)
 

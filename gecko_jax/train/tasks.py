@@ -10,11 +10,15 @@ from gecko_jax.train.config import ConfigError, TrainConfig
 
 def load_encoder(config: TrainConfig):
     """``(encoder_config, pretrained_params | None, tokenizer | None, Encoder module)`` from ``config.model``."""
+    return encoder_from_model_config(config.model, config.data.max_length)
+
+
+def encoder_from_model_config(m, max_length: int):
+    """:func:`load_encoder` from a ``ModelConfig`` and the token cap (also used by the classifier grid)."""
     from gecko_jax.data.tokenize import Tokenizer
     from gecko_jax.embedder import resolve_model_path
     from gecko_jax.models import Encoder, EncoderConfig, load_pretrained
 
-    m = config.model
     overrides = {} if m.dropout is None else {"hidden_dropout": m.dropout, "attention_dropout": m.dropout}
     if m.dtype is not None:
         overrides["dtype"] = m.dtype
@@ -29,7 +33,7 @@ def load_encoder(config: TrainConfig):
     tok_source = m.tokenizer or m.pretrained
     tokenizer = None
     if tok_source is not None:
-        tokenizer = Tokenizer.from_pretrained(resolve_model_path(tok_source), max_length=config.data.max_length)
+        tokenizer = Tokenizer.from_pretrained(resolve_model_path(tok_source), max_length=max_length)
     return enc_cfg, params, tokenizer, Encoder(enc_cfg)
 
 
@@ -92,9 +96,11 @@ def _noisy(labels: np.ndarray, k: int, d) -> np.ndarray:
 
 def make_classifier_module(config: TrainConfig, outputs: int, encoder=None):
     """The classifier named by ``model.classifier`` with ``outputs`` logits (``m + 1`` for the gambler's loss)."""
-    from gecko_jax.train.classifier import MLPClassifier, TextClassifier
+    from gecko_jax.train.classifier import LinearHead, MLPClassifier, TextClassifier
 
     m = config.model
+    if m.classifier == "linear":
+        return LinearHead(outputs)
     if m.classifier == "text_head":
         if encoder is None:
             raise ConfigError("config field 'model.classifier': 'text_head' needs a text data source and an encoder")
@@ -112,7 +118,7 @@ def make_classifier_module(config: TrainConfig, outputs: int, encoder=None):
 
 def build_classifier(config: TrainConfig, *, module=None, tokenize=None):
     from gecko_jax.data.batching import BatchStream, bucket_tokenizer
-    from gecko_jax.train.classifier import ClassifierTask, FieldAdapter, takes_batch_dict
+    from gecko_jax.train.classifier import ClassifierTask, FieldAdapter, num_outputs, takes_batch_dict
 
     encoder = None
     pretrained = None
@@ -123,7 +129,7 @@ def build_classifier(config: TrainConfig, *, module=None, tokenize=None):
         if enc_params is not None:
             pretrained = ("encoder", enc_params)
     train_src, eval_src, k = _classifier_data(config, tokenize)
-    outputs = k + 1 if config.loss.name == "gamblers" else k
+    outputs = num_outputs(config.loss.name, k)
     if module is None:
         module = make_classifier_module(config, outputs, encoder)
     if not takes_batch_dict(module):

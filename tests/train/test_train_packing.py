@@ -111,5 +111,6 @@ def test_pack_config_errors_name_the_field(tmp_path):
         with pytest.raises(ConfigError, match=f"config field '{field}'"):
             train.from_dict(th.contrastive_raw(data, **over))
     config = train.from_dict(th.contrastive_raw(data, data={"pack_length": 64}))
-    with pytest.raises(ConfigError, match="data.pack_length"):
-        config.check_devices(1, num_processes=2)
+    config.check_devices(1, num_processes=2)  # each process packs its own rows (tests/train/test_train_distributed.py)
+    with pytest.raises(ConfigError, match="data.batch_size"):
+        config.check_devices(1, num_processes=3)  # 8 rows do not split over 3 processes

@@ -123,3 +123,18 @@ def fast_settings():
     yield
     for k, v in previous.items():
         jax.config.update(k, v)
+
+
+ROOT_CONFTEST = pathlib.Path(__file__).resolve().parent.parent / "conftest.py"
+
+
+@pytest.fixture
+def root_conftest(request):
+    """tests/conftest.py as the loaded plugin itself (``run_multidevice``, its retry counter and deadlock markers):
+    ``from conftest import ...`` would pick whichever conftest.py was imported last (tests/eval has one), and a
+    fresh import would keep its own retry counter, which the terminal summary would not see."""
+    for plugin in request.config.pluginmanager.get_plugins():
+        path = getattr(plugin, "__file__", None)
+        if path and pathlib.Path(path).resolve() == ROOT_CONFTEST.resolve():
+            return plugin
+    pytest.fail(f"{ROOT_CONFTEST} is not loaded as a conftest plugin")
