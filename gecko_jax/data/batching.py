@@ -96,11 +96,14 @@ class PairSource:
     def _task(self, r: PairRecord) -> str | None:
         return (r.task or self.task) if self.gecko_format else None
 
+    def _symmetric(self, r: PairRecord) -> bool:
+        return self.symmetric if r.symmetric is None else r.symmetric
+
     def make_batch(self, indices: np.ndarray) -> dict:
         recs = [self.records[i] for i in indices]
         queries = [format_text(r.query, kind="query", task=self._task(r)) for r in recs]
         positives = [format_text(r.positive, kind="document", task=self._task(r), title=r.positive_title,
-                                 symmetric=self.symmetric) for r in recs]
+                                 symmetric=self._symmetric(r)) for r in recs]
         batch = {
             # In-batch masks come from ids (STYLE.md 11): rows with the same positive text are not negatives.
             "ids": np.array([stable_id(r.positive_id or r.positive) for r in recs], np.int32),
@@ -108,7 +111,7 @@ class PairSource:
         }
         h = self.hard_negatives
         negs = [format_text(n, kind="document", task=self._task(r), title=_at(r.negative_titles, k) or
-                            r.negative_title, symmetric=self.symmetric)
+                            r.negative_title, symmetric=self._symmetric(r))
                 for r in recs for k, n in enumerate(r.negatives[:h])]  # [B*H], record-major
         if self.pack_towers:
             batch["packed"] = self.tokenize(queries + positives + negs)

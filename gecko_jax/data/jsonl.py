@@ -7,9 +7,11 @@ Record kinds (extra keys are ignored, so generated files can carry provenance):
     {"id": "q1", "task": "search result", "query": "...", "positive": "...",
      "negative": "..." | ["...", ...],            # optional hard negative(s)
      "positive_title": "...", "negative_title": "..."}   # optional titles (Gecko's "title: ... | text: ...")
+     "symmetric": true, "source": "nli"}                  # optional (gecko_jax.data.mixture writes both)
 
   A passage may also be an object ``{"id"?, "title"?, "text"}`` (what ``data_gen``'s FRet writes); its ``id``
-  then identifies it for the in-batch false-negative masks, instead of its text.
+  then identifies it for the in-batch false-negative masks, instead of its text. ``symmetric`` (format passages
+  like queries) overrides the dataset's setting for that record; ``source`` names the mixture source.
 
 - **fair tuples** (content-conditional debiasing)::
 
@@ -52,6 +54,8 @@ class PairRecord:
     positive_id: str | None = None  # passage id (object form); masks use it instead of the text
     negative_ids: tuple = ()  # per negative: id or None
     negative_titles: tuple = ()  # per negative: title or None (object form)
+    symmetric: bool | None = None  # format passages like queries; None: the dataset's setting
+    source: str | None = None  # mixture source name (provenance)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,12 +152,16 @@ def read_pairs(path: str | pathlib.Path, *, min_negatives: int = 0) -> list[Pair
         if len(negs) < min_negatives:
             raise JsonlError(f"{where}: field 'negative' has {len(negs)} hard negative(s), expected at least "
                              f"{min_negatives} (data.hard_negatives)")
+        symmetric = obj.get("symmetric")
+        if symmetric is not None and not isinstance(symmetric, bool):
+            raise JsonlError(f"{where}: field 'symmetric' must be true or false, got {symmetric!r}")
         out.append(PairRecord(
             id=rid, query=query, positive=pos, negatives=tuple(n[0] for n in negs),
             task=_text(obj, "task", where, required=False),
             positive_title=pos_title or _text(obj, "positive_title", where, required=False),
             negative_title=_text(obj, "negative_title", where, required=False),
-            positive_id=pos_id, negative_ids=tuple(n[2] for n in negs), negative_titles=tuple(n[1] for n in negs)))
+            positive_id=pos_id, negative_ids=tuple(n[2] for n in negs), negative_titles=tuple(n[1] for n in negs),
+            symmetric=symmetric, source=_text(obj, "source", where, required=False)))
     if not out:
         raise JsonlError(f"{path}: no records")
     return out

@@ -148,7 +148,8 @@ def evaluate_clustering(embedder, data="banking77", *, split: str = "test", task
     Args:
       embedder: object with ``encode``.
       data: a :class:`LabeledText` or dataset name; its ``split`` (``"test"`` or ``"train"``) is clustered.
-      task: Gecko task string (``"search result"`` for clustering in Gecko's Table 9) or ``None``.
+      task: Gecko task string (``"classification"`` in the ``gecko`` suites, see :mod:`gecko_jax.eval.suites`) or
+        ``None``.
       dims: int, ``None`` or a sequence. n_runs: k-means seeds averaged.
       cache, batch_size, data_root: as in :func:`evaluate_classification`.
 

@@ -68,6 +68,19 @@ def retrieval_run(q_emb: np.ndarray, c_emb: np.ndarray, query_ids, doc_ids, k: i
     return {qid: {doc_ids[j]: float(s) for s, j in zip(scores[r], idx[r])} for r, qid in enumerate(query_ids)}
 
 
+def encode_corpus(embedder, data: BeirData, *, task: str | None = None, cache: EmbeddingCache | None = None,
+                  batch_size: int | None = None) -> np.ndarray:
+    """Full-width embeddings ``[n_docs, d]`` of a BEIR corpus in file order (documents with their titles), through
+    ``cache``: the one definition of the corpus cache key, shared by evaluation and hard-negative mining."""
+    cache = cache or EmbeddingCache(None)
+    doc_ids = list(data.corpus)
+    titles = [data.corpus[d]["title"] for d in doc_ids]
+    texts = [data.corpus[d]["text"] for d in doc_ids]
+    fmt = {"kind": "document", "task": task, "titles": True}
+    return cache.get_or_encode(embedder, texts, data_fp=data.corpus_fingerprint, fmt=fmt, task=task,
+                               kind="document", titles=titles, batch_size=batch_size)
+
+
 def evaluate_retrieval(embedder, data, *, split: str = "test", task: str | None = None, dims=None,
                        metrics=DEFAULT_METRICS, top_k: int = 1000, cache: EmbeddingCache | None = None,
                        batch_size: int | None = None) -> dict:
@@ -96,12 +109,8 @@ def evaluate_retrieval(embedder, data, *, split: str = "test", task: str | None 
         data = load_beir(pathlib.Path(data), split=split)
     cache = cache or EmbeddingCache(None)
     doc_ids = list(data.corpus)
-    titles = [data.corpus[d]["title"] for d in doc_ids]
-    texts = [data.corpus[d]["text"] for d in doc_ids]
     t0 = time.perf_counter()
-    fmt = {"kind": "document", "task": task, "titles": True}
-    c_full = cache.get_or_encode(embedder, texts, data_fp=data.corpus_fingerprint, fmt=fmt, task=task,
-                                 kind="document", titles=titles, batch_size=batch_size)
+    c_full = encode_corpus(embedder, data, task=task, cache=cache, batch_size=batch_size)
     t_corpus = time.perf_counter() - t0
     query_ids = list(data.queries)
     t0 = time.perf_counter()

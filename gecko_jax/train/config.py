@@ -100,11 +100,17 @@ class DatasetSpec:
     weight: float = 1.0  # sampling weight of this dataset in the mixture (normalised over datasets)
     task: str | None = None  # task string for Gecko formatting when records carry none
     symmetric: bool = False  # format documents like queries (STS, classification, clustering tasks)
+    name: str | None = None  # source name in per-source metrics (default: the file name without extension)
+    hard_negatives: int | None = None  # hard negatives per query for this dataset (None: data.hard_negatives)
 
     def __post_init__(self):
         _check_types(self, "data.datasets[]")
         _check(isinstance(self.path, str) and self.path != "", "data.datasets[].path", "a non-empty path", self.path)
         _check(self.weight > 0, "data.datasets[].weight", "a positive number", self.weight)
+        _check(self.hard_negatives is None or (isinstance(self.hard_negatives, int) and self.hard_negatives >= 0),
+               "data.datasets[].hard_negatives", "null or an integer >= 0", self.hard_negatives)
+        if self.name is None:
+            self.name = pathlib.Path(self.path).stem
 
 
 @dataclasses.dataclass

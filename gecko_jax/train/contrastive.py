@@ -30,10 +30,20 @@ TOWERS = ("query", "positive", "negative", "groups", "neutral")
 
 
 class JointStream:
-    """The pair stream plus, when debiasing, a tuple stream drawn at the same batch index."""
+    """The pair stream plus, when debiasing, a tuple stream drawn at the same batch index.
 
-    def __init__(self, pairs: BatchStream | None, tuples: BatchStream | None = None):
+    ``names``: one name per pair source (``data.datasets[].name``); :meth:`source_name` says which source global
+    batch ``b`` came from (the mixture draws one source per batch), for per-source metrics.
+    """
+
+    def __init__(self, pairs: BatchStream | None, tuples: BatchStream | None = None, names=None):
         self.pairs, self.tuples = pairs, tuples
+        self.names = list(names) if names is not None else None
+
+    def source_name(self, b: int) -> str | None:
+        if self.pairs is None or not self.names or len(self.names) < 2:
+            return None
+        return self.names[self.pairs.locate(b)[0]]
 
     def batch(self, b: int, **kw) -> dict:
         out = {}
@@ -206,11 +216,15 @@ def build_contrastive(config: TrainConfig, *, module: nn.Module | None = None, t
     d = config.data
     pairs = tuples = None
     if config.loss.contrastive_weight > 0:
-        sources = [PairSource(read_pairs(s.path, min_negatives=d.hard_negatives), tokenize,
-                              hard_negatives=d.hard_negatives, task=s.task, symmetric=s.symmetric,
-                              gecko_format=d.gecko_format, pack_towers=bool(d.pack_length)) for s in d.datasets]
+        sources = []
+        for s in d.datasets:  # a dataset may set its own hard-negative count (e.g. STS pairs: in-batch only)
+            h = d.hard_negatives if s.hard_negatives is None else s.hard_negatives
+            sources.append(PairSource(read_pairs(s.path, min_negatives=h), tokenize, hard_negatives=h, task=s.task,
+                                      symmetric=s.symmetric, gecko_format=d.gecko_format,
+                                      pack_towers=bool(d.pack_length)))
         pairs = BatchStream(sources, d.batch_size, weights=[s.weight for s in d.datasets], seed=d.seed)
     if config.loss.debias_weight > 0:
         tuples = BatchStream([FairTupleSource(read_fair_tuples(d.debias_path), tokenize)], d.batch_size,
                              seed=d.seed + 1)
-    return ContrastiveTask(config, module, JointStream(pairs, tuples), pretrained, encoder_config, tokenizer)
+    return ContrastiveTask(config, module, JointStream(pairs, tuples, names=[s.name for s in d.datasets]),
+                           pretrained, encoder_config, tokenizer)

@@ -180,6 +180,26 @@ def _evaluate(task, state, eval_fn) -> dict:
     return out
 
 
+class _PerSource:
+    """Mean loss and batch count of each mixture source since the last record (``loss/<source>``,
+    ``batches/<source>``); empty for single-source runs."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, source: str | None, values: dict) -> None:
+        if source is not None:
+            self.sums[source] = self.sums.get(source, 0.0) + values["loss"]
+            self.counts[source] = self.counts.get(source, 0) + 1
+
+    def flush(self) -> dict:
+        out = {f"loss/{k}": self.sums[k] / self.counts[k] for k in sorted(self.sums)}
+        out.update({f"batches/{k}": float(self.counts[k]) for k in sorted(self.counts)})
+        self.sums, self.counts = {}, {}
+        return out
+
+
 def _run(config, task, mesh, ckpt, writer, state, step_fn, start, end, pos, result, eval_fn):
     from tqdm.auto import tqdm
 
@@ -187,12 +207,13 @@ def _run(config, task, mesh, ckpt, writer, state, step_fn, start, end, pos, resu
     pad_id = getattr(getattr(task, "tokenizer", None), "pad_token_id", 0)
     pbar = tqdm(total=config.steps, initial=start, disable=not (config.progress and lead), desc="train",
                 dynamic_ncols=True)
-    pending = None  # (step, metrics) of the last step, checked one step late so the device queue stays full
+    pending = None  # (step, metrics, source) of the last step, checked one step late so the device queue stays full
     t0, last_logged = time.perf_counter(), start
+    per_source = _PerSource()  # mixture runs: loss per source over each logging interval
 
     def check(item):
         nonlocal t0, last_logged
-        step, metrics = item
+        step, metrics, source = item
         values = _fetch(metrics)
         if not math.isfinite(values["loss"]):
             ckpt.wait()
@@ -203,7 +224,9 @@ def _run(config, task, mesh, ckpt, writer, state, step_fn, start, end, pos, resu
                 f"saved; the last good checkpoint is {where}. Lower optimizer.learning_rate, check the data "
                 "around this step, or set optimizer.clip_norm.")
         result.last_metrics = values
+        per_source.add(source, values)
         if step % config.log_every == 0 or step == end:
+            values = {**values, **per_source.flush()}
             now = time.perf_counter()
             steps_per_sec = (step - last_logged) / (now - t0) if now > t0 else 0.0
             values["steps_per_sec"] = steps_per_sec  # includes compile time in the first interval
@@ -214,12 +237,13 @@ def _run(config, task, mesh, ckpt, writer, state, step_fn, start, end, pos, resu
 
     with _Preemption() as preemption:
         for s in range(start, end):
+            source = task.stream.source_name(pos) if hasattr(task.stream, "source_name") else None
             local = local_batch(task.stream, pos, pad_id=pad_id)  # this process's rows, widths agreed
             state, metrics = step_fn(state, global_batch(local, mesh))
             pos += 1
             if pending is not None:
                 check(pending)
-            pending = (s + 1, metrics)
+            pending = (s + 1, metrics, source)
             pbar.update(1)
             stop = preemption.requested
             if (s + 1) % config.checkpoint.every_steps == 0 or s + 1 == end or stop:
