@@ -165,7 +165,8 @@ def config_to_hf(cfg) -> dict:
 
 # --------------------------------------------------------------------------------------------------------- weights
 
-def _take(tensors: Mapping[str, np.ndarray], name: str, shape: tuple[int, ...]) -> np.ndarray:
+def take_tensor(tensors: Mapping[str, np.ndarray], name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """``tensors[name]`` as float32, checked against the shape config.json implies (every family's loader)."""
     if name not in tensors:
         raise KeyError(f"checkpoint is missing tensor {name!r} (expected shape {shape})")
     value = np.asarray(tensors[name], dtype=np.float32)
@@ -179,20 +180,20 @@ def params_from_hf(tensors: Mapping[str, np.ndarray], cfg) -> dict:
     h, f = cfg.hidden_size, cfg.intermediate_size
 
     def linear(prefix, n_in, n_out):
-        return {"kernel": _take(tensors, f"{prefix}.weight", (n_out, n_in)).T.copy(),
-                "bias": _take(tensors, f"{prefix}.bias", (n_out,))}
+        return {"kernel": take_tensor(tensors, f"{prefix}.weight", (n_out, n_in)).T.copy(),
+                "bias": take_tensor(tensors, f"{prefix}.bias", (n_out,))}
 
     def norm(prefix):
-        return {"scale": _take(tensors, f"{prefix}.weight", (h,)), "bias": _take(tensors, f"{prefix}.bias", (h,))}
+        return {"scale": take_tensor(tensors, f"{prefix}.weight", (h,)), "bias": take_tensor(tensors, f"{prefix}.bias", (h,))}
 
     emb = {
-        "word_embeddings": {"embedding": _take(tensors, "embeddings.word_embeddings.weight", (cfg.vocab_size, h))},
-        "position_embeddings": {"embedding": _take(tensors, "embeddings.position_embeddings.weight",
+        "word_embeddings": {"embedding": take_tensor(tensors, "embeddings.word_embeddings.weight", (cfg.vocab_size, h))},
+        "position_embeddings": {"embedding": take_tensor(tensors, "embeddings.position_embeddings.weight",
                                                    (cfg.max_position_embeddings, h))},
         "layer_norm": norm("embeddings.LayerNorm"),
     }
     if cfg.type_vocab_size:
-        emb["token_type_embeddings"] = {"embedding": _take(tensors, "embeddings.token_type_embeddings.weight",
+        emb["token_type_embeddings"] = {"embedding": take_tensor(tensors, "embeddings.token_type_embeddings.weight",
                                                            (cfg.type_vocab_size, h))}
     params = {"embeddings": emb}
     for i in range(cfg.num_layers):

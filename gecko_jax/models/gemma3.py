@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gecko_jax.models.bert import take_tensor
 from gecko_jax.models.registry import Architecture, register
 
 _ACT = {
@@ -267,27 +268,18 @@ def config_to_hf(cfg) -> dict:
 
 # --------------------------------------------------------------------------------------------------------- weights
 
-def _take(tensors: Mapping[str, np.ndarray], name: str, shape: tuple[int, ...]) -> np.ndarray:
-    if name not in tensors:
-        raise KeyError(f"checkpoint is missing tensor {name!r} (expected shape {shape})")
-    value = np.asarray(tensors[name], dtype=np.float32)
-    if value.shape != shape:
-        raise ValueError(f"checkpoint tensor {name!r} has shape {value.shape}, expected {shape} from config.json")
-    return value
-
-
 def params_from_hf(tensors: Mapping[str, np.ndarray], cfg) -> dict:
     """``Gemma3TextModel`` tensors (prefix stripped; Linear weights ``[out, in]``, norms as offsets) -> params."""
     h, f, d = cfg.hidden_size, cfg.intermediate_size, cfg.head_dim
     nq, nkv = cfg.num_heads, cfg.kv_heads
 
     def kernel(name, n_in, n_out):
-        return _take(tensors, f"{name}.weight", (n_out, n_in)).T
+        return take_tensor(tensors, f"{name}.weight", (n_out, n_in)).T
 
     def norm(name, width=h):
-        return {"scale": _take(tensors, f"{name}.weight", (width,))}
+        return {"scale": take_tensor(tensors, f"{name}.weight", (width,))}
 
-    params: dict[str, Any] = {"embed_tokens": {"embedding": _take(tensors, "embed_tokens.weight", (cfg.vocab_size, h))},
+    params: dict[str, Any] = {"embed_tokens": {"embedding": take_tensor(tensors, "embed_tokens.weight", (cfg.vocab_size, h))},
                               "norm": norm("norm")}
     for i in range(cfg.num_layers):
         p = f"layers.{i}"

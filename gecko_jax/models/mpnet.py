@@ -127,7 +127,7 @@ def _bert_name(name: str) -> str:
 def params_from_hf(tensors: Mapping[str, np.ndarray], cfg) -> dict:
     """Hugging Face ``MPNetModel`` tensors -> backbone params (BERT's converter on renamed tensors + the bias)."""
     params = bert.params_from_hf({_bert_name(k): v for k, v in tensors.items()}, cfg)
-    params["relative_attention_bias"] = bert._take(tensors, "encoder.relative_attention_bias.weight",
+    params["relative_attention_bias"] = bert.take_tensor(tensors, "encoder.relative_attention_bias.weight",
                                                    (cfg.relative_attention_num_buckets, cfg.num_heads))
     return params
 
