@@ -289,6 +289,25 @@ def _fsync_tree(root: pathlib.Path) -> None:
 
 
 @contextlib.contextmanager
+def file_lock(path) -> Iterator[None]:
+    """An exclusive inter-process lock on ``path`` (created with its folders) for the ``with`` block; on platforms
+    without ``fcntl`` (not POSIX) no lock is taken."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(path, "a") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
 def atomic_dir(path) -> Iterator[pathlib.Path]:
     """Yield an empty temporary folder next to ``path``; on a clean exit it becomes ``path`` in one step.
 

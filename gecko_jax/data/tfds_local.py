@@ -31,13 +31,14 @@ Example::
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import pathlib
 import re
 from typing import Any
 
 import numpy as np
+
+from gecko_jax.fileio import file_lock
 
 __all__ = ["DATASETS", "NUM_CLASSES", "TFDS_NAMES", "SPLITS", "default_data_dir", "default_source_root", "prepare",
            "load_split", "load_noisy_split", "select_subset"]
@@ -108,26 +109,11 @@ def prepare(name: str, *, data_dir=None, source_root=None):
     data_dir.mkdir(parents=True, exist_ok=True)
     # Two processes preparing the same dataset race on tfds's final rename (seen with two experiments started at
     # once: FileExistsError); an exclusive lock per dataset makes the second one wait and then just open it.
-    with _file_lock(data_dir / f".gecko_{name}.lock"):
+    with file_lock(data_dir / f".gecko_{name}.lock"):
         builder = _local_builder(name, data_dir, source_root)
         builder.download_and_prepare(file_format="array_record",
                                      download_config=tfds.download.DownloadConfig(try_download_gcs=False))
     return builder
-
-
-@contextlib.contextmanager
-def _file_lock(path: pathlib.Path):
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no inter-process lock, tfds's own checks only
-        yield
-        return
-    with open(path, "a") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def _records_to_arrays(records, *, text: bool) -> dict[str, Any]:

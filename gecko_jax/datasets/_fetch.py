@@ -11,7 +11,6 @@
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import http.client
 import json
@@ -28,6 +27,7 @@ import zipfile
 
 from gecko_jax.datasets import MANIFEST, ChecksumError, _cache_complete
 from gecko_jax.datasets._registry import Dataset, Remote, Source
+from gecko_jax.fileio import file_lock
 
 CHUNK = 1 << 16
 RETRIES = 3
@@ -205,22 +205,6 @@ def convert_snli_senteval(folder: pathlib.Path) -> None:
 CONVERTERS = {"snli_senteval": convert_snli_senteval}
 
 
-@contextlib.contextmanager
-def _lock(path: pathlib.Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no inter-process lock
-        yield
-        return
-    with open(path, "a") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-
 def _recorded(folder: pathlib.Path) -> dict:
     """Download digests recorded by an earlier fetch (kept beside the cache so a re-fetch can check them)."""
     for f in (folder / MANIFEST, folder.parent / ".downloads" / folder.name / "recorded.json"):
@@ -233,7 +217,7 @@ def _recorded(folder: pathlib.Path) -> dict:
 
 def fetch_into(ds: Dataset, source: Source, folder: pathlib.Path, *, force: bool, progress: bool) -> pathlib.Path:
     """Download ``source`` of ``ds`` and assemble ``folder`` atomically (see the module docstring)."""
-    with _lock(folder.parent / f".{ds.name}.lock"):
+    with file_lock(folder.parent / f".{ds.name}.lock"):
         if not force and _cache_complete(folder):  # another process finished it while we waited
             return folder
         recorded = _recorded(folder)
