@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 
@@ -61,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         if code is None or os.environ.get("GECKO_JAX_TRACEBACK"):
             raise
         print(f"gecko-jax {args.command}: error: {one_line(e)}", file=sys.stderr)
+        # A failed checkpoint write leaves orbax's sibling write tasks with the same error unretrieved; asyncio would
+        # log each one at exit. The failure is reported above in one line, so their echoes are not.
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
         return code
 
 
