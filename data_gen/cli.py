@@ -1,8 +1,9 @@
 """``gecko-data``: build FRet training data and fairness tuples with an LLM (local llama.cpp by default, or any
 OpenAI-compatible server). Run ``gecko-data fret --help`` / ``gecko-data augment-fair --help``.
 
-Nothing heavy is imported at module import time: the embedder (``gecko_jax``, which pulls in JAX) and ``llama_cpp``
-are imported inside the command that needs them.
+Nothing heavy is imported at module import time: ``llama_cpp`` is imported inside the command that needs it, and the
+embedder is injected by the caller of :func:`main` (the ``gecko-data`` command wires in ``gecko_jax``'s, which pulls
+in JAX, in the process that embeds).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import math
 import os
 import sys
 from importlib import resources
+from typing import Any, Mapping
 
 from .errors import (EXIT_CODES_HELP, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, EXIT_STORAGE, DataGenError,
                      InputError, describe_os_error, one_line, redact)
@@ -88,9 +90,18 @@ def _concurrency(args) -> int:
     return c
 
 
-def _make_embed_fn(spec: str, model: str):
+def _embedder_spec(args):
+    """The ``--embedder`` spec: one the caller of :func:`main` injected under that name, else hash or module:function."""
     from .specs import EmbedderSpec
-    es = EmbedderSpec(spec, model)
+
+    injected = args.embedders.get(args.embedder)
+    if injected is not None:
+        return dataclasses.replace(injected, model=args.embedder_model)
+    return EmbedderSpec(args.embedder, args.embedder_model)
+
+
+def _make_embed_fn(args):
+    es = _embedder_spec(args)
     doc_fn, query_fn = es.build()
     return doc_fn, query_fn, es.name
 
@@ -174,7 +185,7 @@ def _fret_local(args, files, cfg) -> int:
     corpus = open_corpus(files)  # validates every line (file:line), keeps offsets, not text
     seeds = sample_seed_ids(iter(corpus), args.passages, seed=args.seed)
     llm = _make_llm(args)  # first: a bad LLM option fails fast, before an encoder is loaded
-    embed_fn, query_embed_fn, emb_name = _make_embed_fn(args.embedder, args.embedder_model)
+    embed_fn, query_embed_fn, emb_name = _make_embed_fn(args)
     log.info("fret: %d seed passages of %d, llm=%s model=%s, %d neighbours, negative=%s, concurrency=%d",
              len(seeds), len(corpus), llm.name, llm.model, cfg.neighbours, cfg.negative, cfg.concurrency)
     summary = FRetPipeline(llm, embed_fn, corpus, workdir=args.workdir, config=cfg,
@@ -211,7 +222,6 @@ def _fret_beam(args, corpus_spec, cfg) -> int:
         raise InputError(f"--engine beam needs Apache Beam: pip install 'gecko-jax[scale]' ({e})") from None
     from .fret import failures_path
     from .scoring import plan_scoring
-    from .specs import EmbedderSpec
 
     files = beam_fret.job_files(str(corpus_spec))
     if "://" not in str(corpus_spec):
@@ -220,7 +230,7 @@ def _fret_beam(args, corpus_spec, cfg) -> int:
     spec = _llm_spec(args)
     llm = spec.build()
     plan = plan_scoring(llm, rc_labels=cfg.rc_labels, ql=cfg.scoring_ql, rc=cfg.scoring_rc)  # probed once, here
-    embedder = EmbedderSpec(args.embedder, args.embedder_model)
+    embedder = _embedder_spec(args)
     workdir = (args.workdir.rstrip("/") + "/beam") if "://" in args.workdir else os.path.join(args.workdir, "beam")
     job = beam_fret.BeamFRetJob(files=files, workdir=workdir, n_seeds=args.passages,
                                 llm=spec, embedder=embedder, plan=plan, config=cfg, model=llm.model,
@@ -305,7 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--max-passage-chars", type=int, default=1000, help="passage length inside prompts (default 1000)")
     f.add_argument("--seed", type=int, default=0, help="seed sampling and random negatives (default: 0)")
     f.add_argument("--embedder", default="gecko",
-                   help="gecko (gecko_jax.Embedder, default), hash (bag of words, no model) or module:function")
+                   help="gecko (gecko_jax.Embedder, default; provided by the gecko-data command), hash (bag of "
+                        "words, no model) or module:function (an importable texts -> [n, d] function)")
     f.add_argument("--embedder-model", default="all-MiniLM-L6-v2", help="model for --embedder gecko")
     e = f.add_argument_group("scale")
     e.add_argument("--engine", choices=("local", "beam"), default="local",
@@ -371,8 +382,13 @@ class _RedactFilter(logging.Filter):
         return True
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run ``gecko-data``; returns the exit code (see ``--help``). Expected failures print one line to stderr."""
+def main(argv: list[str] | None = None, *, embedders: Mapping[str, Any] | None = None) -> int:
+    """Run ``gecko-data``; returns the exit code (see ``--help``). Expected failures print one line to stderr.
+
+    ``embedders``: ``--embedder`` names the caller provides, each an :class:`~data_gen.specs.EmbedderSpec` with a
+    ``factory`` (the ``gecko-data`` command, :mod:`gecko_jax.cli.gecko_data`, injects ``gecko``). data_gen imports no
+    embedder package itself.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     beam_args: list[str] = []
     if "--" in argv:  # pipeline options for --engine beam
@@ -380,6 +396,7 @@ def main(argv: list[str] | None = None) -> int:
         argv, beam_args = argv[:cut], argv[cut + 1:]
     args = build_parser().parse_args(argv)  # a usage error exits with 2 (= EXIT_INPUT), like argparse always does
     args.beam_args = beam_args
+    args.embedders = dict(embedders or {})
     secrets = [os.environ.get(args.api_key_env)] if getattr(args, "api_key_env", None) else []
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -19,7 +19,8 @@ import time
 from collections import Counter
 from typing import Any, Iterator, Sequence
 
-from .llm import PromptOrMessages, Usage, messages_to_text
+from .protocol import PromptOrMessages, Usage, messages_to_text
+from .gender_rules import rewrite_rules
 from .prompts import TASK_PREFIX
 
 _TOK = re.compile(r"\s*\S+")
@@ -130,7 +131,6 @@ class FakeLLM:
             return f" {_FAKE_TASKS[h % len(_FAKE_TASKS)]}\nQuery: {' '.join(words) or 'something'}"
         for label, group in (("Male:", "male"), ("Female:", "female"), ("Neutral:", "neutral")):
             if prompt.endswith("\n" + label):
-                from .fair import rewrite_rules  # local: fair imports nothing from here
                 src = prompt[prompt.rfind("\nSentence: ") + len("\nSentence: "):].split("\n")[0]
                 return " " + rewrite_rules(src, group)
         return ""

@@ -30,16 +30,15 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence, Union, runtime_checkable
+from typing import Any, Callable, Sequence
 
 from .cache import SqliteCache, cache_key
-from .errors import EXIT_SERVER, DataGenError, one_line, redact
+from .errors import EXIT_SERVER, DataGenError, InputError, one_line, redact
+from .fake import FakeLLM
 from .limits import RateLimiter, backoff_delay, parse_retry_after
+from .protocol import LLM, Messages, PromptOrMessages, Usage, messages_to_text  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
-
-Messages = Sequence[dict]
-PromptOrMessages = Union[str, Messages]
 
 GREEDY = {"temperature": 0.0, "top_p": 1.0, "seed": 0}
 """Decoding parameters the pipelines pass by default: greedy, so a re-run (or another backend) reproduces records."""
@@ -83,55 +82,6 @@ class FatalLLMError(PermanentLLMError, DataGenError):
     naming the server and the status, never the key) and exits with :data:`~data_gen.errors.EXIT_SERVER`."""
 
     exit_code = EXIT_SERVER
-
-
-@dataclass
-class Usage:
-    """Thread-safe counters for requests, tokens, cache hits, retries and failures; ``cost`` from per-1M-token prices."""
-
-    requests: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cache_hits: int = 0
-    retries: int = 0
-    failures: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def add(self, **counts: int) -> None:
-        with self._lock:
-            for k, v in counts.items():
-                setattr(self, k, getattr(self, k) + int(v))
-
-    def cost(self, price_in_per_mtok: float = 0.0, price_out_per_mtok: float = 0.0) -> float:
-        return (self.prompt_tokens * price_in_per_mtok + self.completion_tokens * price_out_per_mtok) / 1e6
-
-    def as_dict(self) -> dict[str, int]:
-        with self._lock:
-            return {k: getattr(self, k) for k in
-                    ("requests", "prompt_tokens", "completion_tokens", "cache_hits", "retries", "failures")}
-
-
-@runtime_checkable
-class LLM(Protocol):
-    """What a backend provides. ``name`` is the backend kind and ``model`` the model id; both key the cache."""
-
-    name: str
-    model: str
-    usage: Usage
-
-    def generate(self, prompt_or_messages: PromptOrMessages, **params: Any) -> str: ...
-
-    def score(self, prompt: str, continuation: str) -> float: ...
-
-
-def messages_to_text(messages: Messages) -> str:
-    """Flatten chat messages for a base (non-chat) model: the contents joined by blank lines, roles dropped."""
-    parts = []
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict) or "content" not in m:
-            raise ValueError(f"messages[{i}]: expected a dict with 'role' and 'content', got {m!r}")
-        parts.append(str(m["content"]))
-    return "\n\n".join(parts)
 
 
 def _estimate_tokens(text: str) -> int:
@@ -943,3 +893,82 @@ class CachedLLM:
         if key is not None and not caps.get("unknown"):  # a probe the server did not answer is asked again
             self.cache.put(key, {"capabilities": caps})
         return caps
+
+
+@dataclass(frozen=True)
+class LLMSpec:
+    """How to build a :class:`~data_gen.llm.CachedLLM` (see ``gecko-data fret --help`` for each field).
+
+    ``cache``: the sqlite file of the content-addressed cache (None: no cache). Under Beam every worker opens it;
+    on one machine (DirectRunner) they share it, which is what lets a re-run after a kill ask nothing again.
+    """
+
+    llm: str = "fake"
+    base_url: str | None = None
+    model: str | None = None
+    api_key_env: str | None = "OPENAI_API_KEY"
+    extra_body: str | None = None
+    model_path: str | None = None
+    n_ctx: int = 2048
+    threads: int | None = None
+    rpm: float | None = None
+    tpm: float | None = None
+    max_attempts: int = 6
+    max_connection_failures: int = 4
+    timeout: float = 60.0
+    backoff_base: float = 0.5
+    cache: str | None = None
+    fake_garbage_every: int = 0
+
+    @classmethod
+    def from_args(cls, args, cache: str | None) -> "LLMSpec":
+        return cls(llm=args.llm, base_url=args.base_url, model=args.model, api_key_env=args.api_key_env,
+                   extra_body=args.extra_body, model_path=args.model_path, n_ctx=args.n_ctx, threads=args.threads,
+                   rpm=args.rpm, tpm=args.tpm, max_attempts=args.max_attempts,
+                   max_connection_failures=args.max_connection_failures, timeout=args.timeout,
+                   backoff_base=args.backoff_base, cache=cache)
+
+    def build(self) -> "CachedLLM":
+        """The client: :func:`make_llm` of this spec."""
+        return make_llm(self)
+
+
+def make_llm(spec: LLMSpec) -> CachedLLM:
+    """The one LLM factory: the client an :class:`LLMSpec` describes, behind its sqlite cache.
+
+    ``spec.llm``: ``openai`` (:class:`OpenAICompatLLM`), ``local`` (:class:`LlamaCppLLM`, the embedded Gemma 3 270M
+    by default) or ``fake`` (:class:`~data_gen.fake.FakeLLM`). Raises ``InputError`` for a bad option, before any
+    request is made.
+    """
+    if spec.llm == "openai":
+        inner = _openai_client(spec)
+    elif spec.llm == "local":
+        try:
+            inner = LlamaCppLLM(spec.model_path, n_ctx=spec.n_ctx, n_threads=spec.threads)
+        except (ImportError, FileNotFoundError) as e:  # the extra is not installed, or no such GGUF file
+            raise InputError(str(e)) from None
+    elif spec.llm == "fake":
+        inner = FakeLLM(garbage_every=spec.fake_garbage_every)
+    else:
+        raise InputError(f"--llm: expected local, openai or fake, got {spec.llm!r}")
+    return CachedLLM(inner, SqliteCache(spec.cache) if spec.cache else None)
+
+
+def _openai_client(spec: LLMSpec) -> OpenAICompatLLM:
+    if not spec.base_url:
+        raise InputError("--llm openai needs --base-url (or $OPENAI_BASE_URL)")
+    if not spec.model:
+        raise InputError("--llm openai needs --model (or $OPENAI_MODEL)")
+    try:
+        extra = json.loads(spec.extra_body) if spec.extra_body else None
+    except json.JSONDecodeError as e:
+        raise InputError(f"--extra-body: expected a JSON object, got {spec.extra_body!r} ({e})") from None
+    if extra is not None and not isinstance(extra, dict):
+        raise InputError(f"--extra-body: expected a JSON object, got {type(extra).__name__}")
+    try:
+        return OpenAICompatLLM(spec.base_url, spec.model, api_key_env=spec.api_key_env, timeout=spec.timeout,
+                               max_attempts=spec.max_attempts, backoff_base=spec.backoff_base,
+                               limiter=RateLimiter(spec.rpm, spec.tpm), extra_body=extra,
+                               max_connection_failures=spec.max_connection_failures)
+    except ValueError as e:
+        raise InputError(str(e)) from None

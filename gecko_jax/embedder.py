@@ -328,3 +328,17 @@ def _check_batch_size(batch_size) -> int:
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     return batch_size
+
+
+
+def embed_fns(embedder: "Embedder"):
+    """``(document embed_fn, query embed_fn)`` of an embedder: the functions data_gen's FRet retrieval takes (it
+    formats the texts itself)."""
+    return (lambda texts: embedder.encode(list(texts), kind="document"),
+            lambda texts: embedder.encode(list(texts), kind="query"))
+
+
+def fret_embed_fns(model: str = "all-MiniLM-L6-v2"):
+    """:func:`embed_fns` of ``Embedder.from_pretrained(model)``: the factory ``gecko-data --embedder gecko`` injects
+    into data_gen (by name, so Beam workers build their own)."""
+    return embed_fns(Embedder.from_pretrained(model))

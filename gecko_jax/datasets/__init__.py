@@ -1,6 +1,6 @@
 """Datasets by name: the one place in gecko_jax that finds, downloads and checks data files.
 
-Resolution order for a dataset (``path("scifact")``, ``load("scifact")``, and every reader in the package):
+Resolution order for a dataset (``path("scifact")``, ``gecko_jax.eval.readers.load("scifact")``, and every reader):
 
 1. an explicit folder (``data_dir=`` / ``--data-dir``) in the mirror layout: ``<data_dir>/<folder>``; nothing else
    is tried when one is given;
@@ -17,11 +17,13 @@ Offline mode (``GECKO_JAX_OFFLINE=1`` or ``HF_HUB_OFFLINE=1``) stops at step 3 w
 and where to put it. Environment variables, one per meaning: ``GECKO_JAX_DATA`` (read-only raw-data mirror),
 ``GECKO_JAX_CACHE`` (everything gecko_jax writes for reuse: downloads, prepared tfds sets, embedding caches).
 
+Reading a dataset is the readers' business, a layer up (``gecko_jax.eval.readers.load(name)``); this package only
+finds files, so every reader can import it.
+
 Example::
 
     from gecko_jax import datasets
     datasets.path("scifact")            # a folder with corpus.jsonl, queries.jsonl, qrels/
-    beir = datasets.load("scifact")     # BeirData of the test split
     datasets.where("stsb")              # Resolution(kind="mirror", path=...) without downloading
 """
 from __future__ import annotations
@@ -223,49 +225,3 @@ class DataRoot:
 
     def __hash__(self) -> int:
         return hash(self.data_dir)
-
-
-def load(name: str, split: str | None = None, *, data_dir=None):
-    """Read a dataset with gecko_jax's reader for it (resolving and downloading as :func:`path` does).
-
-    Returns, by dataset: scifact -> ``BeirData`` of ``split`` (default "test"); stsb -> ``(s1, s2, scores, sha)`` of
-    ``split`` (default "test"); banking77 / sst2 / mr / ag_news -> ``LabeledText``; mnist / cifar10 -> the
-    ``tfds_local.load_split`` dict of ``split`` (default "train"); seat -> {test name: test dict}; crows_pairs -> list
-    of row dicts; snli -> ``{"premise", "hypothesis", "label"}`` lists of ``split`` (default "dev").
-    """
-    ds = lookup(name)
-    if ds.name == "scifact":
-        from gecko_jax.eval.beir import load_beir
-
-        return load_beir(path(ds.name, data_dir), split=split or "test")
-    if ds.name == "stsb":
-        from gecko_jax.eval.sts import read_stsb
-
-        return read_stsb(path(ds.name, data_dir) / f"sts-{split or 'test'}.csv")
-    if ds.name in ("banking77", "sst2", "mr", "ag_news"):
-        from gecko_jax.eval.datasets import CLASSIFICATION_LOADERS
-
-        return CLASSIFICATION_LOADERS[ds.name](DataRoot(data_dir))
-    if ds.name in ("mnist", "cifar10"):
-        from gecko_jax.data import tfds_local
-
-        return tfds_local.load_split(ds.name, split or "train", source_root=data_dir)
-    folder = path(ds.name, data_dir)
-    if ds.name == "seat":
-        from gecko_jax.eval.fairness import load_seat
-
-        return {p.stem: load_seat(p) for p in sorted(folder.glob("*.jsonl"))}
-    if ds.name == "crows_pairs":
-        import csv
-
-        with open(folder / "crows_pairs_anonymized.csv", encoding="utf-8", newline="") as f:
-            return list(csv.DictReader(f))
-    if ds.name == "snli":
-        part = split or "dev"
-        cols = {}
-        for key, stem in (("premise", "s1"), ("hypothesis", "s2"), ("label", "labels")):
-            cols[key] = [line.strip() for line in (folder / f"{stem}.{part}").read_text(encoding="utf-8").splitlines()]
-        if not len(cols["premise"]) == len(cols["hypothesis"]) == len(cols["label"]):
-            raise ValueError(f"{folder}: s1.{part}, s2.{part} and labels.{part} have different line counts")
-        return cols
-    raise ValueError(f"load: no reader for {ds.name!r}")  # pragma: no cover - every registry entry is handled

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gecko_jax.models.attention import allowed_mask, attention
-from gecko_jax.models.registry import Architecture, register
+from gecko_jax.models.architecture import Architecture, register
 
 _ACT = {
     "gelu": lambda x: jax.nn.gelu(x, approximate=False),  # Hugging Face "gelu" is the exact erf form

@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gecko_jax.models.bert import take_tensor
-from gecko_jax.models.registry import Architecture, register
+from gecko_jax.models.architecture import Architecture, register
 
 _ACT = {
     "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),

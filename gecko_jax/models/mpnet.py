@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gecko_jax.models import bert
-from gecko_jax.models.registry import Architecture, register
+from gecko_jax.models.architecture import Architecture, register
 from gecko_jax.models.roberta import attention_bias, offset_position_ids
 
 _PAD = 1  # MPNetEmbeddings hard-codes padding_idx = 1, whatever config.json says

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 from gecko_jax.models import bert
 from gecko_jax.models.attention import allowed_mask
-from gecko_jax.models.registry import Architecture, register
+from gecko_jax.models.architecture import Architecture, register
 
 
 def offset_position_ids(attention_mask, pad_token_id: int, position_ids=None):

@@ -32,7 +32,7 @@ _EXPORTS = {
     "Checkpointer": "checkpoint", "restore_params": "checkpoint",
     "MetricsWriter": "metrics", "EventWriter": "metrics",
     "train_and_evaluate": "loop", "initial_state": "loop", "NonFiniteLossError": "loop", "TrainResult": "loop",
-    "build_task": "tasks", "load_encoder": "tasks",
+    "build_task": "tasks", "load_encoder": "encoders",
     "ContrastiveTask": "contrastive", "build_contrastive": "contrastive",
     "ClassifierTask": "classifier", "TextClassifier": "classifier", "MLPClassifier": "classifier",
     "FieldAdapter": "classifier", "LinearHead": "classifier", "EncoderHead": "classifier",

@@ -23,6 +23,7 @@ import numpy as np
 from gecko_jax import losses
 from gecko_jax.data.batching import BatchStream, FairTupleSource, PairSource, TokenizeFn
 from gecko_jax.train.config import TrainConfig
+from gecko_jax.train.encoders import load_encoder
 from gecko_jax.train.gradcache import GradCachedLoss, tower_key
 
 # Fixed tower order: tower i draws its dropout key as fold_in(rng, i) in both the plain and the cached loss.
@@ -200,7 +201,6 @@ def build_contrastive(config: TrainConfig, *, module: nn.Module | None = None, t
     """A :class:`ContrastiveTask` from config; ``module``/``tokenize`` override the configured encoder/tokenizer."""
     from gecko_jax.data.batching import bucket_tokenizer, pack_tokenizer
     from gecko_jax.data.jsonl import read_fair_tuples, read_pairs
-    from gecko_jax.train.tasks import load_encoder
 
     if module is None:
         encoder_config, pretrained, tokenizer, module = load_encoder(config)

@@ -176,7 +176,7 @@ def build_module(cfg: GridConfig, outputs: int):
     if kind == "linear":
         return LinearHead(outputs), None
     if kind == "text_head":
-        from gecko_jax.train.tasks import encoder_from_model_config
+        from gecko_jax.train.encoders import encoder_from_model_config
 
         # Dropout off: the vmapped scan carries no per-step RNG.
         _, params, _, encoder = encoder_from_model_config(dataclasses.replace(cfg.model, dropout=0.0),
