@@ -45,6 +45,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from .corpus import CorpusStore, Passage, corpus_files, parse_passage
 from .files import atomic_file
+from .formatting import format_document, format_query
 from .jsonl import JsonlError, decode_line
 from .retrieval import VectorShards, l2_normalize, save_npy_atomic
 from .runner import parallel_map
@@ -213,7 +214,7 @@ class EmbedShard(beam.DoFn):
 
     def process(self, batch: Sequence[tuple]):
         cfg = self.job.config
-        texts = [cfg.doc_template.format(title=d[2], text=d[3]) for d in batch]
+        texts = [format_document(d[3], d[2]) for d in batch]
         bs = cfg.embed_batch_size
         vecs = np.concatenate([l2_normalize(np.asarray(self.embed_fn(texts[i:i + bs]), np.float32))
                                for i in range(0, len(texts), bs)])
@@ -292,7 +293,7 @@ class Search(beam.DoFn):
     def process(self, batch: Sequence[tuple], info: dict):
         cfg = self.job.config
         retriever, ids, orders = self._load(info)
-        texts = [cfg.query_template.format(task=q["task"], query=q["query"]) for _, q in batch]
+        texts = [format_query(q["query"], q["task"]) for _, q in batch]
         qv = np.concatenate([np.asarray(self.embed_fn(texts[i:i + cfg.embed_batch_size]), np.float32)
                              for i in range(0, len(texts), cfg.embed_batch_size)])
         n = min(cfg.neighbours, len(ids))

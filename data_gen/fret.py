@@ -45,6 +45,7 @@ import numpy as np
 from .corpus import CorpusStore, Passage, corpus_files, iter_corpus, open_corpus
 from .errors import InputError
 from .files import atomic_file, check_outputs
+from .formatting import format_document, format_query
 from .jsonl import JsonlAppender, JsonlError, JsonlIndex, text_fingerprint
 from .llm import CachedLLM
 from .retrieval import EmbedFn, Retriever, VectorShards, doc_texts_key, l2_normalize
@@ -236,7 +237,7 @@ class FRetPipeline:
     def _doc_texts(self) -> Iterator[str]:
         passages = self.corpus.passages() if isinstance(self.corpus, CorpusStore) else self.corpus.values()
         for p in passages:
-            yield self.config.doc_template.format(title=p.title, text=p.text)
+            yield format_document(p.text, p.title)
 
     def doc_vectors(self) -> VectorShards:
         """The corpus's document vectors, sharded under ``workdir`` (computed once per embedder and content)."""
@@ -289,7 +290,7 @@ class FRetPipeline:
             with JsonlAppender(self.neighbours_path) as w:
                 for a in range(0, len(order), chunk):
                     todo = [queries.read_at(offs[i]) for i in order[a:a + chunk]]
-                    qv = self._embed([self.config.query_template.format(task=q["task"], query=q["query"])
+                    qv = self._embed([format_query(q["query"], q["task"])
                                       for q in todo], self.query_embed_fn)
                     idx, sc = retriever.search(qv, n)
                     for q, qvec, ii, ss in zip(todo, l2_normalize(qv), idx, sc):

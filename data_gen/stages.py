@@ -40,7 +40,6 @@ class FRetConfig:
       include_seed: force the seed passage into the candidates (the paper does).
       max_passage_chars: passages are cut to this length inside prompts (small models have small contexts).
       gen_max_tokens: generation budget for task + query.
-      query_template / doc_template: how (task, query) and (title, text) are given to ``embed_fn``.
       seed: seeds the random negative (per id, so resumed runs choose the same one).
       concurrency: LLM calls in flight (per worker under Beam).
       retry_failed: on a re-run, also retry ids whose output failed to parse.
@@ -62,8 +61,6 @@ class FRetConfig:
     include_seed: bool = True
     max_passage_chars: int = 1000
     gen_max_tokens: int = 96
-    query_template: str = "task: {task} | query: {query}"
-    doc_template: str = "title: {title} | text: {text}"
     seed: int = 0
     concurrency: int = 1
     retry_failed: bool = False
@@ -166,7 +163,7 @@ def neighbour_record(q: dict, idx_row: Sequence[int], score_row: Sequence[float]
 
 
 def seed_cosine(doc_vec: np.ndarray, query_vec: np.ndarray) -> float:
-    """The seed's score when it was not retrieved, computed as :func:`~data_gen.retrieval.exact_topk` does."""
+    """The seed's score when it was not retrieved, computed as :func:`~data_gen.vectors.exact_topk` does."""
     return float(np.float32(np.asarray(doc_vec, np.float32).astype(np.float64) @ query_vec.astype(np.float64)))
 
 

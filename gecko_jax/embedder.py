@@ -165,7 +165,7 @@ class Embedder:
             raise ValueError("deterministic=False needs rngs={'dropout': key}")
         out = self.module.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
                                 batch.get("token_type_ids"), deterministic=deterministic, rngs=rngs)
-        return truncate_embeddings(out, dims)
+        return out if dims is None else truncate_embeddings(out, dims)
 
     embed_fn = apply  # the name trainers use for the pure function
 

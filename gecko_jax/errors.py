@@ -7,9 +7,11 @@ anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
+# One input-error type for both packages: data_gen's (a ValueError whose message starts with ``file:line:`` where
+# known), so a JSONL error raised by data_gen's readers is the same error here and exits with the same code.
+from data_gen.errors import InputError
 
-class InputError(ValueError):
-    """An input file (or argument) is unreadable or malformed; the message starts with ``file:line:`` where known."""
+__all__ = ["InputError", "ConfigError", "RestoreError", "OutputError", "EXIT_CODES", "exit_code", "exit_codes_help"]
 
 
 class ConfigError(ValueError):

@@ -35,6 +35,7 @@ import time
 from typing import Any, Sequence
 
 from gecko_jax.data import mixture as mx
+from gecko_jax.errors import ConfigError
 from gecko_jax.eval.dev import DevConfig
 from gecko_jax.fileio import write_text
 
@@ -42,10 +43,6 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 # package data (pyproject: gecko_jax/configs/*.json), so an installed wheel has it too
 DEFAULT_RECIPE = pathlib.Path(__file__).resolve().parent / "configs" / "gecko_recipe_minilm.json"
 _PLACEHOLDER = "<mixture>"
-
-
-class RecipeError(ValueError):
-    """A recipe config value is wrong; the message names the field."""
 
 
 def _log(msg: str) -> None:
@@ -103,24 +100,24 @@ class SourceSpec:
     def __post_init__(self):
         where = f"source {self.name!r}"
         if not isinstance(self.name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", self.name):
-            raise RecipeError(f"{where}: field 'name' must be letters, digits, '_', '.', '-', got {self.name!r}")
+            raise ConfigError(f"{where}: field 'name' must be letters, digits, '_', '.', '-', got {self.name!r}")
         if self.kind not in mx.SOURCE_KINDS:
-            raise RecipeError(f"{where}: field 'kind' must be one of {list(mx.SOURCE_KINDS)}, got {self.kind!r}")
+            raise ConfigError(f"{where}: field 'kind' must be one of {list(mx.SOURCE_KINDS)}, got {self.kind!r}")
         if not self.weight > 0:
-            raise RecipeError(f"{where}: field 'weight' must be positive, got {self.weight!r}")
+            raise ConfigError(f"{where}: field 'weight' must be positive, got {self.weight!r}")
         if self.task_balance not in ("none", "uniform"):
-            raise RecipeError(f"{where}: field 'task_balance' must be 'none' or 'uniform', got {self.task_balance!r}")
+            raise ConfigError(f"{where}: field 'task_balance' must be 'none' or 'uniform', got {self.task_balance!r}")
         if self.kind == "fret" and not self.path:
-            raise RecipeError(f"{where}: kind 'fret' needs field 'path' (a FRet JSONL file)")
+            raise ConfigError(f"{where}: kind 'fret' needs field 'path' (a FRet JSONL file)")
         if self.kind == "classification" and self.dataset not in CLASSIFICATION_SETS and not self.path:
-            raise RecipeError(f"{where}: field 'dataset' must be one of {list(CLASSIFICATION_SETS)}, "
+            raise ConfigError(f"{where}: field 'dataset' must be one of {list(CLASSIFICATION_SETS)}, "
                               f"got {self.dataset!r}")
         if self.kind == "retrieval" and not self.task:
-            raise RecipeError(f"{where}: kind 'retrieval' needs field 'task' (e.g. 'fact checking')")
+            raise ConfigError(f"{where}: kind 'retrieval' needs field 'task' (e.g. 'fact checking')")
         if self.kind in ("nli", "sts", "retrieval", "title_body") and not (self.dataset or self.path):
-            raise RecipeError(f"{where}: kind {self.kind!r} needs field 'dataset' or 'path'")
+            raise ConfigError(f"{where}: kind {self.kind!r} needs field 'dataset' or 'path'")
         if self.limit is not None and self.limit < 1:
-            raise RecipeError(f"{where}: field 'limit' must be >= 1 or null, got {self.limit!r}")
+            raise ConfigError(f"{where}: field 'limit' must be >= 1 or null, got {self.limit!r}")
 
 
 @dataclasses.dataclass
@@ -163,23 +160,23 @@ class RecipeConfig:
             self.dev = DevConfig(**_fields(DevConfig, self.dev, "dev"))
         self.interpolate = tuple(float(a) for a in self.interpolate)
         if not self.sources:
-            raise RecipeError("recipe field 'sources': at least one source")
+            raise ConfigError("recipe field 'sources': at least one source")
         names = [s.name for s in self.sources + self.prefinetune_sources]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
-            raise RecipeError(f"recipe field 'sources': duplicate source names {dup}")
+            raise ConfigError(f"recipe field 'sources': duplicate source names {dup}")
         if not self.interpolate or not all(0.0 <= a <= 1.5 for a in self.interpolate):
-            raise RecipeError(f"recipe field 'interpolate': alphas in [0, 1.5], got {self.interpolate}")
+            raise ConfigError(f"recipe field 'interpolate': alphas in [0, 1.5], got {self.interpolate}")
         if self.prefinetune_sources and self.prefinetune is None:
-            raise RecipeError("recipe field 'prefinetune': a train config is needed with prefinetune_sources")
+            raise ConfigError("recipe field 'prefinetune': a train config is needed with prefinetune_sources")
         if self.max_chars < 1:
-            raise RecipeError(f"recipe field 'max_chars': expected >= 1, got {self.max_chars}")
+            raise ConfigError(f"recipe field 'max_chars': expected >= 1, got {self.max_chars}")
         for stage in ("prefinetune", "finetune"):  # every stage config parses and validates up front
             if getattr(self, stage) is not None and (stage == "finetune" or self.prefinetune_sources):
                 try:
                     self.stage_config(stage, [{"path": _PLACEHOLDER}])
                 except (ValueError, TypeError) as e:
-                    raise RecipeError(f"recipe field {stage!r}: {e}") from None
+                    raise ConfigError(f"recipe field {stage!r}: {e}") from None
 
     def stage_config(self, stage: str, datasets: list, init_checkpoint: str | None = None):
         """The validated ``TrainConfig`` of ``stage`` with these datasets."""
@@ -210,11 +207,11 @@ class RecipeConfig:
 
 def _fields(cls, values, where: str) -> dict:
     if not isinstance(values, dict):
-        raise RecipeError(f"recipe field {where!r}: expected an object, got {values!r}")
+        raise ConfigError(f"recipe field {where!r}: expected an object, got {values!r}")
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise RecipeError(f"recipe field {where!r}: unknown field(s) {unknown}; known: {sorted(names)}")
+        raise ConfigError(f"recipe field {where!r}: unknown field(s) {unknown}; known: {sorted(names)}")
     return values
 
 
@@ -229,9 +226,9 @@ def load_recipe(path=DEFAULT_RECIPE, **overrides) -> RecipeConfig:
     try:
         raw = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise RecipeError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+        raise ConfigError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
     except OSError as e:
-        raise RecipeError(f"cannot read recipe {path}: {e.strerror}") from None
+        raise ConfigError(f"cannot read recipe {path}: {e.strerror}") from None
     for key in ("sources", "prefinetune_sources"):
         for s in raw.get(key, []):
             if isinstance(s, dict) and s.get("path") and not pathlib.Path(s["path"]).is_absolute() \
@@ -240,8 +237,8 @@ def load_recipe(path=DEFAULT_RECIPE, **overrides) -> RecipeConfig:
     raw.update(overrides)
     try:
         return recipe_from_dict(raw)
-    except (RecipeError, TypeError) as e:
-        raise RecipeError(f"{path}: {e}") from None
+    except (ConfigError, TypeError) as e:
+        raise ConfigError(f"{path}: {e}") from None
 
 
 def budget_recipe(cfg: RecipeConfig, *, steps: int | None = None, prefinetune_steps: int | None = None,
@@ -335,7 +332,7 @@ def _records(spec: SourceSpec, cfg: RecipeConfig, root: pathlib.Path, base: _Bas
 
         path = pathlib.Path(spec.path) if spec.path else root / "stsb" / (spec.dataset or "sts-train.csv")
         if path.name in ("sts-test.csv", "sts-dev.csv"):
-            raise RecipeError(f"source {spec.name!r}: {path.name} is an evaluation / selection split; train on "
+            raise ConfigError(f"source {spec.name!r}: {path.name} is an evaluation / selection split; train on "
                               "sts-train.csv")
         s1, s2, scores, _ = read_stsb(path)
         return mx.sts_records(s1, s2, scores, source=spec.name, task=spec.task or mx.STS_TASK,
@@ -353,7 +350,7 @@ def _retrieval(spec: SourceSpec, cfg: RecipeConfig, folder: pathlib.Path, base: 
     from gecko_jax.eval.beir import load_beir
 
     if spec.split == "test":
-        raise RecipeError(f"source {spec.name!r}: split 'test' is the evaluation split; train on 'train'")
+        raise ConfigError(f"source {spec.name!r}: split 'test' is the evaluation split; train on 'train'")
     data = load_beir(folder, split=spec.split)
     qrels = data.qrels
     if folder.name == "scifact" and spec.split == "train":  # hold out the dev queries
@@ -401,7 +398,7 @@ def build_sources(cfg: RecipeConfig, specs: Sequence[SourceSpec], workdir, *, ro
         stats = mx.ConversionStats(spec.name)
         recs = _records(spec, cfg, root, base, stats)
         if not recs:
-            raise RecipeError(f"source {spec.name!r}: no training records ({stats.dropped})")
+            raise ConfigError(f"source {spec.name!r}: no training records ({stats.dropped})")
         groups = {spec.name: recs}
         if spec.kind == "fret" and spec.task_balance == "uniform":
             by_task = mx.group_by_task(recs, min_size=batch_size)
@@ -559,7 +556,7 @@ def run_recipe(cfg: RecipeConfig, workdir, *, progress: bool = True, cache_dir="
     s2 = run_stage("stage2", c2, stages_dir, key2, progress=progress)
     stages["finetune"], steps["finetune"] = dataclasses.asdict(s2), s2.steps
     if s2.export_dir is None:
-        raise RecipeError("recipe field 'finetune.checkpoint.export' must be true (the recipe exports a model)")
+        raise ConfigError("recipe field 'finetune.checkpoint.export' must be true (the recipe exports a model)")
     alpha, dev = _select(cfg, s2, base, workdir, root)
     export = pathlib.Path(export_dir) if export_dir is not None else workdir / "export"
     tuned = Embedder.from_pretrained(s2.export_dir)
@@ -639,15 +636,15 @@ def run(args) -> int:
             overrides["interpolate"] = [float(a) for a in args.interpolate.split(",") if a.strip()]
         for flag in ("steps", "prefinetune_steps"):
             if getattr(args, flag) is not None and getattr(args, flag) < 1:
-                raise RecipeError(f"--{flag.replace('_', '-')}: expected >= 1, got {getattr(args, flag)}")
+                raise ConfigError(f"--{flag.replace('_', '-')}: expected >= 1, got {getattr(args, flag)}")
         cfg = budget_recipe(load_recipe(args.config, **overrides), steps=args.steps,
                             prefinetune_steps=args.prefinetune_steps)
         if args.fret is not None:
             if not pathlib.Path(args.fret).is_file():
-                raise RecipeError(f"--fret: no such file {args.fret}")
+                raise ConfigError(f"--fret: no such file {args.fret}")
             cfg = dataclasses.replace(cfg, sources=[dataclasses.replace(s, path=str(pathlib.Path(args.fret).resolve()))
                                                     if s.kind == "fret" else s for s in cfg.sources])
-    except (RecipeError, ValueError) as e:
+    except (ConfigError, ValueError) as e:
         print(f"gecko-jax recipe: error: {e}", file=sys.stderr)
         return 2
     res = run_recipe(cfg, args.workdir, progress=not args.no_progress, export_dir=args.export)

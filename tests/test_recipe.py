@@ -13,6 +13,7 @@ import pytest
 
 from gecko_jax import recipe as R
 from gecko_jax import train
+from gecko_jax.errors import ConfigError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -49,7 +50,7 @@ def test_recipe_errors_name_the_field(tmp_path, change, message):
     raw.update(change)
     path = tmp_path / "recipe.json"
     path.write_text(json.dumps(raw))
-    with pytest.raises(R.RecipeError, match=message):
+    with pytest.raises(ConfigError, match=message):
         R.load_recipe(path)
 
 

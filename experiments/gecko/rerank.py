@@ -141,7 +141,7 @@ def retrieve(embedder, data, qids: Sequence[str], k: int, cache_dir="default") -
     import numpy as np
 
     from gecko_jax.eval.cache import EmbeddingCache, default_cache_dir, encode_checked
-    from gecko_jax.eval.retrieval import exact_topk
+    from gecko_jax.eval.retrieval import EVAL_BLOCK, exact_topk
 
     cache = EmbeddingCache(default_cache_dir() if cache_dir == "default" else cache_dir)
     doc_ids = list(data.corpus)
@@ -149,7 +149,7 @@ def retrieve(embedder, data, qids: Sequence[str], k: int, cache_dir="default") -
                             fmt={"kind": "document", "task": None, "titles": True}, task=None, kind="document",
                             titles=[data.corpus[d]["title"] for d in doc_ids])
     q = encode_checked(embedder, [data.queries[x] for x in qids], task=None, kind="query")
-    scores, idx = exact_topk(np.asarray(q), np.asarray(c), k)
+    scores, idx = exact_topk(np.asarray(q), np.asarray(c), k, block_size=EVAL_BLOCK, dtype=np.float32)
     return {qid: [{"id": doc_ids[j], "retrieval_rank": r + 1, "retrieval_score": float(s)}
                   for r, (s, j) in enumerate(zip(scores[i], idx[i]))] for i, qid in enumerate(qids)}
 

@@ -1,4 +1,4 @@
-"""Gecko's unified input format (PAPERS.md 1.4, Appendix B Table 7).
+"""Gecko's unified input format (PAPERS.md 1.4, Appendix B Table 7), defined once in :mod:`data_gen.formatting`.
 
 Asymmetric (retrieval):  query  = "task: {task} | query: {text}"
                          target = "title: {title} | text: {text}"
@@ -11,21 +11,9 @@ from __future__ import annotations
 
 from typing import Literal
 
+from data_gen.formatting import format_document, format_query  # noqa: F401  (the one definition, re-exported)
+
 Kind = Literal["query", "document"]
-
-
-def format_query(text: str, task: str | None = None) -> str:
-    """``task: {task} | query: {text}``; the raw text when ``task`` is None."""
-    if task is None:
-        return text
-    return f"task: {task} | query: {text}"
-
-
-def format_document(text: str, title: str | None = None, *, gecko_format: bool = True) -> str:
-    """``title: {title} | text: {text}`` (title "none" when missing) in Gecko format, else ``title + " " + text``."""
-    if gecko_format:
-        return f"title: {title if title else 'none'} | text: {text}"
-    return f"{title} {text}" if title else text
 
 
 def format_text(

@@ -34,12 +34,9 @@ import json
 import pathlib
 from typing import Iterator
 
-from gecko_jax.errors import InputError
+from data_gen.jsonl import JsonlError  # noqa: F401  (the one JSONL error type: a bad line, ``file:line`` first)
+
 from gecko_jax.fileio import iter_lines
-
-
-class JsonlError(InputError):
-    """A bad JSONL line; the message starts with ``file:line``."""
 
 
 @dataclasses.dataclass(frozen=True)

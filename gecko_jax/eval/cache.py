@@ -27,6 +27,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from gecko_jax.vectors import truncate  # noqa: F401  (re-exported: every evaluator's Matryoshka cut)
+
 log = logging.getLogger(__name__)
 
 
@@ -79,29 +81,6 @@ def model_fingerprint(embedder) -> str | None:
     # Truncation length changes the embeddings of long texts without touching params or config.
     h.update(f"{type(embedder).__qualname__}|max_length={getattr(embedder, 'max_length', None)}".encode())
     return h.hexdigest()
-
-
-def truncate(x: np.ndarray, dims: int | None) -> np.ndarray:
-    r"""Matryoshka truncation: keep the first ``dims`` coordinates and L2-renormalise.
-
-    .. math:: \tilde{x} = x_{1:m} / \|x_{1:m}\|_2
-
-    Args:
-      x: ``[n, d]`` embeddings.
-      dims: ``m <= d``, or ``None`` for no truncation (rows are still renormalised).
-
-    Returns:
-      ``[n, m]`` float32, unit rows (zero rows stay zero).
-    """
-    x = np.asarray(x, dtype=np.float32)
-    if x.ndim != 2:
-        raise ValueError(f"embeddings must be 2-D [n, d], got shape {x.shape}")
-    if dims is not None:
-        if not isinstance(dims, (int, np.integer)) or not 1 <= dims <= x.shape[1]:
-            raise ValueError(f"dims must be an int in [1, {x.shape[1]}] (the model dimension), got {dims!r}")
-        x = x[:, :dims]
-    norm = np.linalg.norm(x, axis=1, keepdims=True)
-    return (x / np.maximum(norm, 1e-12)).astype(np.float32)
 
 
 def encode_checked(embedder, texts: Sequence[str], **kwargs) -> np.ndarray:

@@ -18,7 +18,8 @@ from collections import defaultdict
 
 import numpy as np
 
-from gecko_jax.eval.cache import EmbeddingCache, truncate
+from gecko_jax.eval.cache import EmbeddingCache
+from gecko_jax.vectors import truncate
 from gecko_jax.eval.datasets import CLASSIFICATION_LOADERS, LabeledText
 
 

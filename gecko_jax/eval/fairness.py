@@ -42,7 +42,8 @@ import numpy as np
 from gecko_jax.errors import InputError
 from gecko_jax.fileio import decode_utf8, read_text
 
-from gecko_jax.eval.cache import EmbeddingCache, truncate
+from gecko_jax.eval.cache import EmbeddingCache
+from gecko_jax.vectors import truncate
 from gecko_jax.eval.datasets import data_root
 
 GENDER_SEAT_TESTS = ("sent-weat6", "sent-weat6b", "sent-weat7", "sent-weat7b", "sent-weat8", "sent-weat8b")

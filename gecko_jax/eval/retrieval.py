@@ -6,52 +6,14 @@ import time
 
 import numpy as np
 
+from data_gen.vectors import exact_topk
+
 from gecko_jax.eval.beir import BeirData, load_beir
-from gecko_jax.eval.cache import EmbeddingCache, encode_checked, truncate
+from gecko_jax.eval.cache import EmbeddingCache, encode_checked
+from gecko_jax.vectors import truncate
 from gecko_jax.eval.metrics import DEFAULT_METRICS, evaluate_run
 
-
-def exact_topk(queries: np.ndarray, corpus: np.ndarray, k: int, *, block_size: int = 16384) -> tuple[np.ndarray, np.ndarray]:
-    r"""Exact top-k inner-product search, the corpus processed in blocks so memory stays ``O(n_q (k + block))``.
-
-    .. math:: \mathrm{top}_k(i) = \operatorname{arg\,top\text{-}k}_j \; q_i^\top c_j
-
-    Ties are broken by the lower corpus index (a deterministic order; the metrics re-sort by score and doc id).
-
-    Args:
-      queries: ``[n_q, d]`` float32 (unit rows for cosine).
-      corpus: ``[n_c, d]`` float32.
-      k: number of neighbours; clipped to ``n_c``.
-      block_size: corpus rows per matmul block.
-
-    Returns:
-      ``(scores [n_q, k'], indices [n_q, k'])``, best first, with ``k' = min(k, n_c)``.
-
-    Example:
-      >>> s, i = exact_topk(np.eye(2, dtype=np.float32), np.array([[0, 1], [1, 0]], np.float32), 1)
-      >>> i.tolist()
-      [[1], [0]]
-    """
-    queries = np.asarray(queries, dtype=np.float32)
-    corpus = np.asarray(corpus, dtype=np.float32)
-    if queries.ndim != 2 or corpus.ndim != 2 or queries.shape[1] != corpus.shape[1]:
-        raise ValueError(f"queries [n_q, d] and corpus [n_c, d] must share d; got {queries.shape} and {corpus.shape}")
-    if k < 1 or block_size < 1:
-        raise ValueError(f"k and block_size must be >= 1, got k={k}, block_size={block_size}")
-    n_q, n_c = queries.shape[0], corpus.shape[0]
-    k = min(k, n_c)
-    best_s = np.full((n_q, 0), -np.inf, dtype=np.float32)
-    best_i = np.zeros((n_q, 0), dtype=np.int64)
-    for start in range(0, n_c, block_size):
-        s = queries @ corpus[start:start + block_size].T
-        idx = np.broadcast_to(np.arange(start, start + s.shape[1]), s.shape)
-        cand_s = np.concatenate([best_s, s], axis=1)
-        cand_i = np.concatenate([best_i, idx], axis=1)
-        # lexsort: last key is primary -> score descending, then index ascending.
-        order = np.lexsort((cand_i, -cand_s), axis=1)[:, :k]
-        best_s = np.take_along_axis(cand_s, order, axis=1)
-        best_i = np.take_along_axis(cand_i, order, axis=1)
-    return best_s, best_i
+EVAL_BLOCK = 16384  # corpus rows per matmul block in evaluation
 
 
 def naive_topk(queries: np.ndarray, corpus: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -62,8 +24,9 @@ def naive_topk(queries: np.ndarray, corpus: np.ndarray, k: int) -> tuple[np.ndar
 
 
 def retrieval_run(q_emb: np.ndarray, c_emb: np.ndarray, query_ids, doc_ids, k: int) -> dict[str, dict[str, float]]:
-    """Top-k run as ``{query id: {doc id: score}}`` (the input format of :func:`evaluate_run`)."""
-    scores, idx = exact_topk(q_emb, c_emb, k)
+    """Top-k run as ``{query id: {doc id: score}}`` (the input format of :func:`evaluate_run`); float32 products
+    (:func:`data_gen.vectors.exact_topk`), as every published figure was computed."""
+    scores, idx = exact_topk(q_emb, c_emb, k, block_size=EVAL_BLOCK, dtype=np.float32)
     doc_ids = list(doc_ids)
     return {qid: {doc_ids[j]: float(s) for s, j in zip(scores[r], idx[r])} for r, qid in enumerate(query_ids)}
 

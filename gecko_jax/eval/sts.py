@@ -11,7 +11,8 @@ import numpy as np
 from gecko_jax.errors import InputError
 from gecko_jax.fileio import decode_utf8
 
-from gecko_jax.eval.cache import EmbeddingCache, truncate
+from gecko_jax.eval.cache import EmbeddingCache
+from gecko_jax.vectors import truncate
 
 
 def read_stsb(path) -> tuple[list[str], list[str], np.ndarray, str]:

@@ -1,6 +1,7 @@
 """Helpers shared by the loss modules: safe norms, input checks, masks.
 
-Kept free of anything but jax/numpy so that ``gecko_jax.losses`` stays importable without Flax model code.
+Kept free of anything but jax/numpy so that ``gecko_jax.losses`` stays importable without Flax model code; norms and
+normalisation are :mod:`gecko_jax.vectors`' (shared with the encoders).
 """
 from __future__ import annotations
 
@@ -10,26 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# Below this squared norm a vector counts as zero; the double-``where`` keeps the gradient finite there.
-_TINY = 1e-12
-
-
-def safe_norm(x: jax.Array, axis: int = -1, keepdims: bool = False) -> jax.Array:
-    """Euclidean norm with a zero (not NaN) gradient at the origin.
-
-    ``jnp.linalg.norm`` has an infinite derivative at 0, which is exactly where a debiasing anchor term starts
-    (the fine-tuned model equals its frozen copy at step 0), so the square root only sees safe values.
-    """
-    sq = jnp.sum(jnp.square(x), axis=axis, keepdims=keepdims)
-    is_zero = sq <= _TINY
-    return jnp.where(is_zero, 0.0, jnp.sqrt(jnp.where(is_zero, 1.0, sq)))
-
-
-def l2_normalize(x: jax.Array, axis: int = -1) -> jax.Array:
-    """Scale ``x`` to unit L2 norm along ``axis``; all-zero vectors stay zero instead of becoming NaN."""
-    norm = safe_norm(x, axis=axis, keepdims=True)
-    return x / jnp.where(norm > 0, norm, 1.0)
-
+from gecko_jax.vectors import l2_normalize, safe_norm  # noqa: F401  (the losses' spelling)
 
 def is_concrete(x: Any) -> bool:
     """True when ``x`` holds a value known at trace time (Python number, numpy array or non-traced jax array)."""

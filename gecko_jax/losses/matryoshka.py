@@ -8,7 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gecko_jax.losses._common import check_float, l2_normalize
+from gecko_jax import vectors
+from gecko_jax.losses._common import check_float
 
 __all__ = ["matryoshka", "truncate"]
 
@@ -42,11 +43,7 @@ def truncate(x: jax.Array, d: int, axis: int = -1) -> jax.Array:
     x = check_float("x", x, "truncate")
     if x.ndim == 0:
         raise ValueError("truncate: `x` must have a feature axis, got a scalar")
-    full = x.shape[axis]
-    if not isinstance(d, (int, np.integer)) or not 1 <= d <= full:
-        raise ValueError(f"truncate: `d` must be an int in [1, {full}] (the size of axis {axis}), got {d!r}")
-    x = jax.lax.slice_in_dim(x, 0, int(d), axis=axis)
-    return l2_normalize(x, axis=axis)
+    return vectors.truncate(x, d, axis=axis, name="truncate: `d`")
 
 
 def matryoshka(

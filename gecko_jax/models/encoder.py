@@ -10,12 +10,11 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from gecko_jax.models.config import EncoderConfig
 from gecko_jax.models.registry import get_architecture
-
-_NORM_EPS = 1e-12  # torch.nn.functional.normalize's eps, so zero vectors (all-padding rows) stay zero, not NaN
+from gecko_jax.vectors import l2_normalize  # noqa: F401  (re-exported)
+from gecko_jax.vectors import truncate as truncate_embeddings  # noqa: F401  (the models' spelling)
 
 
 def mean_pool(tokens, attention_mask):
@@ -39,39 +38,6 @@ def cls_pool(tokens, attention_mask=None):
     """State of the first ([CLS]) token: ``float[B, L, H] -> float32[B, H]``."""
     del attention_mask
     return tokens[:, 0].astype(jnp.float32)
-
-
-def l2_normalize(x, axis: int = -1):
-    r"""``x / max(||x||_2, 1e-12)`` along ``axis`` (numpy in, numpy out; jax in, jax out)."""
-    xp = np if isinstance(x, np.ndarray) else jnp
-    norm = xp.sqrt(xp.sum(x * x, axis=axis, keepdims=True))
-    return x / xp.maximum(norm, _NORM_EPS)
-
-
-def truncate_embeddings(x, dims: int | None):
-    r"""Matryoshka truncation: keep the first ``dims`` coordinates and renormalise to unit length.
-
-    .. math:: \tilde e = e_{1:d} / \lVert e_{1:d} \rVert_2
-
-    Args:
-      x: ``float[..., D]`` embeddings (numpy or jax).
-      dims: target width ``d`` with ``1 <= d <= D``; None returns ``x`` unchanged.
-
-    Returns:
-      ``float[..., d]``, unit L2 norm (same array type as ``x``).
-
-    Example:
-      >>> truncate_embeddings(np.array([[3., 4., 12.]]), 2)
-      array([[0.6, 0.8]])
-
-    Reference: Kusupati et al., "Matryoshka Representation Learning", NeurIPS 2022.
-    """
-    if dims is None:
-        return x
-    full = x.shape[-1]
-    if isinstance(dims, bool) or not isinstance(dims, (int, np.integer)) or not 1 <= dims <= full:
-        raise ValueError(f"dims must be an int in [1, {full}] (the embedding width), got {dims!r}")
-    return l2_normalize(x[..., :dims])
 
 
 _POOLERS = {"mean": mean_pool, "cls": cls_pool}

@@ -96,15 +96,15 @@ def test_exact_topk_matches_naive_with_blocks_and_ties():
     d = rng.normal(size=(103, 16)).astype(np.float32)
     d[50] = d[10]  # an exact tie: the smaller index must come first
     for bs in (1, 8, 64, 1000):
-        idx, sc = exact_topk(q, d, 12, block_size=bs)
+        sc, idx = exact_topk(q, d, 12, block_size=bs)
         s = q @ d.T
         for r in range(q.shape[0]):
             naive = sorted(range(d.shape[0]), key=lambda j: (-s[r, j], j))[:12]
             assert idx[r].tolist() == naive
             np.testing.assert_allclose(sc[r], s[r, naive], rtol=1e-6)
-    idx, _ = exact_topk(q, d, 500)
+    _, idx = exact_topk(q, d, 500)
     assert idx.shape == (7, 103)
-    with pytest.raises(ValueError, match="equal d"):
+    with pytest.raises(ValueError, match="must share d"):
         exact_topk(q, d[:, :8], 3)
 
 
