@@ -2,7 +2,8 @@ r"""Unit rows and Matryoshka truncation: the one definition the losses, the enco
 
 NumPy arrays in give NumPy float32 out (computed by :mod:`data_gen.vectors`, the code FRet's retrieval uses); JAX
 arrays (traced ones included) give JAX arrays out, with a zero, not NaN, gradient at the origin. ``losses`` and
-``models`` both import this module and never each other.
+``models`` both import this module and never each other. JAX is not imported here: an array can only be a JAX array
+once JAX is loaded, so NumPy-only callers (the evaluation behind ``gecko-jax --help``) stay light.
 
 .. math:: \mathrm{normalize}(x) = x / \lVert x \rVert_2, \qquad \mathrm{truncate}(x, d) = x_{1:d} / \lVert x_{1:d} \rVert_2
 
@@ -10,8 +11,8 @@ Reference: Kusupati et al., "Matryoshka Representation Learning", NeurIPS 2022.
 """
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
+import sys
+
 import numpy as np
 
 from data_gen import vectors as np_vectors
@@ -20,12 +21,19 @@ from data_gen import vectors as np_vectors
 _TINY = 1e-12
 
 
-def safe_norm(x: jax.Array, axis: int = -1, keepdims: bool = False) -> jax.Array:
+def _is_jax(x) -> bool:
+    jax = sys.modules.get("jax")
+    return jax is not None and isinstance(x, jax.Array)
+
+
+def safe_norm(x, axis: int = -1, keepdims: bool = False):
     """Euclidean norm with a zero (not NaN) gradient at the origin.
 
     ``jnp.linalg.norm`` has an infinite derivative at 0, which is exactly where a debiasing anchor term starts
     (the fine-tuned model equals its frozen copy at step 0), so the square root only sees safe values.
     """
+    import jax.numpy as jnp  # loaded already: ``x`` is a JAX array
+
     sq = jnp.sum(jnp.square(x), axis=axis, keepdims=keepdims)
     is_zero = sq <= _TINY
     return jnp.where(is_zero, 0.0, jnp.sqrt(jnp.where(is_zero, 1.0, sq)))
@@ -36,8 +44,10 @@ def l2_normalize(x, axis: int = -1):
 
     JAX in (traced too), JAX out; anything else (NumPy, lists) NumPy float32 out (:func:`data_gen.vectors.l2_normalize`).
     """
-    if not isinstance(x, jax.Array):
+    if not _is_jax(x):
         return np_vectors.l2_normalize(x, axis=axis)
+    import jax.numpy as jnp  # loaded already: ``x`` is a JAX array
+
     norm = safe_norm(x, axis=axis, keepdims=True)
     return x / jnp.where(norm > 0, norm, 1.0)
 
@@ -62,7 +72,7 @@ def truncate(x, dims: int | None, axis: int = -1, *, name: str = "dims"):
         full = np.shape(x)[axis]
         if isinstance(dims, bool) or not isinstance(dims, (int, np.integer)) or not 1 <= dims <= full:
             raise ValueError(f"{name} must be an int in [1, {full}] (the size of the embedding axis), got {dims!r}")
-        x = x if isinstance(x, jax.Array) else np.asarray(x, np.float32)
+        x = x if _is_jax(x) else np.asarray(x, np.float32)
         index = [slice(None)] * x.ndim
         index[axis] = slice(0, int(dims))
         x = x[tuple(index)]
