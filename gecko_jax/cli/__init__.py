@@ -19,7 +19,7 @@ COMMANDS = {
     "encode": ("gecko_jax.commands.encode", "embed texts from a .txt or .jsonl file into a .npy matrix"),
     "train": ("gecko_jax.train.cli", "train an encoder or classifier from a config file"),
     "eval": ("gecko_jax.eval.cli", "evaluate an embedding model on local MTEB-style suites"),
-    "quickstart": ("gecko_jax.quickstart", "the whole Gecko recipe on bundled defaults: FRet -> fine-tune -> evaluate"),
+    "quickstart": ("gecko_jax.cli.quickstart", "the whole Gecko recipe on bundled defaults: FRet -> fine-tune -> evaluate"),
     "recipe": ("gecko_jax.recipe", "train the Gecko recipe from one config (pre-finetuning -> mixture fine-tuning -> "
                                    "interpolation picked on dev data) and export the model"),
     "datasets": ("gecko_jax.commands.datasets", "list the datasets and where they resolve; fetch them into the cache"),

@@ -1,0 +1,121 @@
+"""Stage 4 of the quickstart: the Gecko recipe (:mod:`gecko_jax.recipe`) on the run's FRet records, or the
+``--fret-only`` fine-tuning on them alone."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import pathlib
+import time
+from importlib import resources
+
+from gecko_jax import train
+from gecko_jax.fileio import write_text
+from gecko_jax.recipe import DEFAULT_RECIPE, load_recipe, run_recipe
+from gecko_jax.recipes.data import data_dir_of
+from gecko_jax.recipes.options import (CONFIG_RESOURCE, QUICKSTART_PREFINETUNE_STEPS, QUICKSTART_STEPS,
+                                       QuickstartOptions)
+from gecko_jax.recipes.runlog import digest, log
+
+
+def train_config(opts: QuickstartOptions, fret_path: pathlib.Path, n_records: int) -> dict:
+    """The ``--fret-only`` training config (``gecko_jax/configs/quickstart_minilm.json`` with the run's data, steps
+    and batch)."""
+    raw = json.loads(resources.files("gecko_jax").joinpath(CONFIG_RESOURCE).read_text(encoding="utf-8"))
+    batch = max(2, min(opts.batch_size or 16, n_records))
+    steps = opts.steps if opts.steps is not None else max(1, math.ceil(opts.epochs * n_records / batch))
+    raw["steps"] = steps
+    raw["seed"] = opts.seed
+    raw["log_every"] = max(1, min(raw.get("log_every", 5), steps))
+    raw["progress"] = opts.progress
+    raw["data"]["datasets"] = [{"path": str(fret_path), "weight": 1.0}]
+    raw["data"]["batch_size"] = batch
+    raw["data"]["seed"] = opts.seed
+    raw["optimizer"]["learning_rate"] = opts.learning_rate or 2e-5
+    raw["optimizer"]["warmup_steps"] = max(1, steps // 10)
+    raw["checkpoint"]["every_steps"] = max(1, min(raw["checkpoint"]["every_steps"], steps))
+    return raw
+
+
+def run_training(opts: QuickstartOptions, workdir: pathlib.Path, fret_path: pathlib.Path, n_records: int) -> dict:
+    """Stage 3: fine-tune; the run folder is keyed by the FRet file and the config, so a re-run resumes it."""
+    raw = train_config(opts, fret_path, n_records)
+    # progress bars do not change the run, so they are not part of its key
+    key = digest([hashlib.sha256(fret_path.read_bytes()).hexdigest(), {k: v for k, v in raw.items() if k != "progress"}])
+    run_dir = workdir / f"train-{key}"
+    done = run_dir / "quickstart_done.json"
+    if done.is_file() and (run_dir / "export").is_dir():
+        log(f"train: reusing the finished run in {run_dir}")
+        return json.loads(done.read_text())
+    config = train.from_dict(raw)
+    log(f"train: {config.steps} steps, batch {config.data.batch_size}, {n_records} FRet records, "
+         f"loss gecko (same-tower {config.loss.same_tower}, hard negatives {config.data.hard_negatives}, "
+         f"Matryoshka {list(config.loss.matryoshka_dims)}) -> {run_dir}")
+    t0 = time.perf_counter()
+    result = train.train_and_evaluate(config, run_dir)
+    if result.export_dir is None:
+        raise RuntimeError(f"train: the run in {run_dir} stopped before step {config.steps} "
+                           f"(preempted={result.preempted}); run the quickstart again to resume it")
+    info = {"run_dir": str(run_dir), "export_dir": str(result.export_dir), "steps": config.steps,
+            "batch_size": config.data.batch_size, "origin": result.origin, "steps_run": result.steps_run,
+            "last_metrics": {k: float(v) for k, v in result.last_metrics.items()},
+            "seconds": time.perf_counter() - t0}
+    write_text(done, json.dumps(info, indent=1))
+    return info
+
+
+def recipe_config(opts: QuickstartOptions, fret_path: pathlib.Path, data_root: pathlib.Path):
+    """The recipe (``--recipe`` or the shipped one) with this run's FRet records, seed, data folder and flags; with
+    ``tiny``: 2 steps per stage at batch 4, small sources, no hard-negative mining."""
+    cfg = load_recipe(opts.recipe or DEFAULT_RECIPE, seed=opts.seed, data_dir=data_dir_of(data_root))
+    sources = [dataclasses.replace(s, path=str(fret_path)) if s.kind == "fret" else s for s in cfg.sources]
+    pft = cfg.prefinetune_sources
+    finetune = json.loads(json.dumps(cfg.finetune))
+    prefinetune = json.loads(json.dumps(cfg.prefinetune)) if cfg.prefinetune is not None else None
+    data = finetune.setdefault("data", {})
+    shipped = opts.recipe is None  # the shipped recipe runs on the quickstart's shorter budget unless told otherwise
+    if opts.steps is not None or shipped:
+        finetune["steps"] = opts.steps if opts.steps is not None else QUICKSTART_STEPS
+    if prefinetune is not None and (opts.prefinetune_steps is not None or shipped):
+        prefinetune["steps"] = (opts.prefinetune_steps if opts.prefinetune_steps is not None
+                                else QUICKSTART_PREFINETUNE_STEPS)
+    if opts.batch_size is not None:
+        data["batch_size"] = opts.batch_size
+    if opts.learning_rate is not None:
+        finetune.setdefault("optimizer", {})["learning_rate"] = opts.learning_rate
+    if opts.tiny:
+        sources = [dataclasses.replace(s, limit=32 if s.kind in ("classification", "title_body") else s.limit,
+                                       mine_negatives=False) for s in sources]
+        pft = [dataclasses.replace(s, limit=32) for s in pft]
+        for stage in (finetune, prefinetune):
+            if stage is not None:
+                stage["steps"] = (opts.prefinetune_steps if stage is prefinetune else opts.steps) or 2
+                stage.setdefault("data", {})["batch_size"] = opts.batch_size or 4
+                stage.setdefault("optimizer", {})["warmup_steps"] = 1
+                stage.setdefault("checkpoint", {})["every_steps"] = 2
+    for stage in (finetune, prefinetune):
+        if stage is not None:
+            opt, ckpt = stage.setdefault("optimizer", {}), stage.setdefault("checkpoint", {})
+            steps = stage.get("steps", 1000)
+            opt["warmup_steps"] = min(opt.get("warmup_steps", 0), max(1, steps // 10))
+            ckpt["every_steps"] = min(ckpt.get("every_steps", 1000), steps)
+    finetune["progress"] = opts.progress
+    if prefinetune is not None:
+        prefinetune["progress"] = opts.progress
+    return dataclasses.replace(cfg, sources=sources, prefinetune_sources=pft, finetune=finetune,
+                               prefinetune=prefinetune)
+
+
+def run_recipe_stage(opts: QuickstartOptions, workdir: pathlib.Path, fret_path: pathlib.Path,
+                     data_root: pathlib.Path) -> dict:
+    """Stage 4: the Gecko recipe in ``workdir/recipe`` (its stages resume); returns its summary."""
+    cfg = recipe_config(opts, fret_path, data_root)
+    t0 = time.perf_counter()
+    res = run_recipe(cfg, workdir / "recipe", progress=opts.progress)
+    ft = res.stages["finetune"]
+    return {"run_dir": ft["run_dir"], "export_dir": res.export_dir, "steps": res.steps["finetune"],
+            "prefinetune_steps": res.steps.get("prefinetune", 0),
+            "batch_size": cfg.stage_config("finetune", [{"path": "x"}]).data.batch_size, "alpha": res.alpha,
+            "sources": res.sources, "config_sha": res.config_sha, "last_metrics": ft["last_metrics"],
+            "seconds": time.perf_counter() - t0}
