@@ -14,13 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 from data_gen import (CachedLLM, FakeOpenAIServer, FRetConfig, FRetPipeline, OpenAICompatLLM,  # noqa: E402
                       SqliteCache, choose_seeds, hashed_bow_embed, load_corpus)

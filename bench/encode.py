@@ -31,7 +31,6 @@ import tempfile
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run from a checkout without `pip install -e .`
 DATA = REPO.parent / "shared" / "data"
 STSB = DATA / "stsb" / "sts-test.csv"
 SCIFACT = DATA / "scifact" / "corpus.jsonl"

@@ -35,7 +35,6 @@ import sys
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 STSB = REPO.parent / "shared" / "data" / "stsb" / "sts-train.csv"
 MODEL = "all-MiniLM-L6-v2"  # --model-path: a local folder instead (tokenizer for bert-base, weights for minilm)
 

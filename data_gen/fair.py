@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
 from .errors import InputError
 from .files import check_outputs
 from .gender_rules import _NEUTRAL, _WORD, GenderLexicon, gender_words_in, load_gender_lexicon, rewrite_rules  # noqa: F401
@@ -227,6 +229,43 @@ def load_texts(path: str | os.PathLike, *, text_field: str = "text", id_field: s
         seen.add(rid)
         out.append((rid, text))
     return out
+
+
+def augmentation_stats(tuples: list[dict], sources: dict | None = None) -> dict:
+    """Quality of male/female/neutral rewrites: failure rate, length ratios, gender words left over.
+
+    Args:
+      tuples: augmenter records ``{id, source, neutral, groups, ok, errors?}`` (valid and failed).
+
+    Returns:
+      ``{n, ok, failure_rate, failure_reasons, length_ratio: {group: mean}, leftover: {group: share}}``; a
+      leftover is a neutral version with any gender word, or a male (female) version with a female (male) word.
+    """
+    n = len(tuples)
+    ok = sum(bool(t.get("ok")) for t in tuples)
+    reasons = {}
+    for t in tuples:
+        for g, errs in (t.get("errors") or {}).items():
+            for e in errs:
+                k = f"{g}: {e.split(':')[0][:48]}"
+                reasons[k] = reasons.get(k, 0) + 1
+    ratios = {g: [] for g in ("male", "female", "neutral")}
+    left = {g: 0 for g in ratios}
+    counted = {g: 0 for g in ratios}
+    for t in tuples:
+        src = t.get("source") or ""
+        for g in ratios:
+            text = t.get("neutral") if g == "neutral" else (t.get("groups") or {}).get(g)
+            if not text or not src:
+                continue
+            counted[g] += 1
+            ratios[g].append(len(text) / max(1, len(src)))
+            m, f = gender_words_in(text)
+            left[g] += bool(m or f) if g == "neutral" else bool(f if g == "male" else m)
+    return {"n": n, "ok": ok, "failure_rate": (n - ok) / n if n else float("nan"),
+            "failure_reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
+            "length_ratio": {g: float(np.mean(v)) if v else float("nan") for g, v in ratios.items()},
+            "leftover": {g: left[g] / counted[g] if counted[g] else float("nan") for g in left}}
 
 
 def fair_side_files(out_path: str | os.PathLike) -> tuple[Path, Path]:

@@ -28,7 +28,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -911,6 +911,7 @@ class LLMSpec:
     model_path: str | None = None
     n_ctx: int = 2048
     threads: int | None = None
+    score_slots: int = 2
     rpm: float | None = None
     tpm: float | None = None
     max_attempts: int = 6
@@ -944,7 +945,8 @@ def make_llm(spec: LLMSpec) -> CachedLLM:
         inner = _openai_client(spec)
     elif spec.llm == "local":
         try:
-            inner = LlamaCppLLM(spec.model_path, n_ctx=spec.n_ctx, n_threads=spec.threads)
+            inner = LlamaCppLLM(spec.model_path, n_ctx=spec.n_ctx, n_threads=spec.threads,
+                                score_slots=spec.score_slots)
         except (ImportError, FileNotFoundError) as e:  # the extra is not installed, or no such GGUF file
             raise InputError(str(e)) from None
     elif spec.llm == "fake":

@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 _LAZY_ATTRS = {
     "Embedder": ("gecko_jax.embedder", "Embedder"),
 }
-_SUBMODULES = ("losses", "models", "data", "datasets", "train", "eval", "embedder", "cli", "runtime")
+_SUBMODULES = ("losses", "models", "data", "datasets", "train", "eval", "embedder", "cli", "runtime", "vectors", "recipes")
 
 __all__ = ["Embedder", *_SUBMODULES, "__version__"]
 

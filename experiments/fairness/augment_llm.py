@@ -22,8 +22,6 @@ import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(ROOT))
 
 
 def _norm(text: str) -> str:
@@ -76,16 +74,13 @@ def main(argv=None) -> int:
         print(json.dumps(stats["same_as_rules"]))
         return 0
 
-    from data_gen.cache import SqliteCache
-    from data_gen.fair import FairAugmenter, llama_cpp_ban_fn, load_texts, rule_based_tuple
-    from data_gen.llm import CachedLLM, LlamaCppLLM
-    from run import augmentation_stats
+    from data_gen.fair import FairAugmenter, augmentation_stats, llama_cpp_ban_fn, load_texts, rule_based_tuple
+    from data_gen.llm import LLMSpec, make_llm
 
     work = ROOT / "runs" / "fairness" / name
     work.mkdir(parents=True, exist_ok=True)
     items = load_texts(args.input)[: args.limit]
-    gemma = LlamaCppLLM(n_threads=args.threads, score_slots=1)
-    llm = CachedLLM(gemma, SqliteCache(work / "cache.sqlite"))
+    llm = make_llm(LLMSpec(llm="local", threads=args.threads, score_slots=1, cache=str(work / "cache.sqlite")))
     aug = FairAugmenter(llm, prompt="v3", attempts=args.attempts, progress=False,
                         prefix_from=None if args.prefix_from < 0 else args.prefix_from,
                         ban_tokens=None if args.no_ban else llama_cpp_ban_fn(llm))
@@ -108,7 +103,7 @@ def main(argv=None) -> int:
              "same_as_rules": agreement_with_rules(recs, rules),
              "seconds": round(secs, 1), "seconds_per_sentence": round(secs / max(1, len(items)), 2),
              "config": {"limit": args.limit, "attempts": args.attempts, "prefix_from": args.prefix_from,
-                        "ban": not args.no_ban, "threads": args.threads, "model": gemma.model, "prompt": "v3"},
+                        "ban": not args.no_ban, "threads": args.threads, "model": llm.model, "prompt": "v3"},
              "note": "seconds include only generations not already in the cache"}
     (data / f"{name}_stats.json").write_text(json.dumps(stats, indent=1))
     print(json.dumps(stats, indent=1))

@@ -5,7 +5,7 @@ Pipeline (one command)::
     python experiments/fairness/run.py --config experiments/fairness/configs/full.json   # README tables + plot
     python experiments/fairness/run.py --quick                                            # CI: asserts the direction
 
-1. Data: gender sentences from the local corpora (``extract_gender.py``), rule-based male / female / neutral tuples
+1. Data: gender sentences from the local corpora (``gecko_jax.data.gender_sentences``), rule-based male / female / neutral tuples
    (``data_gen.fair.rule_based_tuple``; invalid ones dropped), split by source sentence; LLM tuples
    (``data_gen.fair.FairAugmenter`` with the embedded Gemma, produced offline by ``augment_llm.py``) are read
    from ``llm_tuples`` when the file exists (training sets ``llm``, ``rules_matched``: the swapper's tuples of the
@@ -34,12 +34,14 @@ import time
 
 import numpy as np
 
+from data_gen.fair import augmentation_stats  # noqa: F401  (re-exported: the tests and augment_llm.py read it here)
+
+from gecko_jax.data import gender_sentences
+from gecko_jax.datasets import DataRoot
+from gecko_jax.vectors import l2_normalize
+
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(ROOT))
-
-import extract_gender  # noqa: E402
 
 QUICK = {
     "name": "quick", "seed": 0, "max_train_tuples": 64, "max_test_tuples": 64, "max_val_tuples": 0,
@@ -66,55 +68,16 @@ def _tuple_row(t: dict) -> dict:
     return {"id": t["id"], "neutral": t["neutral"], "groups": t["groups"], "source": t.get("method", "rules")}
 
 
-def augmentation_stats(tuples: list[dict], sources: dict | None = None) -> dict:
-    """Quality of male/female/neutral rewrites: failure rate, length ratios, gender words left over.
-
-    Args:
-      tuples: augmenter records ``{id, source, neutral, groups, ok, errors?}`` (valid and failed).
-
-    Returns:
-      ``{n, ok, failure_rate, failure_reasons, length_ratio: {group: mean}, leftover: {group: share}}``; a
-      leftover is a neutral version with any gender word, or a male (female) version with a female (male) word.
-    """
-    from data_gen.fair import gender_words_in
-
-    n = len(tuples)
-    ok = sum(bool(t.get("ok")) for t in tuples)
-    reasons = {}
-    for t in tuples:
-        for g, errs in (t.get("errors") or {}).items():
-            for e in errs:
-                k = f"{g}: {e.split(':')[0][:48]}"
-                reasons[k] = reasons.get(k, 0) + 1
-    ratios = {g: [] for g in ("male", "female", "neutral")}
-    left = {g: 0 for g in ratios}
-    counted = {g: 0 for g in ratios}
-    for t in tuples:
-        src = t.get("source") or ""
-        for g in ratios:
-            text = t.get("neutral") if g == "neutral" else (t.get("groups") or {}).get(g)
-            if not text or not src:
-                continue
-            counted[g] += 1
-            ratios[g].append(len(text) / max(1, len(src)))
-            m, f = gender_words_in(text)
-            left[g] += bool(m or f) if g == "neutral" else bool(f if g == "male" else m)
-    return {"n": n, "ok": ok, "failure_rate": (n - ok) / n if n else float("nan"),
-            "failure_reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
-            "length_ratio": {g: float(np.mean(v)) if v else float("nan") for g, v in ratios.items()},
-            "leftover": {g: left[g] / counted[g] if counted[g] else float("nan") for g in left}}
-
-
 def build_data(cfg: dict, work: pathlib.Path) -> dict:
     """Write the train/val/test tuple files and the pair file; return their paths and the augmentation stats."""
     from data_gen.fair import rule_based_tuple
     from gecko_jax.eval.sts import read_stsb
 
-    data_root = extract_gender.DataRoot(cfg.get("data_root"))
-    sents = extract_gender.extract(data_root)
+    data_root = DataRoot(cfg.get("data_root"))
+    sents = gender_sentences.extract(data_root)
     recs = [dict(rule_based_tuple(s["id"], s["text"]), split=s["split"], corpus=s["corpus"]) for s in sents]
     out = {"stats": {"sentences": len(sents),
-                     "by_corpus": {c: sum(s["corpus"] == c for s in sents) for c in extract_gender.SOURCES},
+                     "by_corpus": {c: sum(s["corpus"] == c for s in sents) for c in gender_sentences.SOURCES},
                      "rules": augmentation_stats(recs)}}
     rng = random.Random(cfg["seed"])
     split = {k: [r for r in recs if r["ok"] and r["split"] == k] for k in ("train", "val", "test")}
@@ -188,8 +151,7 @@ def rms_distance(embedder, tuples_path: pathlib.Path, limit: int = 256) -> float
     rows = [json.loads(line) for line in open(tuples_path, encoding="utf-8")][:limit]
     n = len(rows)
     texts = [r["neutral"] for r in rows] + [r["groups"][g] for g in ("male", "female") for r in rows]
-    e = np.asarray(embedder.encode(texts))
-    e = e / np.linalg.norm(e, axis=-1, keepdims=True)
+    e = l2_normalize(np.asarray(embedder.encode(texts)))
     d = np.concatenate([np.linalg.norm(e[n * k: n * (k + 1)] - e[:n], axis=-1) for k in (1, 2)])
     return float(np.sqrt(np.mean(d ** 2)))
 
@@ -202,7 +164,7 @@ def evaluate(embedder, cfg: dict, data: dict, name: str = "") -> dict:
     if name in (cfg.get("scifact") or []):
         # Utility on retrieval: SciFact test nDCG@10 (raw text, no task prompt); corpus vectors cached by model hash.
         t1 = time.time()
-        sf = gev.evaluate_retrieval(embedder, extract_gender.DataRoot(cfg.get("data_root")) / "scifact",
+        sf = gev.evaluate_retrieval(embedder, DataRoot(cfg.get("data_root")) / "scifact",
                                     cache=gev.EmbeddingCache(gev.default_cache_dir()))["metrics"]
         res["scifact"] = {k: v for k, v in sf.items() if isinstance(v, (int, float))}
         res["scifact_seconds"] = time.time() - t1

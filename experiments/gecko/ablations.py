@@ -56,10 +56,12 @@ import tempfile
 import time
 from typing import Any, Sequence
 
+from data_gen import load_corpus
+
+from gecko_jax.data.mixture import cut_text
+from gecko_jax.datasets import DataRoot
+
 HERE = pathlib.Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 FRET_DATA = HERE / "data" / "fret_quickstart.jsonl"
 BASE_CONFIG = HERE / "configs" / "ablation_base.json"
@@ -85,29 +87,10 @@ def load_records(path=FRET_DATA) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def load_corpus(data_root) -> dict[str, dict]:
-    """SciFact corpus ``{id: {"title", "text"}}`` (BEIR ``corpus.jsonl``), in file order."""
-    out = {}
-    from gecko_jax.datasets import DataRoot
-
-    with open(DataRoot(data_root) / "scifact" / "corpus.jsonl", encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                o = json.loads(line)
-                out[str(o["_id"])] = {"title": o.get("title") or "", "text": o["text"]}
-    return out
-
-
-def cut_text(text: str, max_chars: int) -> str:
-    from gecko_jax.quickstart import cut_text as _cut
-
-    return _cut(text, max_chars)
-
-
 def passage(corpus: dict, pid: str, max_chars: int = MAX_PASSAGE_CHARS) -> dict:
     """``{"id", "title", "text"}`` of a corpus passage, text cut as in the quickstart's FRet run."""
     p = corpus[pid]
-    return {"id": pid, "title": p["title"], "text": cut_text(p["text"], max_chars)}
+    return {"id": pid, "title": p.title, "text": cut_text(p.text, max_chars)}
 
 
 def ranked(rec: dict, by: str = "rrf") -> list[dict]:
@@ -185,9 +168,9 @@ def prefinetune_pairs(corpus: dict, *, max_chars: int = MAX_PASSAGE_CHARS, limit
     the title, the positive the abstract without its title; passages without a title are skipped."""
     rows = []
     for pid, p in corpus.items():
-        if p["title"].strip():
-            rows.append({"id": f"pft-{pid}", "task": task, "query": p["title"],
-                         "positive": {"id": pid, "text": cut_text(p["text"], max_chars)}})
+        if p.title.strip():
+            rows.append({"id": f"pft-{pid}", "task": task, "query": p.title,
+                         "positive": {"id": pid, "text": cut_text(p.text, max_chars)}})
             if limit and len(rows) >= limit:
                 break
     return rows
@@ -710,7 +693,7 @@ def make_bundle(dest, *, model_path=None, data_dir=None, dtype: str = "float16")
     from safetensors.numpy import load_file, save_file
 
     from gecko_jax.embedder import resolve_model_path
-    from gecko_jax.quickstart import resolve_data_dir
+    from gecko_jax.recipes.data import resolve_data_dir
 
     dest = pathlib.Path(dest)
     src = pathlib.Path(model_path) if model_path else resolve_model_path("all-MiniLM-L6-v2")
@@ -764,7 +747,8 @@ def run_ablations(out, *, cells: Sequence[str] | None = None, steps: int | None 
     _T0 = time.perf_counter()
     import jax
 
-    from gecko_jax.quickstart import QuickstartOptions, make_tiny_data, resolve_data_dir
+    from gecko_jax.recipes.data import make_tiny_data, resolve_data_dir
+    from gecko_jax.recipes.options import QuickstartOptions
 
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -802,7 +786,7 @@ def run_ablations(out, *, cells: Sequence[str] | None = None, steps: int | None 
         f"{f'; eval on the tiny slice {s.eval_root}' if tiny else ''}")
     if s.records:
         records = records[:s.records]
-    corpus = load_corpus(data_root)
+    corpus = load_corpus(DataRoot(data_root) / "scifact" / "corpus.jsonl")
     s.eval_max_length = eval_max_length
     evaluator = load_evaluator(mp, batch_size=s.eval_batch_size, max_length=eval_max_length)
     if tiny and evaluator.dim != s.dims[0]:  # --tiny with a real model: its own widths

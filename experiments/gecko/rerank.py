@@ -28,9 +28,6 @@ import sys
 import time
 from typing import Sequence
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 METHODS = ("retriever", "QL", "RC", "RRF(QL,RC)", "oracle")
 RANDOM = "random order (mean of 200 shuffles)"
@@ -203,6 +200,7 @@ def run_rerank(out_dir, *, queries: int = 25, top_k: int = 10, seed: int = 0, ma
       embedder: the retriever; default all-MiniLM-L6-v2.
     """
     from data_gen import CachedLLM, SqliteCache
+    from data_gen.llm import LLMSpec, make_llm
 
     from gecko_jax.eval.beir import load_beir
     from gecko_jax.eval.datasets import data_root
@@ -219,11 +217,11 @@ def run_rerank(out_dir, *, queries: int = 25, top_k: int = 10, seed: int = 0, ma
         embedder = Embedder.from_pretrained("all-MiniLM-L6-v2")
     _log(f"retrieving top-{top_k} for {len(qids)} SciFact test queries over {len(data.corpus)} passages")
     cands = retrieve(embedder, data, qids, top_k, cache_dir=cache_dir)
+    cache = str(out / "llm_cache.sqlite")
     if llm is None:
-        from data_gen import LlamaCppLLM
-
-        llm = LlamaCppLLM(None, n_ctx=2048, n_threads=threads)
-    cached = llm if isinstance(llm, CachedLLM) else CachedLLM(llm, SqliteCache(out / "llm_cache.sqlite"))
+        cached = make_llm(LLMSpec(llm="local", n_ctx=2048, threads=threads, cache=cache))
+    else:
+        cached = llm if isinstance(llm, CachedLLM) else CachedLLM(llm, SqliteCache(cache))
     records = []
     t0 = time.perf_counter()
     for i, qid in enumerate(qids, 1):

@@ -7,24 +7,22 @@ from __future__ import annotations
 
 import json
 import math
-import pathlib
 import statistics
 import sys
 
 import numpy as np
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+from data_gen import Passage
 
-from experiments.gecko import ablations as abl  # noqa: E402
-from experiments.gecko import rerank  # noqa: E402
+from experiments.gecko import ablations as abl
+from experiments.gecko import rerank
 
 
 # ---- synthetic FRet records ---------------------------------------------------------------------------------------
 
 def _corpus(n=50):
-    return {f"d{i}": {"title": f"Title {i}", "text": f"text of passage {i} " + "word " * 5} for i in range(n)}
+    return {f"d{i}": Passage(f"d{i}", f"text of passage {i} " + "word " * 5, f"Title {i}") for i in range(n)}
 
 
 def _record(rid, seed, cands):
@@ -51,7 +49,7 @@ def test_positive_seed_gives_the_seed_text_and_rrf_the_top1():
     corpus, recs = _corpus(), _records()
     rows, stats = abl.build_variant(recs, corpus, positive="seed", negative="none")
     assert [r["positive"]["id"] for r in rows] == ["d0", "d4", "d8"]
-    assert rows[1]["positive"]["text"] == abl.cut_text(corpus["d4"]["text"], abl.MAX_PASSAGE_CHARS)
+    assert rows[1]["positive"]["text"] == abl.cut_text(corpus["d4"].text, abl.MAX_PASSAGE_CHARS)
     assert rows[1]["positive"]["title"] == "Title 4"
     assert all("negative" not in r for r in rows) and stats["positive_not_seed"] == 0
     rows, stats = abl.build_variant(recs, corpus, positive="rrf", negative="none")
@@ -108,14 +106,14 @@ def test_bundled_fret_records_small_and_main_variant_reproduces_them(shared_data
     assert path.is_file() and path.stat().st_size < 200_000
     recs = abl.load_records(path)
     assert len(recs) == 45
-    corpus = abl.load_corpus(shared_data)
+    corpus = abl.load_corpus(shared_data / "scifact" / "corpus.jsonl")
     rows, stats = abl.build_variant(recs, corpus, positive="rrf", negative="lowest")
     for row, rec in zip(rows, recs):  # the quickstart trained on exactly these passages
         assert row["positive"] == {k: rec["positive"][k] for k in ("id", "title", "text")}
         assert row["negative"] == {k: rec["negative"][k] for k in ("id", "title", "text")}
     assert stats["positive_not_seed"] == sum(not r["positive_is_seed"] for r in recs)
     pft = abl.prefinetune_pairs(corpus, limit=10)
-    assert len(pft) == 10 and pft[0]["query"] == corpus[pft[0]["positive"]["id"]]["title"]
+    assert len(pft) == 10 and pft[0]["query"] == corpus[pft[0]["positive"]["id"]].title
 
 
 def test_cells_configs_and_eval_formats(tmp_path):

@@ -80,9 +80,6 @@ def test_gemma3_270m_gguf_matches_reference_states(gemma_ref, causal):
 def test_gemma_causal_mode_predicts_llama_cpp_next_token():
     if importlib.util.find_spec("llama_cpp") is None:
         pytest.skip("needs llama-cpp-python (scripts/setup.sh --llm)")
-    import sys
-
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))  # as tests/experiments do
     from experiments.backbones.llama_agreement import PROMPTS, compare
 
     res = compare(_gguf_path(), PROMPTS[:12])

@@ -21,7 +21,6 @@ import numpy as np
 import pytest
 
 HERE = pathlib.Path(__file__).parent
-sys.path.insert(0, str(HERE))
 import train_helpers as th  # noqa: E402
 from train_helpers import fast_compiles, root_conftest  # noqa: E402,F401  (fixtures)
 
@@ -202,12 +201,11 @@ def _wait(procs, logs, tag, markers, until=None, timeout=300.0) -> None:
 
 PHASE1 = r"""
 import json, pathlib, sys, time
-sys.path.insert(0, {here!r})
 pid = int(sys.argv[1])
 from gecko_jax.train.distributed import initialize
 initialize("127.0.0.1:{port}", {n}, pid)
 import jax
-import train_helpers as th
+from tests.train import train_helpers as th
 from gecko_jax import train
 config = train.load_config({cfg!r})
 task = train.build_task(config)

@@ -4,14 +4,12 @@ from __future__ import annotations
 import json
 import pathlib
 import struct
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import train_helpers as th  # noqa: E402
 from train_helpers import fast_compiles  # noqa: E402,F401  (autouse fixture)
 

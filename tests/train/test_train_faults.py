@@ -10,7 +10,6 @@ import jax
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import train_helpers as th  # noqa: E402
 from train_helpers import fast_compiles  # noqa: E402,F401  (autouse fixture)
 

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import json
 import pathlib
-import sys
 
 import jax
 import numpy as np
 import pytest
 
 HERE = pathlib.Path(__file__).parent
-sys.path.insert(0, str(HERE))
 import train_helpers as th  # noqa: E402
 from train_helpers import fast_compiles, root_conftest  # noqa: E402,F401  (fixtures)
 
@@ -25,8 +23,7 @@ from gecko_jax.errors import ConfigError  # noqa: E402
 SCRIPT = r"""
 import json, pathlib, sys
 import jax, numpy as np
-sys.path.insert(0, {here!r})
-import train_helpers as th
+from tests.train import train_helpers as th
 exec(th.fast_compile_code())
 from gecko_jax import train
 from gecko_jax.train.checkpoint import Checkpointer

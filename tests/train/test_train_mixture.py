@@ -2,14 +2,11 @@
 metrics (metrics.jsonl + TensorBoard), and an interrupted mixture run resumed equal to a straight one."""
 from __future__ import annotations
 
-import pathlib
-import sys
 
 import jax
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import train_helpers as th  # noqa: E402
 from train_helpers import fast_compiles  # noqa: E402,F401  (autouse fixture)
 

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import json
 import pathlib
-import sys
 
 import pytest
 
 HERE = pathlib.Path(__file__).parent
-sys.path.insert(0, str(HERE))
 from train_helpers import root_conftest  # noqa: E402,F401  (fixture)
 
 
@@ -23,8 +21,7 @@ def run_multidevice(root_conftest):  # noqa: F811
 SCRIPT = r"""
 import json, pathlib, sys
 import jax, jax.numpy as jnp, numpy as np
-sys.path.insert(0, {here!r})
-import train_helpers as th
+from tests.train import train_helpers as th
 exec(th.fast_compile_code())
 from gecko_jax import train
 

@@ -1,15 +1,12 @@
 """Training-side sequence packing (``data.pack_length``): same embeddings, loss and gradients as padded rows."""
 from __future__ import annotations
 
-import pathlib
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import train_helpers as th  # noqa: E402
 from train_helpers import fast_compiles  # noqa: E402,F401  (autouse fixture)
 

@@ -2,14 +2,11 @@
 from it exactly, and falls back past a damaged checkpoint there; served by a local fake GCS (``fake_gcs``)."""
 from __future__ import annotations
 
-import pathlib
-import sys
 
 import jax
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import train_helpers as th  # noqa: E402
 from fake_gcs import fake_gcs  # noqa: E402
 from train_helpers import fast_compiles  # noqa: E402,F401  (autouse fixture)

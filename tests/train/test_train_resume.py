@@ -14,7 +14,6 @@ import jax
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import train_helpers as th  # noqa: E402
 from train_helpers import fast_compiles  # noqa: E402,F401  (autouse fixture)
 
@@ -26,8 +25,7 @@ REPO = HERE.parents[1]
 KILL_SCRIPT = r"""
 import pathlib, sys, time
 import jax
-sys.path.insert(0, {here!r})
-import train_helpers as th
+from tests.train import train_helpers as th
 from gecko_jax import train
 
 config = train.from_dict(th.contrastive_raw(pathlib.Path({data!r}), steps=10, eval_every=5,

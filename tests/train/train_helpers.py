@@ -1,6 +1,7 @@
 """Shared helpers for tests/train: a tiny local corpus and tiny-model configs.
 
-Imported by path (``sys.path``), also inside subprocesses."""
+Imported as ``train_helpers`` (pytest's ``pythonpath`` in pyproject.toml puts tests/train on the path) and as
+``tests.train.train_helpers`` inside subprocesses (their working folder is the repository root)."""
 from __future__ import annotations
 
 import contextlib
