@@ -32,23 +32,18 @@ import dataclasses
 import os
 import pathlib
 
+from gecko_jax.datasets import _fetch
+from gecko_jax.datasets._manifest import MANIFEST, ChecksumError, cache_complete
 from gecko_jax.datasets._registry import DATASETS, FOLDERS, Dataset, Remote, Source
 
 __all__ = ["DATASETS", "Dataset", "Source", "Remote", "DataRoot", "Resolution", "DatasetNotAvailable",
-           "ChecksumError", "cache_root", "mirror_root", "is_offline", "lookup", "where", "path", "fetch", "load",
+           "ChecksumError", "MANIFEST", "cache_root", "mirror_root", "is_offline", "lookup", "where", "path", "fetch",
            "RESOLUTION_ORDER"]
 
 RESOLUTION_ORDER = ("explicit --data-dir / data_dir=", "$GECKO_JAX_DATA mirror", "$GECKO_JAX_CACHE/datasets cache",
                     "download from the canonical source")
-MANIFEST = ".gecko_dataset.json"
-
-
 class DatasetNotAvailable(FileNotFoundError):
     """A dataset is in none of the places tried and cannot be downloaded now; the message says what to do."""
-
-
-class ChecksumError(ValueError):
-    """A downloaded file does not match its expected size or digest; the message names the URL and both values."""
 
 
 def _truthy(name: str) -> bool:
@@ -94,19 +89,6 @@ def _cache_folder(ds: Dataset) -> pathlib.Path:
     return cache_root() / "datasets" / ds.name
 
 
-def _cache_complete(folder: pathlib.Path) -> bool:
-    import json
-
-    manifest = folder / MANIFEST
-    if not manifest.is_file():
-        return False
-    try:
-        files = json.loads(manifest.read_text())["files"]
-    except (ValueError, KeyError, TypeError):
-        return False
-    return all((folder / f).is_file() for f in files)
-
-
 def where(name: str, data_dir=None) -> Resolution:
     """Resolve ``name`` through steps 1-3 of the module docstring without downloading anything."""
     ds = lookup(name)
@@ -116,7 +98,7 @@ def where(name: str, data_dir=None) -> Resolution:
     if mirror is not None and (mirror / ds.folder).is_dir():
         return Resolution(ds.name, "mirror", mirror / ds.folder)
     cached = _cache_folder(ds)
-    if _cache_complete(cached):
+    if cache_complete(cached):
         return Resolution(ds.name, "cache", cached)
     return Resolution(ds.name, "missing", cached)
 
@@ -177,11 +159,9 @@ def fetch(name: str, *, source: str | None = None, force: bool = False, progress
       force: download again even when the cache is complete.
       progress: show progress bars.
     """
-    from gecko_jax.datasets import _fetch
-
     ds = lookup(name)
     folder = _cache_folder(ds)
-    if not force and _cache_complete(folder):
+    if not force and cache_complete(folder):
         return folder
     if is_offline():
         raise _not_available(ds, None, "offline mode is on")

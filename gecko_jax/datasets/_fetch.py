@@ -25,7 +25,7 @@ import urllib.error
 import urllib.request
 import zipfile
 
-from gecko_jax.datasets import MANIFEST, ChecksumError, _cache_complete
+from gecko_jax.datasets._manifest import MANIFEST, ChecksumError, cache_complete
 from gecko_jax.datasets._registry import Dataset, Remote, Source
 from gecko_jax.fileio import file_lock
 
@@ -218,7 +218,7 @@ def _recorded(folder: pathlib.Path) -> dict:
 def fetch_into(ds: Dataset, source: Source, folder: pathlib.Path, *, force: bool, progress: bool) -> pathlib.Path:
     """Download ``source`` of ``ds`` and assemble ``folder`` atomically (see the module docstring)."""
     with file_lock(folder.parent / f".{ds.name}.lock"):
-        if not force and _cache_complete(folder):  # another process finished it while we waited
+        if not force and cache_complete(folder):  # another process finished it while we waited
             return folder
         recorded = _recorded(folder)
         downloads = folder.parent / ".downloads" / ds.name
