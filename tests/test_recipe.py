@@ -13,6 +13,7 @@ import pytest
 
 from gecko_jax import recipe as R
 from gecko_jax import train
+from gecko_jax.cli import recipe as recipe_cli
 from gecko_jax.errors import ConfigError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -185,7 +186,7 @@ def test_recipe_cli_budget_flags(tmp_path, capsys):
     import argparse
 
     p = argparse.ArgumentParser()
-    R.configure_parser(p)
+    recipe_cli.configure_parser(p)
     called = {}
 
     def fake_run(cfg, workdir, **kw):
@@ -198,11 +199,11 @@ def test_recipe_cli_budget_flags(tmp_path, capsys):
     R.run_recipe = fake_run
     try:
         with pytest.raises(SystemExit):
-            R.run(args)
+            recipe_cli.run(args)
     finally:
         R.run_recipe = orig
     cfg = called["cfg"]
     assert (cfg.seed, cfg.finetune["steps"], cfg.prefinetune["steps"], tuple(cfg.interpolate)) == (3, 40, 8, (0.5, 1.0))
     assert cfg.finetune["optimizer"]["warmup_steps"] <= 4 and called["export_dir"] == str(tmp_path / "model")
-    assert R.run(p.parse_args(["--steps", "0"])) == 2
+    assert recipe_cli.run(p.parse_args(["--steps", "0"])) == 2
     assert "--steps: expected >= 1" in capsys.readouterr().err

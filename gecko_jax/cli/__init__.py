@@ -1,7 +1,9 @@
 """``gecko-jax`` command line: thin wrappers over the importable API.
 
-Each command lives in its own module exposing ``configure_parser(parser)`` and ``run(args) -> int``; modules import
-heavy dependencies (jax, flax) inside ``run`` so that ``gecko-jax --help`` stays fast. User errors (bad input, bad
+Each subcommand is one module of this package exposing ``configure_parser(parser)`` and ``run(args) -> int`` (a new
+subcommand: a module here and a line in :data:`COMMANDS`); they parse flags into a config and call the library, and
+import heavy dependencies (jax, flax) inside ``run`` so that ``gecko-jax --help`` stays fast. ``gecko_data`` is the
+``gecko-data`` program (data_gen's CLI with gecko_jax's embedder injected). User errors (bad input, bad
 config, unrestorable checkpoints, unwritable outputs; ``gecko_jax.errors``) end as one line on stderr and the exit
 code listed in ``--help``; set ``GECKO_JAX_TRACEBACK=1`` to see their tracebacks too.
 """
@@ -15,14 +17,15 @@ import sys
 
 from gecko_jax.errors import exit_code, exit_codes_help
 
-COMMANDS = {
-    "encode": ("gecko_jax.commands.encode", "embed texts from a .txt or .jsonl file into a .npy matrix"),
-    "train": ("gecko_jax.train.cli", "train an encoder or classifier from a config file"),
-    "eval": ("gecko_jax.eval.cli", "evaluate an embedding model on local MTEB-style suites"),
-    "quickstart": ("gecko_jax.cli.quickstart", "the whole Gecko recipe on bundled defaults: FRet -> fine-tune -> evaluate"),
-    "recipe": ("gecko_jax.recipe", "train the Gecko recipe from one config (pre-finetuning -> mixture fine-tuning -> "
-                                   "interpolation picked on dev data) and export the model"),
-    "datasets": ("gecko_jax.commands.datasets", "list the datasets and where they resolve; fetch them into the cache"),
+COMMANDS = {  # name -> (module of gecko_jax.cli with configure_parser(parser) and run(args) -> int, help)
+    "encode": ("gecko_jax.cli.encode", "embed texts from a .txt or .jsonl file into a .npy matrix"),
+    "train": ("gecko_jax.cli.train", "train an encoder or classifier from a config file"),
+    "eval": ("gecko_jax.cli.eval", "evaluate an embedding model on local MTEB-style suites"),
+    "quickstart": ("gecko_jax.cli.quickstart",
+                   "the whole Gecko recipe on bundled defaults: FRet -> fine-tune -> evaluate"),
+    "recipe": ("gecko_jax.cli.recipe", "train the Gecko recipe from one config (pre-finetuning -> mixture "
+                                       "fine-tuning -> interpolation picked on dev data) and export the model"),
+    "datasets": ("gecko_jax.cli.datasets", "list the datasets and where they resolve; fetch them into the cache"),
 }
 
 

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from gecko_jax.eval import SUITES, TASKS, run_suite
-from gecko_jax.eval import cli as eval_cli
+from gecko_jax.cli import eval as eval_cli
 
 
 def test_small_suite_end_to_end(tmp_path, shared_data, bow, capsys):
