@@ -24,9 +24,7 @@ RBF width gamma is the RMS distance ``||f(x_g) - f(x_n)||`` of the base model on
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import math
 import pathlib
 import random
 import sys
@@ -71,7 +69,6 @@ def _tuple_row(t: dict) -> dict:
 def build_data(cfg: dict, work: pathlib.Path) -> dict:
     """Write the train/val/test tuple files and the pair file; return their paths and the augmentation stats."""
     from data_gen.fair import rule_based_tuple
-    from gecko_jax.eval.sts import read_stsb
 
     data_root = DataRoot(cfg.get("data_root"))
     sents = gender_sentences.extract(data_root)
@@ -90,43 +87,59 @@ def build_data(cfg: dict, work: pathlib.Path) -> dict:
         out["stats"][f"rules_{k}_used"] = len(rows)
 
     split_of = {s["id"]: s["split"] for s in sents}
+    _llm_train_files(cfg, work, out, recs, split_of, split["train"])
+    _llm_test_files(cfg, work, out, recs, split_of)
+    _stsb_files(cfg, work, out, data_root)
+    return out
 
-    def llm_tuples(key: str, stats_key: str, split_name: str):
-        """Valid LLM tuples of ``split_name`` sentences from the file ``cfg[key]`` (None when not configured), and
-        the rule-based tuples of the same sentences (isolates the augmentation method at equal size)."""
-        path = cfg.get(key)
-        if not (path and (ROOT / path).is_file()):
-            return None
-        llm_recs = [json.loads(line) for line in open(ROOT / path, encoding="utf-8") if line.strip()]
-        out["stats"][stats_key] = augmentation_stats(llm_recs)
-        good = [r for r in llm_recs if r.get("ok") and split_of.get(r["id"]) == split_name]
-        ids = {r["id"] for r in good}
-        return good, [r for r in recs if r["id"] in ids and r["ok"]]
 
-    train = llm_tuples("llm_tuples", "llm", "train")
-    if train is not None:
-        good, same = train
-        out["stats"]["llm_train_used"] = len(good)
-        if good:
-            out["llm_train"] = _write_jsonl(work / "llm_train.jsonl", [_tuple_row(r) for r in good])
-            out["rules_matched_train"] = _write_jsonl(work / "rules_matched_train.jsonl", [_tuple_row(r) for r in same])
-            out["stats"]["rules_matched_train_used"] = len(same)
-            # A random sample of the rule-based train tuples, as many as the valid LLM tuples (other sentences).
-            pool = split["train"]
-            rows = sorted(random.Random(cfg["seed"] + 1).sample(pool, min(len(good), len(pool))),
-                          key=lambda r: r["id"])
-            out["rules_random_train"] = _write_jsonl(work / "rules_random_train.jsonl", [_tuple_row(r) for r in rows])
-            out["stats"]["rules_random_train_used"] = len(rows)
+def _llm_tuples(cfg: dict, out: dict, key: str, stats_key: str, split_name: str, recs: list, split_of: dict):
+    """Valid LLM tuples of ``split_name`` sentences from the file ``cfg[key]`` (None when not configured), and
+    the rule-based tuples of the same sentences (isolates the augmentation method at equal size)."""
+    path = cfg.get(key)
+    if not (path and (ROOT / path).is_file()):
+        return None
+    llm_recs = [json.loads(line) for line in open(ROOT / path, encoding="utf-8") if line.strip()]
+    out["stats"][stats_key] = augmentation_stats(llm_recs)
+    good = [r for r in llm_recs if r.get("ok") and split_of.get(r["id"]) == split_name]
+    ids = {r["id"] for r in good}
+    return good, [r for r in recs if r["id"] in ids and r["ok"]]
 
-    test = llm_tuples("llm_test_tuples", "llm_test", "test")
-    if test is not None:
-        # A second test set made by the LLM (test-split sentences), and the rule tuples of the same sentences.
-        good, same = test
-        out["stats"]["llm_test_used"], out["stats"]["rules_same_test_used"] = len(good), len(same)
-        if good:
-            out["llm_test"] = _write_jsonl(work / "llm_test.jsonl", [_tuple_row(r) for r in good])
-        if same:
-            out["rules_same_test"] = _write_jsonl(work / "rules_same_test.jsonl", [_tuple_row(r) for r in same])
+
+def _llm_train_files(cfg: dict, work: pathlib.Path, out: dict, recs: list, split_of: dict, pool: list) -> None:
+    """The LLM's train tuples, the rule tuples of the same sentences, and as many random rule tuples."""
+    train = _llm_tuples(cfg, out, "llm_tuples", "llm", "train", recs, split_of)
+    if train is None:
+        return
+    good, same = train
+    out["stats"]["llm_train_used"] = len(good)
+    if good:
+        out["llm_train"] = _write_jsonl(work / "llm_train.jsonl", [_tuple_row(r) for r in good])
+        out["rules_matched_train"] = _write_jsonl(work / "rules_matched_train.jsonl", [_tuple_row(r) for r in same])
+        out["stats"]["rules_matched_train_used"] = len(same)
+        # A random sample of the rule-based train tuples, as many as the valid LLM tuples (other sentences).
+        rows = sorted(random.Random(cfg["seed"] + 1).sample(pool, min(len(good), len(pool))),
+                      key=lambda r: r["id"])
+        out["rules_random_train"] = _write_jsonl(work / "rules_random_train.jsonl", [_tuple_row(r) for r in rows])
+        out["stats"]["rules_random_train_used"] = len(rows)
+
+
+def _llm_test_files(cfg: dict, work: pathlib.Path, out: dict, recs: list, split_of: dict) -> None:
+    """A second test set made by the LLM (test-split sentences), and the rule tuples of the same sentences."""
+    test = _llm_tuples(cfg, out, "llm_test_tuples", "llm_test", "test", recs, split_of)
+    if test is None:
+        return
+    good, same = test
+    out["stats"]["llm_test_used"], out["stats"]["rules_same_test_used"] = len(good), len(same)
+    if good:
+        out["llm_test"] = _write_jsonl(work / "llm_test.jsonl", [_tuple_row(r) for r in good])
+    if same:
+        out["rules_same_test"] = _write_jsonl(work / "rules_same_test.jsonl", [_tuple_row(r) for r in same])
+
+
+def _stsb_files(cfg: dict, work: pathlib.Path, out: dict, data_root) -> None:
+    """STS-B train pairs for the contrastive term, and the STS-B test file (a fixed first-N subset for quick runs)."""
+    from gecko_jax.eval.sts import read_stsb
 
     n_pairs = cfg.get("contrastive_pairs", 0)
     if n_pairs:
@@ -135,14 +148,12 @@ def build_data(cfg: dict, work: pathlib.Path) -> dict:
                  if s >= 4.0]
         out["pairs"] = _write_jsonl(work / "stsb_pairs.jsonl", pairs[:n_pairs])
     if cfg.get("sts_pairs"):
-        # A fixed subset of STS-B test (first N rows) for quick runs.
         with open(data_root / "stsb" / "sts-test.csv", encoding="utf-8") as f:
             lines = f.readlines()[: cfg["sts_pairs"]]
         out["sts"] = work / "sts-test-subset.csv"
         out["sts"].write_text("".join(lines), encoding="utf-8")
     else:
         out["sts"] = data_root / "stsb" / "sts-test.csv"
-    return out
 
 
 # ---------------------------------------------------------------------------------------------------------- eval

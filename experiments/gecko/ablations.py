@@ -563,9 +563,17 @@ def _score(res: dict, name: str, task: str, d) -> float | None:
 def tables(results: dict[str, dict], dims: Sequence[int] = DIMS) -> dict[str, str]:
     """Markdown tables: ``all``, ``a_labelling``, ``b_matryoshka``, ``c_negatives_format``, ``d_prefinetune``,
     ``e_seeds``. Missing cells show ``-``."""
+    return {"all": _table_all(results, dims), "a_labelling": _table_labelling(results, dims[0]),
+            "b_matryoshka": _table_matryoshka(results, dims),
+            "c_negatives_format": _table_cells(results, dims,
+                                               ["base", "base_prompts", "main", "c_no_same_tower", "c_plain_text"]),
+            "d_prefinetune": _table_cells(results, dims, ["base", "d_pft", "main", "d_pft_fret"]),
+            "e_seeds": _table_seeds(results, dims)}
+
+
+def _table_all(results: dict[str, dict], dims: Sequence[int]) -> str:
     cells = make_cells()
     full = dims[0]
-    out = {}
     head = ("| cell | what | train → eval format | " + " | ".join(f"SciFact {d}" for d in dims) + " | "
             + " | ".join(f"STS-B {d}" for d in dims) + f" | Δ SciFact {full} vs base | train s | eval s |")
     rows = [head, "|" + "---|" * (6 + 2 * len(dims))]
@@ -582,9 +590,12 @@ def tables(results: dict[str, dict], dims: Sequence[int] = DIMS) -> dict[str, st
                     + " | ".join(_fmt(_score(results, n, "scifact", d)) for d in dims) + " | "
                     + " | ".join(_fmt(_score(results, n, "stsb", d)) for d in dims)
                     + f" | {delta} | {r['seconds']['train']:.0f} | {r['seconds']['eval']:.0f} |")
-    out["all"] = "\n".join(rows)
+    return "\n".join(rows)
 
-    # a: Gecko Table 3 layout
+
+def _table_labelling(results: dict[str, dict], full: int) -> str:
+    """Gecko Table 3 layout: positive (seed / LLM top-1) x hard negative (none / random / lowest)."""
+    base = _score(results, "base", "scifact", full)
     names = {("seed", "none"): "a_seed_none", ("seed", "random"): "a_seed_random", ("seed", "lowest"): "a_seed_lowest",
              ("rrf", "none"): "a_rrf_none", ("rrf", "random"): "a_rrf_random", ("rrf", "lowest"): "main"}
     rows = [f"| positive \\ hard negative | none | random corpus passage | lowest-ranked candidate |", "|---|---|---|---|"]
@@ -598,32 +609,39 @@ def tables(results: dict[str, dict], dims: Sequence[int] = DIMS) -> dict[str, st
         rows.append(f"| p_1 by QL alone (no RC) | | | {_fmt(_score(results, 'a_ql_lowest', 'scifact', full))} / "
                     f"{_fmt(_score(results, 'a_ql_lowest', 'stsb', full))} |")
     rows.append(f"| base (no training) | {_fmt(base)} / {_fmt(_score(results, 'base', 'stsb', full))} | | |")
-    out["a_labelling"] = (f"SciFact nDCG@10 / STS-B Spearman at {full} dims (Gecko Table 3 layout; paper, BEIR/STS: "
-                          "p_seed 52.33/82.66, 51.37/82.00, 51.96/82.26; p_1 53.07/82.88, 52.60/82.85, "
-                          "53.39/83.14).\n\n" + "\n".join(rows))
+    return (f"SciFact nDCG@10 / STS-B Spearman at {full} dims (Gecko Table 3 layout; paper, BEIR/STS: "
+            "p_seed 52.33/82.66, 51.37/82.00, 51.96/82.26; p_1 53.07/82.88, 52.60/82.85, "
+            "53.39/83.14).\n\n" + "\n".join(rows))
 
-    # b: Matryoshka, score vs dims
+
+def _table_matryoshka(results: dict[str, dict], dims: Sequence[int]) -> str:
+    """Score against width, with and without Matryoshka training."""
     rows = ["| dims | base SciFact | MRL on SciFact | MRL off SciFact | base STS-B | MRL on STS-B | MRL off STS-B |",
             "|---|---|---|---|---|---|---|"]
     for d in dims:
         rows.append(f"| {d} | " + " | ".join(_fmt(_score(results, n, t, d)) for t in ("scifact", "stsb")
                                              for n in ("base", "main", "b_no_mrl")) + " |")
-    out["b_matryoshka"] = "\n".join(rows)
+    return "\n".join(rows)
 
-    def simple(names_):
-        rs = ["| cell | what | " + " | ".join(f"SciFact {d}" for d in dims) + f" | STS-B {full} |",
-              "|" + "---|" * (3 + len(dims))]
-        for n in names_:
-            if n in results:
-                rs.append(f"| {n} | {results[n].get('what', '')} | "
-                          + " | ".join(_fmt(_score(results, n, "scifact", d)) for d in dims)
-                          + f" | {_fmt(_score(results, n, 'stsb', full))} |")
-        return "\n".join(rs)
-    out["c_negatives_format"] = simple(["base", "base_prompts", "main", "c_no_same_tower", "c_plain_text"])
-    out["d_prefinetune"] = simple(["base", "d_pft", "main", "d_pft_fret"])
 
+def _table_cells(results: dict[str, dict], dims: Sequence[int], names_: Sequence[str]) -> str:
+    """One row per cell of ``names_`` that has results: SciFact at every width, STS-B at full width."""
+    full = dims[0]
+    rs = ["| cell | what | " + " | ".join(f"SciFact {d}" for d in dims) + f" | STS-B {full} |",
+          "|" + "---|" * (3 + len(dims))]
+    for n in names_:
+        if n in results:
+            rs.append(f"| {n} | {results[n].get('what', '')} | "
+                      + " | ".join(_fmt(_score(results, n, "scifact", d)) for d in dims)
+                      + f" | {_fmt(_score(results, n, 'stsb', full))} |")
+    return "\n".join(rs)
+
+
+def _table_seeds(results: dict[str, dict], dims: Sequence[int]) -> str:
+    """The main cell over seeds, with mean, sample sd and range once there are two."""
+    full = dims[0]
     seeds = [n for n in ["main"] + sorted(k for k in results if k.startswith("e_seed")) if n in results]
-    txt = simple(seeds)
+    txt = _table_cells(results, dims, seeds)
     if len(seeds) >= 2:
         stats = []
         for t in ("scifact", "stsb"):
@@ -632,8 +650,7 @@ def tables(results: dict[str, dict], dims: Sequence[int] = DIMS) -> dict[str, st
                 stats.append(f"{t} {d}: mean {statistics.mean(v):.2f} ± {statistics.stdev(v):.2f} (sample sd), "
                              f"range {max(v) - min(v):.2f}")
         txt += f"\n\nOver {len(seeds)} seeds: " + "; ".join(stats) + "."
-    out["e_seeds"] = txt
-    return out
+    return txt
 
 
 def plot(results: dict[str, dict], path, dims: Sequence[int] = DIMS) -> pathlib.Path | None:
@@ -730,6 +747,52 @@ def enable_compile_cache(folder) -> None:
         log(f"compilation cache not enabled ({e})")
 
 
+def _settings(out: pathlib.Path, data_root, n_records: int, *, tiny: bool, model_path, steps, fret_data, pft_steps,
+              batch_size, eval_batch_size, keep_checkpoints, learning_rate, on_cpu) -> tuple[Settings, pathlib.Path]:
+    """The run's :class:`Settings` and model folder: the tiny pulse budget, or the CPU / accelerator one."""
+    from gecko_jax.recipes.data import make_tiny_data
+    from gecko_jax.recipes.options import QuickstartOptions
+
+    if tiny:
+        mp = pathlib.Path(model_path) if model_path else make_tiny_model(out / "tiny_model")
+        eval_root = make_tiny_data(data_root, out / "tiny_data", queries=10, extra_docs=150, sts_pairs=100)
+        s = Settings(out=out, model_path=str(mp), data_root=data_root, eval_root=eval_root, steps=steps or 2,
+                     batch_size=batch_size or 4, pft_steps=pft_steps or 2, pft_batch_size=4, pft_limit=64,
+                     dims=TINY_DIMS, records=12, keep_checkpoints=keep_checkpoints, tiny=True,
+                     eval_batch_size=eval_batch_size or 16, learning_rate=learning_rate or 1e-4)
+        return s, mp
+    from gecko_jax.embedder import resolve_model_path
+
+    mp = pathlib.Path(model_path) if model_path else resolve_model_path("all-MiniLM-L6-v2")
+    if fret_data and not steps:  # the quickstart's epochs of the given records
+        steps = max(1, math.ceil(QuickstartOptions.epochs * n_records / (batch_size or 16)))
+    s = Settings(out=out, model_path=str(mp), data_root=data_root, eval_root=data_root, steps=steps or 12,
+                 batch_size=batch_size or 16, pft_steps=pft_steps or 60,
+                 keep_checkpoints=keep_checkpoints, learning_rate=learning_rate or 2e-5,
+                 eval_batch_size=eval_batch_size or (32 if on_cpu else 256))
+    return s, mp
+
+
+def _run_cells(names, all_cells, s: Settings, evaluator, records, corpus, base_params, state: dict,
+               time_budget: float) -> tuple[list, list, list]:
+    """Run each named cell not finished under the same key, until ``time_budget``; ``(ran, skipped, reused)``."""
+    done = load_results(s.out)
+    ran, skipped, reused = [], [], []
+    for i, name in enumerate(names, 1):
+        key = cell_key(all_cells[name], s)
+        if name in done and done[name].get("key") == key:
+            reused.append(name)
+            log(f"[{i}/{len(names)}] {name}: done earlier, skipped")
+            continue
+        if time_budget and time.perf_counter() - _T0 > time_budget:
+            skipped.append(name)
+            continue
+        log(f"[{i}/{len(names)}] {name}: {all_cells[name].what}")
+        done[name] = run_cell(name, all_cells, s, evaluator, records, corpus, base_params, state)
+        ran.append(name)
+    return ran, skipped, reused
+
+
 def run_ablations(out, *, cells: Sequence[str] | None = None, steps: int | None = None, seeds=(0, 1, 2),
                   model_path=None, data_dir=None, tiny: bool = False, pft_steps: int | None = None,
                   batch_size: int | None = None, eval_batch_size: int | None = None, time_budget: float = 0.0,
@@ -747,8 +810,7 @@ def run_ablations(out, *, cells: Sequence[str] | None = None, steps: int | None 
     _T0 = time.perf_counter()
     import jax
 
-    from gecko_jax.recipes.data import make_tiny_data, resolve_data_dir
-    from gecko_jax.recipes.options import QuickstartOptions
+    from gecko_jax.recipes.data import resolve_data_dir
 
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -761,23 +823,9 @@ def run_ablations(out, *, cells: Sequence[str] | None = None, steps: int | None 
     on_cpu = jax.default_backend() == "cpu"
     fret_path = pathlib.Path(fret_data) if fret_data else FRET_DATA
     records = load_records(fret_path)
-    if tiny:
-        mp = pathlib.Path(model_path) if model_path else make_tiny_model(out / "tiny_model")
-        eval_root = make_tiny_data(data_root, out / "tiny_data", queries=10, extra_docs=150, sts_pairs=100)
-        s = Settings(out=out, model_path=str(mp), data_root=data_root, eval_root=eval_root, steps=steps or 2,
-                     batch_size=batch_size or 4, pft_steps=pft_steps or 2, pft_batch_size=4, pft_limit=64,
-                     dims=TINY_DIMS, records=12, keep_checkpoints=keep_checkpoints, tiny=True,
-                     eval_batch_size=eval_batch_size or 16, learning_rate=learning_rate or 1e-4)
-    else:
-        from gecko_jax.embedder import resolve_model_path
-
-        mp = pathlib.Path(model_path) if model_path else resolve_model_path("all-MiniLM-L6-v2")
-        if fret_data and not steps:  # the quickstart's epochs of the given records
-            steps = max(1, math.ceil(QuickstartOptions.epochs * len(records) / (batch_size or 16)))
-        s = Settings(out=out, model_path=str(mp), data_root=data_root, eval_root=data_root, steps=steps or 12,
-                     batch_size=batch_size or 16, pft_steps=pft_steps or 60,
-                     keep_checkpoints=keep_checkpoints, learning_rate=learning_rate or 2e-5,
-                     eval_batch_size=eval_batch_size or (32 if on_cpu else 256))
+    s, mp = _settings(out, data_root, len(records), tiny=tiny, model_path=model_path, steps=steps,
+                      fret_data=fret_data, pft_steps=pft_steps, batch_size=batch_size, eval_batch_size=eval_batch_size,
+                      keep_checkpoints=keep_checkpoints, learning_rate=learning_rate, on_cpu=on_cpu)
     s.fret_path = fret_path
     dtypes = safetensors_dtypes(mp)
     log(f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}, {jax.device_count()} device(s)), jax "
@@ -797,21 +845,9 @@ def run_ablations(out, *, cells: Sequence[str] | None = None, steps: int | None 
     log(f"cells ({len(names)}): {', '.join(names)}; FRet steps {s.steps} x batch {s.batch_size}, pre-finetune "
         f"{s.pft_steps} x {s.pft_batch_size}; dims {list(s.dims)}; eval max length {evaluator.max_length} tokens"
         + (f"; time budget {time_budget:.0f} s" if time_budget else ""))
-    done = load_results(out)
     state: dict = {}
-    ran, skipped, reused = [], [], []
-    for i, name in enumerate(names, 1):
-        key = cell_key(all_cells[name], s)
-        if name in done and done[name].get("key") == key:
-            reused.append(name)
-            log(f"[{i}/{len(names)}] {name}: done earlier, skipped")
-            continue
-        if time_budget and time.perf_counter() - _T0 > time_budget:
-            skipped.append(name)
-            continue
-        log(f"[{i}/{len(names)}] {name}: {all_cells[name].what}")
-        done[name] = run_cell(name, all_cells, s, evaluator, records, corpus, base_params, state)
-        ran.append(name)
+    ran, skipped, reused = _run_cells(names, all_cells, s, evaluator, records, corpus, base_params, state,
+                                      time_budget)
     if not keep_checkpoints:
         for (_kind, seed), (_p, _info, run_dir) in state.items():
             _drop_checkpoints(run_dir)

@@ -200,6 +200,17 @@ class _PerSource:
         return out
 
 
+def _stop_non_finite(ckpt, loss, step: int):
+    """Raise :class:`NonFiniteLossError` naming the last good checkpoint (after the pending saves finished)."""
+    ckpt.wait()
+    last = ckpt.latest_step()
+    where = f"step {last} in {ckpt.directory}" if last is not None else "none (no checkpoint was written)"
+    raise NonFiniteLossError(
+        f"loss is {loss} at step {step}: training stopped. Nothing after step {step - 1} was "
+        f"saved; the last good checkpoint is {where}. Lower optimizer.learning_rate, check the data "
+        "around this step, or set optimizer.clip_norm.")
+
+
 def _run(config, task, mesh, ckpt, writer, state, step_fn, start, end, pos, result, eval_fn):
     from tqdm.auto import tqdm
 
@@ -216,13 +227,7 @@ def _run(config, task, mesh, ckpt, writer, state, step_fn, start, end, pos, resu
         step, metrics, source = item
         values = _fetch(metrics)
         if not math.isfinite(values["loss"]):
-            ckpt.wait()
-            last = ckpt.latest_step()
-            where = f"step {last} in {ckpt.directory}" if last is not None else "none (no checkpoint was written)"
-            raise NonFiniteLossError(
-                f"loss is {values['loss']} at step {step}: training stopped. Nothing after step {step - 1} was "
-                f"saved; the last good checkpoint is {where}. Lower optimizer.learning_rate, check the data "
-                "around this step, or set optimizer.clip_norm.")
+            _stop_non_finite(ckpt, values["loss"], step)
         result.last_metrics = values
         per_source.add(source, values)
         if step % config.log_every == 0 or step == end:
