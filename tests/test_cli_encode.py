@@ -6,9 +6,10 @@ import json
 import numpy as np
 import pytest
 
+import gecko_jax
 from gecko_jax import Embedder, cli
 
-ASSET = cli.__file__.rsplit("/", 1)[0] + "/assets/sentences.txt"
+ASSET = gecko_jax.__file__.rsplit("/", 1)[0] + "/assets/sentences.txt"
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +144,7 @@ def test_real_short_write_keeps_the_previous_output(model_dir, tmp_path):
     import subprocess
     import sys
 
-    repo = pathlib.Path(cli.__file__).resolve().parents[1]
+    repo = pathlib.Path(gecko_jax.__file__).resolve().parents[1]
     out = tmp_path / "vecs.npy"
     np.save(out, np.ones((2, 2), np.float32))
     before = out.read_bytes()
