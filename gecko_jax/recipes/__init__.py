@@ -6,6 +6,7 @@
 
 Modules: ``options`` (the flags as a dataclass, budgets, validation), ``data`` (data root, tiny copies),
 ``fret_stage`` (stages 1-2), ``training`` (stage 4: the recipe, or ``--fret-only``), ``evaluation`` (stages 3 and 5),
-``reports`` (table, Markdown, JSON), ``quickstart`` (the job), ``runlog`` (log line, stage keys). The command line
+``reports`` (table, Markdown, JSON), ``quickstart`` (the job), ``store`` (:class:`~gecko_jax.recipes.store.StageStore`:
+content-keyed stage folders with an atomic done marker), ``runlog`` (log line, key digest). The command line
 (``gecko_jax.cli``) and the experiments sit above this package; nothing below imports it.
 """

@@ -11,12 +11,12 @@ import time
 from importlib import resources
 
 from gecko_jax import train
-from gecko_jax.fileio import write_text
 from gecko_jax.recipe import DEFAULT_RECIPE, load_recipe, run_recipe
 from gecko_jax.recipes.data import data_dir_of
 from gecko_jax.recipes.options import (CONFIG_RESOURCE, QUICKSTART_PREFINETUNE_STEPS, QUICKSTART_STEPS,
                                        QuickstartOptions)
-from gecko_jax.recipes.runlog import digest, log
+from gecko_jax.recipes.runlog import log
+from gecko_jax.recipes.store import StageStore
 
 
 def train_config(opts: QuickstartOptions, fret_path: pathlib.Path, n_records: int) -> dict:
@@ -39,19 +39,20 @@ def train_config(opts: QuickstartOptions, fret_path: pathlib.Path, n_records: in
 
 
 def run_training(opts: QuickstartOptions, workdir: pathlib.Path, fret_path: pathlib.Path, n_records: int) -> dict:
-    """Stage 3: fine-tune; the run folder is keyed by the FRet file and the config, so a re-run resumes it."""
+    """Stage 4 with ``fret_only``: fine-tune in a :class:`StageStore` folder keyed by the FRet file and the config, so
+    a re-run reuses the finished run or resumes an interrupted one from its checkpoints."""
     raw = train_config(opts, fret_path, n_records)
     # progress bars do not change the run, so they are not part of its key
-    key = digest([hashlib.sha256(fret_path.read_bytes()).hexdigest(), {k: v for k, v in raw.items() if k != "progress"}])
-    run_dir = workdir / f"train-{key}"
-    done = run_dir / "quickstart_done.json"
-    if done.is_file() and (run_dir / "export").is_dir():
-        log(f"train: reusing the finished run in {run_dir}")
-        return json.loads(done.read_text())
+    key = [hashlib.sha256(fret_path.read_bytes()).hexdigest(), {k: v for k, v in raw.items() if k != "progress"}]
+    store = StageStore(workdir)
+    info = store.done("train", key)
+    if info is not None and pathlib.Path(info["export_dir"]).is_dir():
+        return info
+    run_dir = store.folder("train", key)
     config = train.from_dict(raw)
     log(f"train: {config.steps} steps, batch {config.data.batch_size}, {n_records} FRet records, "
-         f"loss gecko (same-tower {config.loss.same_tower}, hard negatives {config.data.hard_negatives}, "
-         f"Matryoshka {list(config.loss.matryoshka_dims)}) -> {run_dir}")
+        f"loss gecko (same-tower {config.loss.same_tower}, hard negatives {config.data.hard_negatives}, "
+        f"Matryoshka {list(config.loss.matryoshka_dims)}) -> {run_dir}")
     t0 = time.perf_counter()
     result = train.train_and_evaluate(config, run_dir)
     if result.export_dir is None:
@@ -61,8 +62,7 @@ def run_training(opts: QuickstartOptions, workdir: pathlib.Path, fret_path: path
             "batch_size": config.data.batch_size, "origin": result.origin, "steps_run": result.steps_run,
             "last_metrics": {k: float(v) for k, v in result.last_metrics.items()},
             "seconds": time.perf_counter() - t0}
-    write_text(done, json.dumps(info, indent=1))
-    return info
+    return store.finish("train", key, info)
 
 
 def recipe_config(opts: QuickstartOptions, fret_path: pathlib.Path, data_root: pathlib.Path):
