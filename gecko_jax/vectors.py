@@ -39,20 +39,26 @@ def safe_norm(x, axis: int = -1, keepdims: bool = False):
     return jnp.where(is_zero, 0.0, jnp.sqrt(jnp.where(is_zero, 1.0, sq)))
 
 
-def l2_normalize(x, axis: int = -1):
+def l2_normalize(x, axis: int = -1, *, eps: float | None = None):
     """Scale ``x`` to unit L2 norm along ``axis``; all-zero vectors stay zero instead of becoming NaN.
 
-    JAX in (traced too), JAX out; anything else (NumPy, lists) NumPy float32 out (:func:`data_gen.vectors.l2_normalize`).
+    ``eps=None`` (the losses'): ``x / ||x||`` with a finite gradient at the origin (:func:`safe_norm`).
+    ``eps > 0`` (the encoders'): ``x / max(||x||, eps)``, ``torch.nn.functional.normalize``'s formula, so exported
+    models embed as in PyTorch. Forward values agree; the two differ in the last bits of a gradient.
+    JAX in (traced too), JAX out; anything else (NumPy, lists) NumPy float32 out (:func:`data_gen.vectors.l2_normalize`,
+    ``max(||x||, 1e-12)``).
     """
     if not _is_jax(x):
         return np_vectors.l2_normalize(x, axis=axis)
     import jax.numpy as jnp  # loaded already: ``x`` is a JAX array
 
+    if eps is not None:
+        return x / jnp.maximum(jnp.sqrt(jnp.sum(x * x, axis=axis, keepdims=True)), eps)
     norm = safe_norm(x, axis=axis, keepdims=True)
     return x / jnp.where(norm > 0, norm, 1.0)
 
 
-def truncate(x, dims: int | None, axis: int = -1, *, name: str = "dims"):
+def truncate(x, dims: int | None, axis: int = -1, *, name: str = "dims", eps: float | None = None):
     r"""Matryoshka truncation: the first ``dims`` coordinates along ``axis``, L2-renormalised.
 
     Args:
@@ -60,6 +66,7 @@ def truncate(x, dims: int | None, axis: int = -1, *, name: str = "dims"):
       dims: ``1 <= dims <= D``; None keeps every coordinate (rows are still renormalised).
       axis: the feature axis.
       name: what the caller calls ``dims``, for the error message.
+      eps: as in :func:`l2_normalize`.
 
     Returns:
       ``[..., dims]``, unit norm along ``axis`` (all-zero prefixes stay zero); NumPy float32 for NumPy input.
@@ -72,8 +79,13 @@ def truncate(x, dims: int | None, axis: int = -1, *, name: str = "dims"):
         full = np.shape(x)[axis]
         if isinstance(dims, bool) or not isinstance(dims, (int, np.integer)) or not 1 <= dims <= full:
             raise ValueError(f"{name} must be an int in [1, {full}] (the size of the embedding axis), got {dims!r}")
-        x = x if _is_jax(x) else np.asarray(x, np.float32)
-        index = [slice(None)] * x.ndim
-        index[axis] = slice(0, int(dims))
-        x = x[tuple(index)]
-    return l2_normalize(x, axis=axis)
+        if _is_jax(x):
+            import jax  # loaded already: ``x`` is a JAX array
+
+            x = jax.lax.slice_in_dim(x, 0, int(dims), axis=axis)
+        else:
+            x = np.asarray(x, np.float32)
+            index = [slice(None)] * x.ndim
+            index[axis] = slice(0, int(dims))
+            x = x[tuple(index)]
+    return l2_normalize(x, axis=axis, eps=eps)

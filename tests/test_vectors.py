@@ -14,7 +14,7 @@ from gecko_jax.eval import cache, retrieval
 
 
 def test_every_spelling_is_the_one_definition():
-    assert models.l2_normalize is vectors.l2_normalize and models.truncate_embeddings is vectors.truncate
+    assert models.l2_normalize is vectors.l2_normalize
     assert cache.truncate is vectors.truncate and retrieval.exact_topk is dg_vectors.exact_topk
     assert formatting.format_document is dg_formatting.format_document
     assert formatting.format_query is dg_formatting.format_query

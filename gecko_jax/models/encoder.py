@@ -13,8 +13,15 @@ import jax.numpy as jnp
 
 from gecko_jax.models.config import EncoderConfig
 from gecko_jax.models.registry import get_architecture
+from gecko_jax import vectors
 from gecko_jax.vectors import l2_normalize  # noqa: F401  (re-exported)
-from gecko_jax.vectors import truncate as truncate_embeddings  # noqa: F401  (the models' spelling)
+
+NORM_EPS = 1e-12  # torch.nn.functional.normalize's eps, so zero vectors (all-padding rows) stay zero, not NaN
+
+
+def truncate_embeddings(x, dims: int | None):
+    """Matryoshka truncation (:func:`gecko_jax.vectors.truncate`) with the encoders' normalisation (``eps``)."""
+    return vectors.truncate(x, dims, eps=NORM_EPS)
 
 
 def mean_pool(tokens, attention_mask):
@@ -132,7 +139,7 @@ class Encoder(nn.Module):
         if self.config.projection_dim is not None:
             emb = self.projection(emb)
         if self.config.normalize:
-            emb = l2_normalize(emb)
+            emb = l2_normalize(emb, eps=NORM_EPS)
         return emb
 
     def __call__(self, input_ids, attention_mask, token_type_ids=None, *, deterministic: bool = True,
