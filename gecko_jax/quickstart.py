@@ -402,6 +402,20 @@ def resolve_options(**kwargs) -> QuickstartOptions:
     return opts
 
 
+def estimate_line(opts: QuickstartOptions, workdir: pathlib.Path) -> str:
+    """The up-front time estimate (:mod:`gecko_jax.eta`) from a half-second measurement of this box's matmul peak."""
+    from gecko_jax import eta, runtime
+
+    peak = runtime.matmul_peak_gflops(seconds=0.5)
+    pft = 0 if opts.fret_only else (opts.prefinetune_steps if opts.prefinetune_steps is not None
+                                    else QUICKSTART_PREFINETUNE_STEPS)
+    est = eta.estimate_quickstart(peak, passages=opts.passages, neighbours=opts.neighbours, prefinetune_steps=pft,
+                                  steps=opts.steps if opts.steps is not None else QUICKSTART_STEPS,
+                                  eval_base=not (workdir / "eval" / "base-none" / "results.json").is_file(),
+                                  eval_tuned=len(opts.eval_prompts))
+    return eta.describe(est, peak)
+
+
 def run_quickstart(workdir: str | os.PathLike = "runs/quickstart", **kwargs) -> dict:
     """Run the quickstart in ``workdir`` (resuming whatever it holds) and return the results.
 
@@ -421,6 +435,8 @@ def run_quickstart(workdir: str | os.PathLike = "runs/quickstart", **kwargs) -> 
     data_root = resolve_data_dir(opts.data_dir)
     from gecko_jax import Embedder
 
+    if not opts.tiny:
+        _log(estimate_line(opts, workdir))
     stage_seconds = {}
     _log(f"1-2/5 FRet data generation  (workdir {workdir})")
     t0 = time.perf_counter()
