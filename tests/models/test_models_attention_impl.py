@@ -112,8 +112,29 @@ def test_cudnn_plan_with_sequence_lengths_matches_dense(left_padded, with_bias):
     (got, g_got), (want, g_want) = (_value_and_grads(lambda q, k, v, f=f: f(q, k, v) * w, (q, k, v), (0, 1, 2))
                                     for f in (plan, dense))
     _assert_close((got, g_got), (want, g_want))
-    raw = np.asarray(plan(q, k, v))
+    raw = np.asarray(jax.jit(plan)(q, k, v))
     assert np.isfinite(raw).all() and np.abs(raw[~real]).max(initial=0.0) == 0.0
+    # which branch ran: lengths zero the padding queries (checked above); the mask branch, taken for a left-padded
+    # row, gives them their attention over the real keys, as dense does
+    if left_padded:
+        assert np.abs(raw[0, :3]).max() > 0
+
+
+@pytest.mark.parametrize("impl", ["dense", "xla"])
+def test_float_additive_mask_still_accepted(impl):
+    """``BertSelfAttention``'s earlier interface (one float mask: 0 / finfo.min, plus scores) equals the boolean
+    mask with the scores as ``bias`` (how MPNet calls it now)."""
+    from gecko_jax.models.bert import BertSelfAttention
+
+    cfg = EncoderConfig.tiny(num_heads=4, attention_impl=impl)
+    x = jax.random.normal(jax.random.PRNGKey(8), (3, 10, 32))
+    allowed = attn.allowed_mask(_padding_mask())
+    rel = 0.5 * jax.random.normal(jax.random.PRNGKey(9), (1, 4, 10, 10))
+    module = BertSelfAttention(cfg)
+    params = module.init(jax.random.PRNGKey(0), x, allowed, deterministic=True)
+    new = module.apply(params, x, allowed, deterministic=True, bias=rel)
+    old = module.apply(params, x, rel + jnp.where(allowed, 0.0, jnp.finfo(jnp.float32).min), deterministic=True)
+    np.testing.assert_allclose(np.asarray(old), np.asarray(new), atol=TOL, rtol=0)
 
 
 def _reference_gqa(q, k, v, vis):
