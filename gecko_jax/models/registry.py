@@ -58,8 +58,12 @@ def register(arch: Architecture) -> Architecture:
     return arch
 
 
+_BUILTIN = frozenset({"bert", "roberta", "xlm-roberta", "mpnet", "gemma3_text"})
+
+
 def _ensure_builtin():
-    if not ARCHITECTURES or "gemma3_text" not in ARCHITECTURES:
+    # All of them: importing one family module first (gemma3 registers bert and itself) must not hide the others.
+    if not _BUILTIN <= ARCHITECTURES.keys():
         # Each import registers its families; bert first (the others import it).
         from gecko_jax.models import bert, gemma3, mpnet, roberta  # noqa: F401
 
