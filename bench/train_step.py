@@ -9,6 +9,8 @@ over ``--steps`` timed steps. The ratio is gecko_jax / sentence-transformers (> 
     .venv/bin/python bench/train_step.py --pack --st-python /path/to/venv-bench/bin/python   # batch 32 and 64
     .venv/bin/python bench/train_step.py --eigen-single-thread    # XLA_FLAGS=--xla_cpu_multi_thread_eigen=false
     .venv/bin/python bench/train_step.py --model bert-base --batch 64 --peak-tflops 989   # GPU: steps/s and MFU
+    .venv/bin/python bench/train_step.py --model bert-base --batch 256 --dtype bfloat16 --peak-tflops 989 \
+        --attention cudnn --attention-dropout 0    # GPU: fused (cuDNN flash) attention; --attention dense: before
 
 ``--model bert-base`` uses a randomly initialised BERT-base-sized encoder (12 layers, 768 wide) and reports model
 FLOPs utilisation (``model_flops_per_token``: 6N + 12LHS per token position) against ``--peak-tflops`` (the
@@ -66,7 +68,7 @@ def _median_step_time(run_step, steps: int, warmup: int) -> float:
 
 
 def prepare_gecko(pairs, batch: int, seq: int, steps: int, model: str, pack: bool = False, dtype: str = "float32",
-                  dropout: bool = True):
+                  dropout: bool = True, attention: str = "auto", attention_dropout: float | None = None):
     """Build, compile and warm our step; returns ``(time_steps, info)``: ``time_steps()`` gives a median step time."""
     import jax
     import numpy as np
@@ -83,11 +85,14 @@ def prepare_gecko(pairs, batch: int, seq: int, steps: int, model: str, pack: boo
     if model == "minilm":
         enc_cfg, params = load_pretrained(folder)
         enc_cfg = enc_cfg.replace(dtype=dtype)
-        if not dropout:
-            enc_cfg = enc_cfg.replace(hidden_dropout=0.0, attention_dropout=0.0)
     else:  # BERT-base shape, random weights: for device throughput and MFU only
         enc_cfg, params = EncoderConfig(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072,
                                         dtype=dtype), None
+    enc_cfg = enc_cfg.replace(attention_impl=attention)
+    if not dropout:
+        enc_cfg = enc_cfg.replace(hidden_dropout=0.0, attention_dropout=0.0)
+    if attention_dropout is not None:
+        enc_cfg = enc_cfg.replace(attention_dropout=attention_dropout)
     config = train.from_dict({
         "trainer": "contrastive", "steps": 10_000, "progress": False,
         "model": {"pretrained": str(folder)},
@@ -257,6 +262,11 @@ def main(argv=None) -> int:
                         "pad every text to exactly --seq tokens (same work: kernel efficiency only)")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="our encoder's compute dtype")
     p.add_argument("--no-dropout", action="store_true", help="our step without dropout (to see what the RNG costs)")
+    p.add_argument("--attention", choices=("dense", "xla", "cudnn", "auto"), default="auto",
+                   help="our encoder's attention kernel (EncoderConfig.attention_impl; the one used is logged)")
+    p.add_argument("--attention-dropout", type=float, default=None,
+                   help="our attention dropout rate (default: the model's, 0.1); the fused kernels need 0 (with "
+                        "dropout in training every --attention falls back to dense)")
     p.add_argument("--model-path", default=None, help="model folder (default: the installed all-MiniLM-L6-v2)")
     p.add_argument("--data", default=str(STSB), help="STS-B train TSV the sentence pairs come from")
     p.add_argument("--st-python", default=os.environ.get("GECKO_BENCH_ST_PYTHON", sys.executable),
@@ -288,7 +298,13 @@ def main(argv=None) -> int:
     pairs = load_pairs(pathlib.Path(args.data), npairs)
     print(f"# train_step: {runtime.machine_line()}")
     print(f"# seq={args.seq}, model={args.model}, threads={args.threads or 'all'}, pack={args.pack}, "
-          f"dtype={args.dtype}, runtime flags added: {added or 'none'}, {args.rounds} rounds x {args.steps} steps")
+          f"dtype={args.dtype}, attention={args.attention}, dropout={'off' if args.no_dropout else 'on'}, "
+          f"attention dropout={'model' if args.attention_dropout is None else args.attention_dropout}, "
+          f"runtime flags added: {added or 'none'}, {args.rounds} rounds x {args.steps} steps")
+    import logging
+
+    logging.basicConfig(format="# %(name)s: %(message)s")
+    logging.getLogger("gecko_jax.models.attention").setLevel(logging.INFO)  # which kernel 'auto' / a fallback took
     st = None
     if args.model == "minilm" and not args.skip_st:
         from gecko_jax.embedder import resolve_model_path
@@ -306,7 +322,8 @@ def main(argv=None) -> int:
           + (" | TFLOP/step | MFU" if args.peak_tflops else ""))
     for b in args.batch:
         time_steps, info = prepare_gecko(pairs, b, args.seq, args.steps, args.model, pack=args.pack, dtype=args.dtype,
-                                         dropout=not args.no_dropout)
+                                         dropout=not args.no_dropout, attention=args.attention,
+                                         attention_dropout=args.attention_dropout)
         ours, theirs, peaks = [], [], []
         for r in range(args.rounds):
             if on_cpu:

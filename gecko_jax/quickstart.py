@@ -40,6 +40,6 @@ from gecko_jax.recipes.fret_stage import run_fret  # noqa: F401
 from gecko_jax.recipes.options import (BASE_MODEL, CONFIG_RESOURCE, DEFAULT_TASKS, PROMPT_MODES,  # noqa: F401
                                        QUICKSTART_PREFINETUNE_STEPS, QUICKSTART_STEPS, TINY_TASKS, QuickstartOptions,
                                        resolve_options)
-from gecko_jax.recipes.quickstart import run_quickstart  # noqa: F401
+from gecko_jax.recipes.quickstart import estimate_line, run_quickstart  # noqa: F401
 from gecko_jax.recipes.reports import build_table  # noqa: F401
 from gecko_jax.recipes.training import recipe_config, run_recipe_stage, run_training, train_config  # noqa: F401

@@ -278,6 +278,46 @@ def markdown(results: dict) -> str:
             + "\n".join(drows) + "\n")
 
 
+def plot(results: dict, path: pathlib.Path) -> pathlib.Path | None:
+    """Change against the base model (raw text) per test task, mean +- sd over seeds, one bar per cell (the ablation
+    in order, then the weight variants); None without matplotlib or cells."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("plot skipped: matplotlib is not installed")
+        return None
+    names = [c for c in (*ABLATION, *WEIGHTS) if c in results["summary"]]
+    tasks = [t for t in TASK_LABELS if t in results["base"] and t != "seat_gender"
+             and any(t in results["summary"][c]["metrics"] for c in names)]
+    if not names or not tasks:
+        return None
+    fig, ax = plt.subplots(figsize=(11, 3.8))
+    width = 0.8 / len(names)
+    for k, name in enumerate(names):
+        s = results["summary"][name]
+        xs = [i + (k - (len(names) - 1) / 2) * width for i, t in enumerate(tasks) if t in s["metrics"]]
+        ys = [s["metrics"][t]["mean"] - results["base"][t] for t in tasks if t in s["metrics"]]
+        err = [s["metrics"][t]["sd"] for t in tasks if t in s["metrics"]]
+        ax.bar(xs, ys, width, yerr=err, capsize=2, label=f"{name} ({len(s['seeds'])} seeds)")
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xticks(range(len(tasks)))
+    ax.set_xticklabels([TASK_LABELS[t] for t in tasks], fontsize=8)
+    ax.set_ylabel("test score - base (raw text)")
+    ax.set_title("Gecko recipe cells, 384 dims, with their prompts (mean ± sd over seeds)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, ncol=3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)  # atomic: a reader sees the old plot or the new one
+    return path
+
+
 README_BEGIN = "<!-- mixture table: generated from results/mixture.json by `mixture.py --report` -->"
 README_END = "<!-- end mixture table -->"
 
@@ -301,6 +341,7 @@ def report(out: pathlib.Path, results_dir: pathlib.Path | None = None, readme: p
     for folder in {out / "results", *( [results_dir] if results_dir else [])}:
         _write_json(pathlib.Path(folder) / "mixture.json", results)
         write_text(pathlib.Path(folder) / "mixture.md", md)
+        plot(results, pathlib.Path(folder) / "mixture.png")
     if readme is not None:
         put_table(readme, md)
     print(md)

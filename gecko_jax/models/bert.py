@@ -70,23 +70,27 @@ class BertSelfAttention(nn.Module):
     """Self-attention sublayer: fused QKV projection, :func:`gecko_jax.models.attention.attention`, output projection.
 
     ``mask`` is a boolean ``allowed`` mask broadcastable to ``[B, heads, L, L]`` (see ``attention.allowed_mask``); a
-    float additive bias (the earlier interface: 0 = attend, ``finfo.min`` = masked) is still accepted.
+    float additive bias (the earlier interface: 0 = attend, ``finfo.min`` = masked) is still accepted. ``bias``:
+    float scores added before the mask (MPNet's relative positions), or None. ``config.attention_impl`` picks the
+    kernel (``attention.resolve_impl``).
     """
 
     config: Any
 
     @nn.compact
-    def __call__(self, x, mask, *, deterministic: bool):
+    def __call__(self, x, mask, *, deterministic: bool, bias=None):
         cfg = self.config
         b, length, _ = x.shape
-        bias = None
-        if mask.dtype != jnp.bool_:  # additive float scores: finfo.min hides a key, other values are added (MPNet)
-            mask, bias = mask > jnp.finfo(jnp.float32).min / 2, mask
+        if mask.dtype != jnp.bool_:  # additive float scores: finfo.min hides a key, other values are added
+            allowed = mask > jnp.finfo(jnp.float32).min / 2
+            scores = jnp.where(allowed, mask, 0.0)  # hidden keys: the boolean mask, not a huge finite number
+            mask, bias = allowed, scores if bias is None else scores + bias
         qkv = _dense(cfg, 3 * cfg.hidden_size, "qkv")(x).reshape(b, length, 3, cfg.num_heads, cfg.head_dim)
         dropout = None
         if not deterministic and cfg.attention_dropout > 0:
             dropout = functools.partial(nn.Dropout(cfg.attention_dropout), deterministic=False)
-        ctx = attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], mask, dropout=dropout, bias=bias)
+        ctx = attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], mask, dropout=dropout, bias=bias,
+                        impl=cfg.attention_impl)
         return _dense(cfg, cfg.hidden_size, "out")(ctx)
 
 
@@ -94,10 +98,10 @@ class BertLayer(nn.Module):
     config: Any
 
     @nn.compact
-    def __call__(self, x, mask, *, deterministic: bool):
+    def __call__(self, x, mask, *, deterministic: bool, bias=None):
         cfg = self.config
         drop = nn.Dropout(cfg.hidden_dropout)
-        h = BertSelfAttention(cfg, name="attention")(x, mask, deterministic=deterministic)
+        h = BertSelfAttention(cfg, name="attention")(x, mask, deterministic=deterministic, bias=bias)
         x = _layer_norm(cfg, "attention_norm")(x + drop(h, deterministic=deterministic).astype(jnp.float32))
         h = _ACT[cfg.hidden_act](_dense(cfg, cfg.intermediate_size, "mlp_in")(x))
         h = _dense(cfg, cfg.hidden_size, "mlp_out")(h)

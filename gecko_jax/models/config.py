@@ -16,6 +16,7 @@ _ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "s
 _DTYPES = ("float32", "bfloat16")
 _POOLINGS = ("mean", "cls")
 _LAYER_TYPES = ("full_attention", "sliding_attention")
+_ATTENTION_IMPLS = ("dense", "xla", "cudnn", "auto")  # = attention.IMPLEMENTATIONS (this module imports no jax)
 
 # Fields of EncoderConfig that are ours (not Hugging Face's); saved under this key inside config.json.
 GECKO_CONFIG_KEY = "gecko_jax"
@@ -62,6 +63,10 @@ class EncoderConfig:
     rope_local_theta: float = 10000.0  # gemma3_text: RoPE base of sliding-attention layers
     rope_scaling_factor: float = 1.0  # gemma3_text: linear RoPE scaling of full-attention layers (Gemma 3 4B+: 8)
     query_pre_attn_scalar: float | None = None  # gemma3_text: scores scaled by this ** -0.5 (None: head_dim)
+    # ---- runtime choices (not model properties: never written to config.json) ----
+    # Attention kernel (gecko_jax/models/attention.py): "dense" (the CPU-tuned formulation), "xla" / "cudnn"
+    # (jax.nn.dot_product_attention), "auto": cuDNN flash attention on a CUDA GPU when it applies, dense elsewhere.
+    attention_impl: Literal["dense", "xla", "cudnn", "auto"] = "auto"
 
     def __post_init__(self):
         def positive(name):
@@ -102,6 +107,9 @@ class EncoderConfig:
             raise ValueError(f"EncoderConfig.hidden_act must be one of {_ACTIVATIONS}, got {self.hidden_act!r}")
         if self.pooling not in _POOLINGS:
             raise ValueError(f"EncoderConfig.pooling must be one of {_POOLINGS}, got {self.pooling!r}")
+        if self.attention_impl not in _ATTENTION_IMPLS:
+            raise ValueError(f"EncoderConfig.attention_impl must be one of {_ATTENTION_IMPLS}, got "
+                             f"{self.attention_impl!r}")
         if self.dtype not in _DTYPES:
             raise ValueError(f"EncoderConfig.dtype must be one of {_DTYPES}, got {self.dtype!r}")
         for name in ("hidden_dropout", "attention_dropout"):

@@ -23,6 +23,10 @@ Architecture (each point is a convention the reference outputs in ``shared/golde
 Packed rows (several texts per row, ``packed_ids``) restrict attention to the own text; RoPE and the windows only
 depend on position differences, so each text encodes as if alone.
 
+Attention runs densely here (``bias`` masks, the layout above) unless ``config.attention_impl`` picks
+``jax.nn.dot_product_attention`` (``attention.resolve_impl``): the grouped key/value heads then go in as they are,
+and the windows as ``is_causal`` / ``local_window_size`` flags (:func:`attention_window`) where cuDNN takes them.
+
 Why not Google DeepMind's ``gemma`` package: it is built around its own checkpoint layout and sampling, and the
 encoder contract here (HF/GGUF weights, bidirectional windows, packed rows, the shared ``Encoder`` head, our
 fused-matmul CPU layout and ``NamedSharding`` of a plain params pytree) would have needed an adapter per point;
@@ -39,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gecko_jax.models.attention import allowed_mask, fused_attention, resolve_impl
 from gecko_jax.models.bert import take_tensor
 from gecko_jax.models.architecture import Architecture, register
 
@@ -111,13 +116,25 @@ def visibility(cfg, attention_mask, packed_ids=None) -> dict[str, jax.Array]:
     return {FULL: keys & full[None], SLIDING: keys & local[None]}
 
 
+def attention_window(cfg, kind: str) -> tuple[bool, tuple[int, int] | None]:
+    """``(causal, (left, right) window or None)`` of a layer type: :func:`visibility` in the terms of
+    ``attention.visibility_mask`` (the fused implementations' flags)."""
+    if kind == FULL or cfg.sliding_window is None:
+        return cfg.causal, None
+    if cfg.causal:
+        return True, (cfg.sliding_window - 1, 0)
+    return False, (cfg.sliding_window // 2, cfg.sliding_window // 2)
+
+
 class Gemma3Attention(nn.Module):
     config: Any
     theta: float
     scaling: float
 
     @nn.compact
-    def __call__(self, x, bias, positions, *, deterministic: bool):
+    def __call__(self, x, bias, positions, *, deterministic: bool, fused: dict | None = None):
+        """``bias``: additive ``float32[B, L, L]`` mask (dense), or None with ``fused``: the keyword arguments of
+        ``attention.fused_attention`` (``implementation``, ``key_mask`` or ``pairs``, ``causal``, ``window``)."""
         cfg = self.config
         b, length, _ = x.shape
         nq, nkv, d = cfg.num_heads, cfg.kv_heads, cfg.head_dim
@@ -132,6 +149,9 @@ class Gemma3Attention(nn.Module):
         dtype = jnp.dtype(cfg.dtype)
         q = (_rotate(q, cos, sin) * self._score_scale()).astype(dtype)
         k = _rotate(k, cos, sin).astype(dtype)
+        if fused is not None:  # query heads grouped by key/value head in the same order as below
+            ctx = fused_attention(q, k, v.astype(dtype), **fused).reshape(b, length, nq * d)
+            return _dense(cfg, cfg.hidden_size, "o_proj")(ctx)
         q = q.reshape(b, length, nkv, nq // nkv, d)  # query heads grouped by the key/value head they share
         scores = jnp.einsum("bqkgd,bskd->bkgqs", q, k, preferred_element_type=jnp.float32) + bias[:, None, None]
         probs = jax.nn.softmax(scores, axis=-1)
@@ -149,14 +169,15 @@ class Gemma3Layer(nn.Module):
     kind: str  # FULL or SLIDING
 
     @nn.compact
-    def __call__(self, x, bias, positions, *, deterministic: bool):
+    def __call__(self, x, bias, positions, *, deterministic: bool, fused: dict | None = None):
         cfg = self.config
         eps = cfg.layer_norm_eps
         drop = nn.Dropout(cfg.hidden_dropout)
         theta, scaling = ((cfg.rope_theta, cfg.rope_scaling_factor) if self.kind == FULL
                           else (cfg.rope_local_theta, 1.0))
         h = RMSNorm(eps, name="input_layernorm")(x)
-        h = Gemma3Attention(cfg, theta, scaling, name="self_attn")(h, bias, positions, deterministic=deterministic)
+        h = Gemma3Attention(cfg, theta, scaling, name="self_attn")(h, bias, positions, deterministic=deterministic,
+                                                                    fused=fused)
         x = x + drop(RMSNorm(eps, name="post_attention_layernorm")(h), deterministic=deterministic)
         h = RMSNorm(eps, name="pre_feedforward_layernorm")(x)
         gate_up = _dense(cfg, 2 * cfg.intermediate_size, "gate_up")(h)
@@ -185,11 +206,25 @@ class Gemma3Backbone(nn.Module):
         x = nn.Dropout(cfg.hidden_dropout)(x, deterministic=deterministic)
         if position_ids is None:
             position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[1]), input_ids.shape)
-        masks = visibility(cfg, attention_mask, packed_ids)
-        neg = jnp.finfo(jnp.float32).min  # not -inf: a query that sees no key (padding) softmaxes to uniform
-        biases = {kind: jnp.where(m, 0.0, neg) for kind, m in masks.items()}
+        impl = resolve_impl(cfg.attention_impl, dtype=jnp.dtype(cfg.dtype),
+                            head_dim=cfg.head_dim, length=input_ids.shape[1],
+                            dropout=not deterministic and cfg.attention_dropout > 0)
+        if impl == "dense":
+            masks = visibility(cfg, attention_mask, packed_ids)
+            neg = jnp.finfo(jnp.float32).min  # not -inf: a query that sees no key (padding) softmaxes to uniform
+            biases = {kind: jnp.where(m, 0.0, neg) for kind, m in masks.items()}
+            fused = {kind: None for kind in masks}
+        else:  # jax.nn.dot_product_attention: keys and windows as flags (cuDNN skips what they hide)
+            keys = ({"key_mask": attention_mask > 0} if packed_ids is None
+                    else {"pairs": allowed_mask(attention_mask, packed_ids)})
+            biases = {FULL: None, SLIDING: None}
+            fused = {}
+            for kind in (FULL, SLIDING):
+                causal, window = attention_window(cfg, kind)
+                fused[kind] = dict(implementation=impl, causal=causal, window=window, **keys)
         for i, kind in enumerate(layer_types(cfg)):
-            x = Gemma3Layer(cfg, kind, name=f"layer_{i}")(x, biases[kind], position_ids, deterministic=deterministic)
+            x = Gemma3Layer(cfg, kind, name=f"layer_{i}")(x, biases[kind], position_ids, deterministic=deterministic,
+                                                          fused=fused[kind])
         return RMSNorm(cfg.layer_norm_eps, name="norm")(x)
 
 

@@ -25,8 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from gecko_jax.models import bert
+from gecko_jax.models.attention import allowed_mask
 from gecko_jax.models.architecture import Architecture, register
-from gecko_jax.models.roberta import attention_bias, offset_position_ids
+from gecko_jax.models.roberta import offset_position_ids
 
 _PAD = 1  # MPNetEmbeddings hard-codes padding_idx = 1, whatever config.json says
 
@@ -72,9 +73,11 @@ class MPNetBackbone(nn.Module):
         buckets = relative_position_buckets(length, cfg.relative_attention_num_buckets,
                                             cfg.relative_attention_max_distance)
         rel = jnp.transpose(table[buckets], (2, 0, 1))[None]  # [1, heads, L, L]
-        bias = rel + attention_bias(attention_mask, packed_ids)  # relative bias first, then the mask, as MPNet
+        # Relative bias added to the scores first, then the boolean mask (as MPNet's additive finfo.min mask: the
+        # scores of visible keys are the same numbers, hidden keys get weight 0 either way).
+        allowed = allowed_mask(attention_mask, packed_ids)
         for i in range(cfg.num_layers):
-            x = bert.BertLayer(cfg, name=f"layer_{i}")(x, bias, deterministic=deterministic)
+            x = bert.BertLayer(cfg, name=f"layer_{i}")(x, allowed, deterministic=deterministic, bias=rel)
         return x
 
 

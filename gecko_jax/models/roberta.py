@@ -45,19 +45,6 @@ def offset_position_ids(attention_mask, pad_token_id: int, position_ids=None):
     return jnp.where(real, position_ids.astype(jnp.int32) + pad_token_id + 1, pad_token_id)
 
 
-def attention_bias(attention_mask, packed_ids=None):
-    """Additive ``float32[B, 1, L|1, L]`` mask: 0 where a key is visible, ``finfo.min`` elsewhere.
-
-    Unpacked rows hide padding keys; packed rows (``packed_ids``: 1, 2, ... per text, 0 = padding) also hide keys
-    of other texts. ``finfo.min`` (not ``-inf``), as Hugging Face does: an all-padding row softmaxes to uniform.
-    """
-    if packed_ids is None:
-        allowed = attention_mask[:, None, None, :] > 0
-    else:
-        allowed = ((packed_ids[:, :, None] == packed_ids[:, None, :]) & (packed_ids[:, None, :] > 0))[:, None]
-    return jnp.where(allowed, 0.0, jnp.finfo(jnp.float32).min)
-
-
 class RobertaBackbone(nn.Module):
     """Token states ``float32[B, L, H]`` of a RoBERTa / XLM-R encoder; arguments as ``BertBackbone``."""
 

@@ -11,7 +11,9 @@ from gecko_jax.embedder import Embedder
 from gecko_jax.recipes.data import make_tiny_data, resolve_data_dir
 from gecko_jax.recipes.evaluation import evaluate
 from gecko_jax.recipes.fret_stage import run_fret
-from gecko_jax.recipes.options import BASE_MODEL, QuickstartOptions, resolve_options
+from gecko_jax import eta, runtime
+from gecko_jax.recipes.options import (BASE_MODEL, QUICKSTART_PREFINETUNE_STEPS, QUICKSTART_STEPS, QuickstartOptions,
+                                       resolve_options)
 from gecko_jax.recipes.reports import build_table, quickstart_markdown, write_reports
 from gecko_jax.recipes.runlog import log
 from gecko_jax.recipes.training import run_recipe_stage, run_training
@@ -34,6 +36,8 @@ def run_quickstart(workdir: str | os.PathLike = "runs/quickstart", **kwargs) -> 
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     data_root = resolve_data_dir(opts.data_dir)
+    if not opts.tiny:
+        log(estimate_line(opts, workdir))
     stage_seconds = {}
     log(f"1-2/5 FRet data generation  (workdir {workdir})")
     t0 = time.perf_counter()
@@ -60,6 +64,18 @@ def run_quickstart(workdir: str | os.PathLike = "runs/quickstart", **kwargs) -> 
     columns.update(_evaluate_tuned(opts, tr["export_dir"], base.max_length, eval_root))
     stage_seconds["eval_tuned"] = time.perf_counter() - t0
     return _finish(opts, workdir, fret, tr, columns, stage_seconds, time.perf_counter() - t_start)
+
+
+def estimate_line(opts: QuickstartOptions, workdir: pathlib.Path) -> str:
+    """The up-front time estimate (:mod:`gecko_jax.eta`) from a half-second measurement of this box's matmul peak."""
+    peak = runtime.matmul_peak_gflops(seconds=0.5)
+    pft = 0 if opts.fret_only else (opts.prefinetune_steps if opts.prefinetune_steps is not None
+                                    else QUICKSTART_PREFINETUNE_STEPS)
+    est = eta.estimate_quickstart(peak, passages=opts.passages, neighbours=opts.neighbours, prefinetune_steps=pft,
+                                  steps=opts.steps if opts.steps is not None else QUICKSTART_STEPS,
+                                  eval_base=not any((workdir / "eval").glob("base-none-*/done.json")),
+                                  eval_tuned=len(opts.eval_prompts))
+    return eta.describe(est, peak)
 
 
 def _fret(opts: QuickstartOptions, workdir: pathlib.Path, data_root, base) -> dict:

@@ -159,6 +159,9 @@ class ModelConfig:
     tokenizer: str | None = None  # tokenizer folder/name; defaults to `pretrained`
     dropout: float | None = None  # override the encoder's dropout rates (None: keep the checkpoint's)
     dtype: str | None = None  # encoder compute dtype ("bfloat16" on GPU/TPU); params stay float32. None: float32
+    # attention kernel (EncoderConfig.attention_impl): "dense", "xla", "cudnn" or "auto" (cuDNN flash attention on a
+    # CUDA GPU when it applies, dense elsewhere). None: "auto". Fused kernels need model.dropout 0 (else dense).
+    attention_impl: str | None = None
     # classifier trainer: "text_head" (encoder + linear), "mlp", "linear" (over the inputs as they come, e.g. frozen
     # sentence embeddings) or "cnn:<name>" (gecko_jax.models.cnn)
     classifier: str = "text_head"
@@ -171,6 +174,8 @@ class ModelConfig:
                "model.classifier", "'text_head', 'mlp', 'linear' or 'cnn:<name>'", self.classifier)
         _check(self.dropout is None or 0.0 <= self.dropout < 1.0, "model.dropout", "a rate in [0, 1)", self.dropout)
         _check(self.dtype in (None, "float32", "bfloat16"), "model.dtype", "null, 'float32' or 'bfloat16'", self.dtype)
+        _check(self.attention_impl in (None, "dense", "xla", "cudnn", "auto"), "model.attention_impl",
+               "null, 'dense', 'xla', 'cudnn' or 'auto'", self.attention_impl)
 
 
 @dataclasses.dataclass

@@ -18,6 +18,8 @@ def encoder_from_model_config(m, max_length: int):
     overrides = {} if m.dropout is None else {"hidden_dropout": m.dropout, "attention_dropout": m.dropout}
     if m.dtype is not None:
         overrides["dtype"] = m.dtype
+    if m.attention_impl is not None:
+        overrides["attention_impl"] = m.attention_impl
     params = None
     if m.pretrained is not None:
         folder = resolve_model_path(m.pretrained)

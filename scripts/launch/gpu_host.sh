@@ -8,6 +8,8 @@
 # Settings worth knowing: --set model.dtype=bfloat16 (params and Adam moments stay float32); data.batch_size is
 # global and must divide by the GPU count; sharding.fsdp=N splits params + optimizer state over N GPUs when they do
 # not fit (bench/fsdp_memory.py prints the bytes per device for each choice); data.pack_length=128 for short text.
+# Attention: model.attention_impl "auto" (the default) runs cuDNN flash attention in bf16 when attention dropout is 0
+# (--set model.dropout=0.0; with dropout it falls back to the dense kernel, one log line); "dense" pins the old path.
 #
 # Throughput to expect, from BENCHMARKS.md (one NVIDIA H200, bf16, BERT-base-sized encoder, seq 128; measured on one
 # chip, the per-chip figure for N chips assumes the all-reduce hides behind the backward pass, not measured):

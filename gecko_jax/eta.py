@@ -1,0 +1,61 @@
+"""Time estimates for the main job, printed before it starts (issue 21).
+
+    peak = runtime.matmul_peak_gflops(seconds=0.5)     # this box's measured f32 matmul rate, GFLOP/s
+    est = estimate_quickstart(peak, passages=48, neighbours=5, prefinetune_steps=20, steps=60, eval_base=True)
+    est["total"]                                        # seconds; est[stage] per stage
+
+Every stage of the quickstart is compute-bound on a CPU (the LLM's matmuls, the encoder's matmuls), so its time
+scales with the work and inversely with the measured matmul peak. The constants are one measured run of the
+defaults (:data:`REFERENCE`: ``bash scripts/demo.sh`` on a fresh clone, idle box, BENCHMARKS.md "Main job"); the
+work of each stage scales linearly in what the options change (seeds, neighbours per seed, steps). It is an
+estimate (about +-25 % between runs on one box; more across CPU families, whose per-core efficiency differs).
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+# One idle run of the defaults: AMD EPYC (AVX-512), 2 cores, 2026-11-30, fresh clone, caches empty.
+REFERENCE: Mapping[str, float] = {
+    "peak_gflops": 212.0,       # runtime.matmul_peak_gflops() on that box, idle, 2 threads
+    "passages": 48, "neighbours": 5,
+    "fret": 230.0,              # LLM generation + reranking + the pool's embedding (the log's "FRet ... s")
+    "eval": 253.0,              # one model over the default suite (base, raw text)
+    "prefinetune_steps": 20, "prefinetune_step": 10.0,   # s per stage-1 step (batch 64, 128-token bodies)
+    "steps": 60, "step": 4.6,                            # s per stage-2 step (batch 32, one source per batch)
+    "train_fixed": 46.0,        # sources, compiles, checkpoints and the export, besides the steps
+}
+
+
+def estimate_quickstart(peak_gflops: float, *, passages: int, neighbours: int, prefinetune_steps: int, steps: int,
+                        eval_base: bool = True, eval_tuned: int = 1, reference: Mapping[str, float] = REFERENCE
+                        ) -> dict[str, float]:
+    """Seconds per quickstart stage on a box whose measured matmul peak is ``peak_gflops``.
+
+    Args:
+      peak_gflops: :func:`gecko_jax.runtime.matmul_peak_gflops` of this process (> 0).
+      passages, neighbours: FRet seeds and candidates per seed (the reranking scores each candidate).
+      prefinetune_steps, steps: the recipe's stage-1 and stage-2 steps.
+      eval_base: whether the base model is evaluated (False when its results are already in the workdir).
+      eval_tuned: evaluations of the fine-tuned model (one per prompt mode).
+
+    Returns:
+      ``{"fret", "eval_base", "train", "eval_tuned", "total"}`` in seconds.
+    """
+    if not peak_gflops > 0:
+        raise ValueError(f"peak_gflops must be > 0, got {peak_gflops!r}")
+    r = reference
+    scale = r["peak_gflops"] / peak_gflops
+    # Per seed: one generation and (1 + neighbours) reranking prompts, against the reference's 1 + 5.
+    fret = r["fret"] * (passages / r["passages"]) * ((1 + neighbours) / (1 + r["neighbours"]))
+    train = r["train_fixed"] + prefinetune_steps * r["prefinetune_step"] + steps * r["step"]
+    out = {"fret": fret * scale, "eval_base": (r["eval"] if eval_base else 0.0) * scale, "train": train * scale,
+           "eval_tuned": r["eval"] * eval_tuned * scale}
+    out["total"] = sum(out.values())
+    return out
+
+
+def describe(est: Mapping[str, float], peak_gflops: float) -> str:
+    """One line for the log: the total and the stages, in minutes."""
+    parts = ", ".join(f"{k} {v / 60:.1f}" for k, v in est.items() if k != "total" and v > 0)
+    return (f"estimated {est['total'] / 60:.0f} min on this box ({parts} min; matmul peak {peak_gflops:.0f} GFLOP/s "
+            f"measured now, against {REFERENCE['peak_gflops']:.0f} on the reference run)")
