@@ -388,6 +388,11 @@ def build_sources(cfg: RecipeConfig, specs: Sequence[SourceSpec], workdir, *, ro
         key = {"spec": dataclasses.asdict(spec), "seed": cfg.seed, "dev": dataclasses.asdict(cfg.dev),
                "max_chars": cfg.max_chars, "batch_size": batch_size, "model": cfg.model, "v": 1}
         if spec.kind == "fret":
+            if not spec.path or not pathlib.Path(spec.path).is_file():
+                raise ConfigError(
+                    f"recipe source {spec.name!r} field 'path': no such file {spec.path!r} (relative paths are read "
+                    f"from the repository root or the working directory; outside a clone pass --fret FILE, e.g. "
+                    f"the quickstart's runs/quickstart/fret/fret.jsonl)")
             key["fret_sha"] = _file_sha(spec.path)
         meta_path = out_dir / f"{spec.name}.json"
         if meta_path.is_file():

@@ -55,6 +55,16 @@ def test_recipe_errors_name_the_field(tmp_path, change, message):
         R.load_recipe(path)
 
 
+def test_missing_fret_file_is_a_one_line_config_error(tmp_path):
+    cfg = R.load_recipe(R.DEFAULT_RECIPE, data_dir=str(tmp_path))
+    fret = [dataclasses.replace(s, path="experiments/gecko/data/no_such.jsonl") for s in cfg.sources
+            if s.kind == "fret"]
+    with pytest.raises(ConfigError, match=r"source 'fret' field 'path': no such file .*no_such.jsonl.*--fret") as e:
+        R.build_sources(cfg, fret, tmp_path / "work", root=tmp_path)
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "work" / "data" / "fret.jsonl").exists()
+
+
 def test_interpolate_is_wise_ft():
     base = {"a": np.zeros(3, np.float32), "b": {"c": np.ones(2, np.float32)}}
     tuned = {"a": np.full(3, 2.0, np.float32), "b": {"c": np.full(2, 3.0, np.float32)}}
