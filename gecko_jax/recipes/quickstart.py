@@ -12,6 +12,7 @@ from gecko_jax.recipes.data import make_tiny_data, resolve_data_dir
 from gecko_jax.recipes.evaluation import evaluate
 from gecko_jax.recipes.fret_stage import run_fret
 from gecko_jax import eta, runtime
+from gecko_jax.recipes.store import StageStore
 from gecko_jax.recipes.options import (BASE_MODEL, QUICKSTART_PREFINETUNE_STEPS, QUICKSTART_STEPS, QuickstartOptions,
                                        resolve_options)
 from gecko_jax.recipes.reports import build_table, quickstart_markdown, write_reports
@@ -73,7 +74,7 @@ def estimate_line(opts: QuickstartOptions, workdir: pathlib.Path) -> str:
                                     else QUICKSTART_PREFINETUNE_STEPS)
     est = eta.estimate_quickstart(peak, passages=opts.passages, neighbours=opts.neighbours, prefinetune_steps=pft,
                                   steps=opts.steps if opts.steps is not None else QUICKSTART_STEPS,
-                                  eval_base=not any((workdir / "eval").glob("base-none-*/done.json")),
+                                  eval_base=not StageStore(workdir / "eval").any_done("base-none"),
                                   eval_tuned=len(opts.eval_prompts))
     return eta.describe(est, peak)
 

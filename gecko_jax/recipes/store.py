@@ -39,6 +39,10 @@ class StageStore:
         log(f"{stage}: reusing the finished stage in {marker.parent}")
         return saved["summary"]
 
+    def any_done(self, stage: str) -> bool:
+        """Whether some key of ``stage`` has finished here (e.g. for a time estimate made before the key is known)."""
+        return any(pathlib.Path(self.root).glob(f"{stage}-*/{DONE}"))
+
     def finish(self, stage: str, key: Any, summary: dict) -> dict:
         """Write the done marker (atomically, after everything else of the stage) and return ``summary``."""
         marker = self.folder(stage, key) / DONE
