@@ -13,7 +13,8 @@ Importing this package pulls in NumPy only; JAX, SciPy, scikit-learn and pytrec_
 from gecko_jax.eval.beir import BeirData, BeirFormatError, load_beir, read_qrels
 from gecko_jax.eval.cache import EmbeddingCache, default_cache_dir, model_fingerprint, truncate
 from gecko_jax.eval.classification import (evaluate_classification, evaluate_clustering, logreg_scores,
-                                           undersample_indices, v_measure_kmeans)
+                                           undersample_indices, v_measure_kmeans, v_measure_runs)
+from gecko_jax.eval.compare import Difference, difference
 from gecko_jax.eval.datasets import (CLASSIFICATION_LOADERS, LabeledText, fixed_split, load_ag_news, load_banking77,
                                      load_mr, load_sst2)
 from gecko_jax.eval.fairness import (GENDER_SEAT_TESTS, evaluate_cced, evaluate_crows_pairs, evaluate_seat, load_seat,
@@ -28,6 +29,7 @@ __all__ = [
     "BeirData", "BeirFormatError", "load_beir", "read_qrels",
     "EmbeddingCache", "default_cache_dir", "model_fingerprint", "truncate",
     "evaluate_classification", "evaluate_clustering", "logreg_scores", "undersample_indices", "v_measure_kmeans",
+    "v_measure_runs", "Difference", "difference",
     "CLASSIFICATION_LOADERS", "LabeledText", "fixed_split", "load_ag_news", "load_banking77", "load_mr", "load_sst2",
     "GENDER_SEAT_TESTS", "evaluate_cced", "evaluate_crows_pairs", "evaluate_seat", "load_seat", "read_tuples",
     "rule_based_tuples", "seat_effect_size", "seat_p_value",

@@ -92,7 +92,9 @@ def evaluate_classification(embedder, data, *, task: str | None = None, dims=Non
       cache: optional :class:`EmbeddingCache`. batch_size: passed to ``encode``. data_root: data folder.
 
     Returns:
-      ``{"metrics": {"accuracy", "f1", "accuracy_std"}, "main_score": accuracy, ...}`` (or a dict by dims).
+      ``{"metrics": {"accuracy", "f1", "accuracy_std"}, "runs": [accuracy of experiment r], "main_score": accuracy,
+      ...}`` (or a dict by dims). ``runs`` are paired across models (the same draws for every embedder), which is what
+      :func:`gecko_jax.eval.compare.paired_difference` needs.
     """
     if isinstance(data, str):
         if data not in CLASSIFICATION_LOADERS:
@@ -119,7 +121,8 @@ def evaluate_classification(embedder, data, *, task: str | None = None, dims=Non
         acc = [r["accuracy"] for r in per_run]
         out[d] = {"metrics": {"accuracy": float(np.mean(acc)), "f1": float(np.mean([r["f1"] for r in per_run])),
                               "accuracy_std": float(np.std(acc))},
-                  "main_score": float(np.mean(acc)), "dims": d or x_test.shape[1], "task": task,
+                  "runs": [float(a) for a in acc], "main_score": float(np.mean(acc)), "dims": d or x_test.shape[1],
+                  "task": task,
                   "num_train_per_run": int(len(runs[0])), "num_test": len(data.test_texts),
                   "n_experiments": n_experiments, "samples_per_label": samples_per_label,
                   "seconds": {"encode": t_enc, "fit": time.perf_counter() - t0}}
@@ -128,6 +131,12 @@ def evaluate_classification(embedder, data, *, task: str | None = None, dims=Non
 
 def v_measure_kmeans(x: np.ndarray, labels: np.ndarray, *, n_runs: int = 3, batch_size: int = 500) -> tuple[float, float]:
     """Mean and std of V-measure × 100 of ``MiniBatchKMeans(#labels)`` over seeds ``0..n_runs-1``."""
+    scores = v_measure_runs(x, labels, n_runs=n_runs, batch_size=batch_size)
+    return float(np.mean(scores)), float(np.std(scores))
+
+
+def v_measure_runs(x: np.ndarray, labels: np.ndarray, *, n_runs: int = 3, batch_size: int = 500) -> list[float]:
+    """V-measure × 100 of ``MiniBatchKMeans(#labels)`` with seed ``s``, for ``s`` in ``0..n_runs-1``."""
     from sklearn.cluster import MiniBatchKMeans
     from sklearn.metrics import v_measure_score
 
@@ -137,8 +146,8 @@ def v_measure_kmeans(x: np.ndarray, labels: np.ndarray, *, n_runs: int = 3, batc
     scores = []
     for s in range(n_runs):
         pred = MiniBatchKMeans(n_clusters=k, batch_size=batch_size, n_init="auto", random_state=s).fit_predict(x)
-        scores.append(100.0 * v_measure_score(labels, pred))
-    return float(np.mean(scores)), float(np.std(scores))
+        scores.append(float(100.0 * v_measure_score(labels, pred)))
+    return scores
 
 
 def evaluate_clustering(embedder, data="banking77", *, split: str = "test", task: str | None = None, dims=None,
@@ -155,7 +164,8 @@ def evaluate_clustering(embedder, data="banking77", *, split: str = "test", task
       cache, batch_size, data_root: as in :func:`evaluate_classification`.
 
     Returns:
-      ``{"metrics": {"v_measure", "v_measure_std"}, "main_score", "num_texts", "num_clusters", ...}``.
+      ``{"metrics": {"v_measure", "v_measure_std"}, "runs": [V-measure of seed s], "main_score", "num_texts",
+      "num_clusters", ...}``.
     """
     if isinstance(data, str):
         if data not in CLASSIFICATION_LOADERS:
@@ -172,8 +182,10 @@ def evaluate_clustering(embedder, data="banking77", *, split: str = "test", task
     many = isinstance(dims, (list, tuple))
     out = {}
     for d in (dims if many else [dims]):
-        mean, std = v_measure_kmeans(truncate(x, d), labels, n_runs=n_runs)
-        out[d] = {"metrics": {"v_measure": mean, "v_measure_std": std}, "main_score": mean, "dims": d or x.shape[1],
+        runs = v_measure_runs(truncate(x, d), labels, n_runs=n_runs)
+        mean = float(np.mean(runs))
+        out[d] = {"metrics": {"v_measure": mean, "v_measure_std": float(np.std(runs))}, "runs": runs,
+                  "main_score": mean, "dims": d or x.shape[1],
                   "task": task, "num_texts": len(texts), "num_clusters": int(len(np.unique(labels))),
                   "seconds": {"encode": t_enc}}
     return out if many else out[dims]

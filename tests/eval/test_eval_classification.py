@@ -73,8 +73,10 @@ def test_classification_and_clustering_on_separable_data(bow):
     assert res[None]["metrics"]["accuracy"] == pytest.approx(100.0)
     assert res[None]["metrics"]["f1"] == pytest.approx(100.0)
     assert res[None]["num_train_per_run"] == 12
+    assert len(res[32]["runs"]) == 3 and np.mean(res[32]["runs"]) == pytest.approx(res[32]["main_score"])
     clu = evaluate_clustering(bow, data, n_runs=2)
     assert clu["main_score"] > 80.0 and clu["num_clusters"] == 3
+    assert len(clu["runs"]) == 2 and np.mean(clu["runs"]) == pytest.approx(clu["main_score"])
     # Random labels carry no information: accuracy near chance, V-measure near 0.
     shuffled = LabeledText("toy", trx, rng.permutation(try_), tex, rng.permutation(tey), data.label_names, "toy2")
     assert evaluate_clustering(bow, shuffled, n_runs=2)["main_score"] < 30.0
