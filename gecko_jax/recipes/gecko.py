@@ -39,7 +39,6 @@ from gecko_jax.fileio import write_text
 from gecko_jax.recipes.gecko_config import (CLASSIFICATION_SETS, DEFAULT_RECIPE, REPO, RecipeConfig, SourceSpec,
                                             budget_recipe, load_recipe, recipe_from_dict)
 from gecko_jax.recipes.gecko_sources import BuiltSource, LazyBase, build_sources, file_sha, log
-from gecko_jax.recipes.runlog import digest
 from gecko_jax.recipes.store import StageStore
 
 __all__ = ["CLASSIFICATION_SETS", "DEFAULT_RECIPE", "REPO", "BuiltSource", "RecipeConfig", "RecipeResult",
