@@ -400,21 +400,7 @@ def build_pipeline(p: beam.Pipeline, job: BeamFRetJob) -> None:
             | "read shards" >> beam.ParDo(ReadShard())
             | "spread" >> beam.Reshuffle())
 
-    # Seeds: the n passages with the smallest seed_hash (as sample_seed_ids does locally).
-    if job.n_seeds is None:
-        seeds = docs
-    else:
-        keyed = docs | "seed keys" >> beam.Map(lambda d: ((seed_hash(cfg.seed, d[1]), d[1]), d))
-        threshold = (keyed
-                     | "keys" >> beam.Keys()
-                     | "n smallest" >> beam.combiners.Top.Smallest(job.n_seeds)
-                     | "threshold" >> beam.Map(lambda smallest: smallest[-1] if smallest else None))
-        seeds = (keyed
-                 | "is seed" >> beam.Filter(lambda kd, t: t is not None and kd[0] <= tuple(t),
-                                            t=beam.pvalue.AsSingleton(threshold))
-                 | "seed docs" >> beam.Values())
-
-    gen = (seeds
+    gen = (_seed_docs(docs, job)
            | "gen batches" >> beam.BatchElements(min_batch_size=1, max_batch_size=max(8, 4 * cfg.concurrency))
            | "1 generate" >> beam.ParDo(Generate(job)).with_outputs("dead", main="ok"))
 
@@ -430,18 +416,7 @@ def build_pipeline(p: beam.Pipeline, job: BeamFRetJob) -> None:
              | "query batches" >> beam.BatchElements(min_batch_size=1, max_batch_size=1024)
              | "2 search" >> beam.ParDo(Search(job), info=beam.pvalue.AsSingleton(index)))
 
-    wanted = neigh | "candidate ids" >> beam.FlatMap(lambda on: [(c["id"], on[1]["id"]) for c in on[1]["candidates"]])
-    texts = docs | "passages by id" >> beam.Map(lambda d: (d[1], (d[2], d[3])))
-    cand_passages = (
-        {"p": texts, "w": wanted}
-        | "join passages" >> beam.CoGroupByKey()
-        | "to seeds" >> beam.FlatMap(lambda kv: [(sid, (kv[0],) + tuple(kv[1]["p"][0])) for sid in kv[1]["w"]]
-                                     if kv[1]["w"] else []))
-    per_seed = (
-        {"nb": neigh | "nb by id" >> beam.Map(lambda on: (on[1]["id"], on)), "p": cand_passages}
-        | "group seeds" >> beam.CoGroupByKey()
-        | "assemble" >> beam.FlatMap(_assemble))
-    scored = (per_seed
+    scored = (_with_candidate_passages(docs, neigh)
               | "score batches" >> beam.BatchElements(min_batch_size=1, max_batch_size=max(2, cfg.concurrency))
               | "3 score" >> beam.ParDo(Score(job)).with_outputs("dead", main="ok"))
 
@@ -455,6 +430,35 @@ def build_pipeline(p: beam.Pipeline, job: BeamFRetJob) -> None:
     dead = (gen.dead, scored.dead) | "dead letter" >> beam.Flatten()
     _blocked(records, "records", _join(job.workdir, "records"))
     _blocked(dead, "failures", _join(job.workdir, "failures"))
+
+
+def _seed_docs(docs, job: BeamFRetJob):
+    """The seed passages: the n with the smallest seed_hash (as sample_seed_ids does locally), or all."""
+    if job.n_seeds is None:
+        return docs
+    keyed = docs | "seed keys" >> beam.Map(lambda d: ((seed_hash(job.config.seed, d[1]), d[1]), d))
+    threshold = (keyed
+                 | "keys" >> beam.Keys()
+                 | "n smallest" >> beam.combiners.Top.Smallest(job.n_seeds)
+                 | "threshold" >> beam.Map(lambda smallest: smallest[-1] if smallest else None))
+    return (keyed
+            | "is seed" >> beam.Filter(lambda kd, t: t is not None and kd[0] <= tuple(t),
+                                       t=beam.pvalue.AsSingleton(threshold))
+            | "seed docs" >> beam.Values())
+
+
+def _with_candidate_passages(docs, neigh):
+    """Each seed's neighbours joined with its candidates' passages (``_assemble``), ready to score."""
+    wanted = neigh | "candidate ids" >> beam.FlatMap(lambda on: [(c["id"], on[1]["id"]) for c in on[1]["candidates"]])
+    texts = docs | "passages by id" >> beam.Map(lambda d: (d[1], (d[2], d[3])))
+    cand_passages = (
+        {"p": texts, "w": wanted}
+        | "join passages" >> beam.CoGroupByKey()
+        | "to seeds" >> beam.FlatMap(lambda kv: [(sid, (kv[0],) + tuple(kv[1]["p"][0])) for sid in kv[1]["w"]]
+                                     if kv[1]["w"] else []))
+    return ({"nb": neigh | "nb by id" >> beam.Map(lambda on: (on[1]["id"], on)), "p": cand_passages}
+            | "group seeds" >> beam.CoGroupByKey()
+            | "assemble" >> beam.FlatMap(_assemble))
 
 
 def merge_parts(folder: str, out: Path) -> int:

@@ -299,7 +299,13 @@ def build_parser() -> argparse.ArgumentParser:
     fmt = dict(epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap = argparse.ArgumentParser(prog="gecko-data", description=__doc__.split("\n\n")[0], **fmt)
     sub = ap.add_subparsers(dest="command", required=True)
+    _add_fret_parser(sub, fmt)
+    _add_fair_parser(sub, fmt)
+    return ap
 
+
+def _add_fret_parser(sub, fmt: dict) -> None:
+    """``gecko-data fret``: inputs, scale and the LLM's flags."""
     f = sub.add_parser("fret", help="FRet: generate task+query per passage, mine positive and hard negative",
                        description="Few-shot Prompted Retrieval data (Gecko Sec. 3). Output: one JSON line per seed "
                                    "passage with task, query, positive, negative, all ranks/scores and provenance. "
@@ -327,7 +333,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="nearest-neighbour search: exact (the reference), an ANN index (saved in the workdir and "
                         "reused), or auto = exact up to --ann-threshold passages, FAISS HNSW above (default: auto)")
     e.add_argument("--ann-threshold", type=int, default=200_000, help="corpus size above which auto uses ANN")
-    g2 = f.add_argument_group("scoring and labels")
+    _add_scoring_args(f.add_argument_group("scoring and labels"))
+    _add_llm_args(f)
+    f.set_defaults(func=_cmd_fret)
+
+
+def _add_scoring_args(g2) -> None:
+    """``gecko-data fret``'s scoring routes, rank fusion and calibration."""
     g2.add_argument("--rc-labels", choices=("binary", "graded"), default="binary",
                     help="relevance classification: binary = log P(Yes) (default), graded = expected relevance over "
                          "0-3 labels (Zhuang et al. 2023)")
@@ -346,9 +358,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="fewer scored records: no calibration, the paper's RRF (default: 50)")
     g2.add_argument("--calibration-alpha", type=float, default=0.01,
                     help="significance level of the seed-recall@1 test against chance (default: 0.01)")
-    _add_llm_args(f)
-    f.set_defaults(func=_cmd_fret)
 
+
+def _add_fair_parser(sub, fmt: dict) -> None:
+    """``gecko-data augment-fair``."""
     a = sub.add_parser("augment-fair", help="rewrite texts into male / female / neutral versions",
                        description="Content-matched gender tuples {id, neutral, groups: {male, female}, source} for "
                                    "content-conditional debiasing. Invalid rewrites go to <out>.failures.jsonl.",
@@ -367,7 +380,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="v3 with --llm local: do not ban the other group's gender words by logit bias")
     _add_llm_args(a)
     a.set_defaults(func=_cmd_fair)
-    return ap
 
 
 class _RedactFilter(logging.Filter):

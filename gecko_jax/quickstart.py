@@ -11,7 +11,7 @@ saved evaluation results, so an interrupted run continues where it stopped):
    positives that differ from the seed is reported (paper: ~15%);
 3. the base model is evaluated (raw text, how it was trained: the "before" column; this also caches the SciFact
    corpus embeddings the recipe mines hard negatives with);
-4. the Gecko recipe (:mod:`gecko_jax.recipe`, config ``--recipe``, default
+4. the Gecko recipe (:mod:`gecko_jax.recipes.gecko`, config ``--recipe``, default
    ``gecko_jax/configs/gecko_recipe_minilm.json``) with this run's FRet records as its FRet source: pre-finetuning
    on corpus title -> abstract pairs, then fine-tuning on the unified mixture (FRet + NLI + classification as
    retrieval + STS pairs + SciFact train qrels; one source per batch), Gecko loss with hard and same-tower
@@ -35,11 +35,12 @@ from __future__ import annotations
 # The quickstart lives in gecko_jax.recipes, one module per stage; these are its public names.
 from gecko_jax.data.mixture import cut_text  # noqa: F401
 from gecko_jax.recipes.data import make_tiny_data, resolve_data_dir  # noqa: F401
-from gecko_jax.recipes.evaluation import evaluate  # noqa: F401
-from gecko_jax.recipes.fret_stage import run_fret  # noqa: F401
+from gecko_jax.recipes.evaluation import EvalResult, evaluate  # noqa: F401
+from gecko_jax.recipes.fret_stage import FRetOutput, fret, run_fret  # noqa: F401
 from gecko_jax.recipes.options import (BASE_MODEL, CONFIG_RESOURCE, DEFAULT_TASKS, PROMPT_MODES,  # noqa: F401
                                        QUICKSTART_PREFINETUNE_STEPS, QUICKSTART_STEPS, TINY_TASKS, QuickstartOptions,
                                        resolve_options)
 from gecko_jax.recipes.quickstart import estimate_line, run_quickstart  # noqa: F401
 from gecko_jax.recipes.reports import build_table  # noqa: F401
-from gecko_jax.recipes.training import recipe_config, run_recipe_stage, run_training, train_config  # noqa: F401
+from gecko_jax.recipes.training import (Finetuned, finetune, recipe_config, run_recipe_stage,  # noqa: F401
+                                        run_training, train_config)

@@ -151,7 +151,15 @@ def _check_outputs(out, workdir):
 
 @pytest.mark.timeout(1800)
 def test_quickstart_pulse_fake_llm_and_resume(shared_data, tmp_path, monkeypatch):
+    import numpy as np
+
+    from gecko_jax.embedder import Embedder
+    from gecko_jax.recipes import evaluation, fret_stage, quickstart as job, training
+
     monkeypatch.setenv("GECKO_JAX_CACHE", str(tmp_path / "cache"))  # never reuse another run's embeddings
+    handed = []  # the typed stage-4 output the job hands to the evaluation
+    real_finetune = job.finetune
+    monkeypatch.setattr(job, "finetune", lambda *a, **k: handed.append(real_finetune(*a, **k)) or handed[-1])
     out = qs.run_quickstart(tmp_path / "qs", tiny=True, llm="fake", progress=False, data_dir=str(shared_data),
                             eval_prompts=("gecko", "none"))
     _check_outputs(out, tmp_path / "qs")
@@ -159,12 +167,25 @@ def test_quickstart_pulse_fake_llm_and_resume(shared_data, tmp_path, monkeypatch
     base = out["eval"]["base (raw text)"]["tasks"]
     tuned = out["eval"]["fine-tuned (raw text)"]["tasks"]
     assert base["stsb"]["384 (full)"]["main_score"] != tuned["stsb"]["384 (full)"]["main_score"]  # it trained
-    # A re-run reuses every stage: same numbers, no LLM call, no training step.
+
+    # The model evaluated is the one in memory, and it is the exported model.
+    ft = handed[0]
+    assert isinstance(ft, qs.Finetuned) and ft.to_dict() == out["train"]
+    texts = ["what causes fever?", "A study of cell growth in mice.", "x"]
+    exported = Embedder.from_pretrained(ft.export_dir, max_length=ft.embedder.max_length)
+    np.testing.assert_allclose(ft.embedder.encode(texts, kind="document"), exported.encode(texts, kind="document"),
+                               atol=1e-6)
+
+    # A re-run reuses every stage from the store: same numbers, no FRet pipeline, no training step, no evaluation.
+    def refuse(*a, **k):
+        raise AssertionError("a finished stage ran again")
+
+    monkeypatch.setattr(fret_stage, "run_fret", refuse)
+    monkeypatch.setattr(training.train, "train_and_evaluate", refuse)
+    monkeypatch.setattr(evaluation, "run_suite", refuse)
     again = qs.run_quickstart(tmp_path / "qs", tiny=True, llm="fake", progress=False, data_dir=str(shared_data),
                               eval_prompts=("gecko", "none"))
-    assert again["table_md"] == out["table_md"]
-    assert again["fret"]["usage"]["requests"] == 0
-    assert again["fret"]["stages"]["generate"]["todo"] == 0 and again["fret"]["stages"]["score"]["todo"] == 0
+    assert again["table_md"] == out["table_md"] and again["fret"] == out["fret"]
     assert {k: v for k, v in again["train"].items() if k != "seconds"} == \
         {k: v for k, v in out["train"].items() if k != "seconds"}
 

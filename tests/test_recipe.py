@@ -1,4 +1,4 @@
-"""gecko_jax.recipe: the shipped recipe config parses, bad configs name the field, and a pulse of the whole recipe on
+"""gecko_jax.recipes.gecko (the Gecko recipe; gecko_jax.recipe re-exports it): the shipped recipe config parses, bad configs name the field, and a pulse of the whole recipe on
 a tiny random encoder (stage 1 -> stage 2 hand-over, per-source metrics, dev selection of the interpolation, export,
 resume)."""
 from __future__ import annotations
@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from gecko_jax import recipe as R
+from gecko_jax.recipes import gecko as R
 from gecko_jax import train
 from gecko_jax.cli import recipe as recipe_cli
 from gecko_jax.errors import ConfigError
@@ -63,6 +63,20 @@ def test_missing_fret_file_is_a_one_line_config_error(tmp_path):
         R.build_sources(cfg, fret, tmp_path / "work", root=tmp_path)
     assert "\n" not in str(e.value)
     assert not (tmp_path / "work" / "data" / "fret.jsonl").exists()
+
+
+def test_recipe_built_in_python_equals_the_loaded_file_and_the_old_module_reexports_it():
+    from gecko_jax import recipe as old
+
+    assert old.run_recipe is R.run_recipe and old.RecipeConfig is R.RecipeConfig and old.load_recipe is R.load_recipe
+    loaded = R.RecipeConfig.load()
+    assert loaded.sha() == R.load_recipe(R.DEFAULT_RECIPE).sha()
+    built = R.RecipeConfig(sources=list(loaded.sources), finetune=dict(loaded.finetune),
+                           prefinetune_sources=list(loaded.prefinetune_sources), prefinetune=loaded.prefinetune,
+                           model=loaded.model, max_chars=loaded.max_chars, interpolate=loaded.interpolate,
+                           dev=loaded.dev, description=loaded.description)
+    assert built.sha() == loaded.sha()
+    assert dataclasses.replace(built, seed=7).sha() != loaded.sha()
 
 
 def test_interpolate_is_wise_ft():

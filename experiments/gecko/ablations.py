@@ -60,6 +60,7 @@ from data_gen import load_corpus
 
 from gecko_jax.data.mixture import cut_text
 from gecko_jax.datasets import DataRoot
+from gecko_jax.recipes.store import StageStore
 
 HERE = pathlib.Path(__file__).resolve().parent
 
@@ -224,33 +225,37 @@ class Cell:
 
 
 def make_cells(seeds: Sequence[int] = (0, 1, 2)) -> dict[str, Cell]:
-    """All cells, in the order they run (under ``--time-budget`` the cells that compile a new step go last)."""
+    """All cells, in the order they run (under ``--time-budget`` the cells that compile a new step go last). Each
+    trained cell is a ``dataclasses.replace`` of the main cell at seed 0 (only ``main`` and ``e_seed*`` take
+    ``seeds``), each untrained one of ``base``."""
+    base = Cell("base", "a b c d e", "all-MiniLM-L6-v2, no training (raw text)", train=False)
+    ref = Cell("main", "a b c d e", "FRet: positive RRF top-1, negative lowest, MRL, same-tower, Gecko format")
+
+    def cell(name: str, group: str, what: str, template: Cell = ref, **changes) -> Cell:
+        return dataclasses.replace(template, name=name, group=group, what=what, **changes)
+
     # Order: cells that reuse main's compiled train step first (seeds, negatives, format), then the ones that
     # compile a new step (no MRL, no hard negative, no same-tower, pre-finetuning).
-    cells = [
-        Cell("base", "a b c d e", "all-MiniLM-L6-v2, no training (raw text)", train=False),
-        Cell("main", "a b c d e", "FRet: positive RRF top-1, negative lowest, MRL, same-tower, Gecko format",
-             seed=seeds[0]),
-    ]
-    cells += [Cell(f"e_seed{s}", "e", f"main with seed {s}", seed=s) for s in seeds[1:]]
+    cells = [base, dataclasses.replace(ref, seed=seeds[0])]
+    cells += [cell(f"e_seed{s}", "e", f"main with seed {s}", seed=s) for s in seeds[1:]]
     cells += [
-        Cell("a_seed_lowest", "a", "positive seed, lowest-ranked negative", positive="seed", negative="lowest"),
-        Cell("a_seed_random", "a", "positive seed, random corpus negative", positive="seed", negative="random"),
-        Cell("a_rrf_random", "a", "positive RRF top-1, random corpus negative", negative="random"),
-        Cell("c_plain_text", "c", "main on plain text (no task/title formatting), evaluated on raw text",
+        cell("a_seed_lowest", "a", "positive seed, lowest-ranked negative", positive="seed", negative="lowest"),
+        cell("a_seed_random", "a", "positive seed, random corpus negative", positive="seed", negative="random"),
+        cell("a_rrf_random", "a", "positive RRF top-1, random corpus negative", negative="random"),
+        cell("c_plain_text", "c", "main on plain text (no task/title formatting), evaluated on raw text",
              gecko_format=False),
-        Cell("base_prompts", "c", "all-MiniLM-L6-v2, no training, evaluated with Gecko prompts", train=False,
+        cell("base_prompts", "c", "all-MiniLM-L6-v2, no training, evaluated with Gecko prompts", base,
              eval_prompts="gecko"),
-        Cell("b_no_mrl", "b", "main without the Matryoshka terms (loss at 384 only)", mrl=False),
-        Cell("a_seed_none", "a", "positive seed, no hard negative", positive="seed", negative="none"),
-        Cell("a_rrf_none", "a", "positive RRF top-1, no hard negative", negative="none"),
-        Cell("c_no_same_tower", "c", "main without same-tower (query-query) negatives", same_tower=False),
-        Cell("d_pft", "d", "pre-finetuning only: corpus title->abstract, in-batch negatives (eq. 2)",
+        cell("b_no_mrl", "b", "main without the Matryoshka terms (loss at 384 only)", mrl=False),
+        cell("a_seed_none", "a", "positive seed, no hard negative", positive="seed", negative="none"),
+        cell("a_rrf_none", "a", "positive RRF top-1, no hard negative", negative="none"),
+        cell("c_no_same_tower", "c", "main without same-tower (query-query) negatives", same_tower=False),
+        cell("d_pft", "d", "pre-finetuning only: corpus title->abstract, in-batch negatives (eq. 2)",
              prefinetune="only", negative="none", mrl=False, same_tower=False),
-        Cell("d_pft_fret", "d", "pre-finetuning, then the main FRet fine-tuning", prefinetune="then_fret"),
-        Cell("a_ql_lowest", "a", "positive QL top-1, lowest-QL negative (RC dropped: no signal from Gemma 270M)",
+        cell("d_pft_fret", "d", "pre-finetuning, then the main FRet fine-tuning", prefinetune="then_fret"),
+        cell("a_ql_lowest", "a", "positive QL top-1, lowest-QL negative (RC dropped: no signal from Gemma 270M)",
              positive="ql", negative="lowest_ql"),
-        Cell("quickstart", "q", "the quickstart's exact training (MRL 384/256/128, buckets 32/64/128)",
+        cell("quickstart", "q", "the quickstart's exact training (MRL 384/256/128, buckets 32/64/128)",
              quickstart=True),
     ]
     return {c.name: c for c in cells}
@@ -406,15 +411,14 @@ def train_config(cell: Cell, s: Settings, data_file, *, pft: bool = False, init_
     return raw
 
 
-def _train(raw: dict, run_dir: pathlib.Path, key: dict) -> tuple[Any, dict]:
-    """Train (resuming a run of the same key in ``run_dir``); returns (params, info)."""
+def _train(raw: dict, s: Settings, name: str, key: dict) -> tuple[Any, dict, pathlib.Path]:
+    """Train in the :class:`~gecko_jax.recipes.store.StageStore` folder ``OUT/runs/<name>-<key digest>`` (resuming
+    from its checkpoints when it has them; other settings get another folder); returns (params, info, folder)."""
     from gecko_jax import train
 
-    key_file = run_dir / "ablation_key.json"
-    if run_dir.exists() and (not key_file.is_file() or json.loads(key_file.read_text()) != key):
-        shutil.rmtree(run_dir)  # settings changed: a resumed checkpoint would belong to another config
+    store = StageStore(s.out / "runs")
+    run_dir = store.folder(name, key)
     run_dir.mkdir(parents=True, exist_ok=True)
-    key_file.write_text(json.dumps(key, indent=1, sort_keys=True))
     config = train.from_dict(raw)
     t0 = time.perf_counter()
     result = train.train_and_evaluate(config, run_dir)
@@ -425,7 +429,8 @@ def _train(raw: dict, run_dir: pathlib.Path, key: dict) -> tuple[Any, dict]:
             "steps_run": result.steps_run, "compilations": result.compilations,
             "last_metrics": {k: float(v) for k, v in result.last_metrics.items()},
             "seconds": time.perf_counter() - t0}
-    return result.state.params, info
+    store.finish(name, key, info)
+    return result.state.params, info, run_dir
 
 
 def _drop_checkpoints(run_dir: pathlib.Path) -> None:
@@ -457,10 +462,9 @@ def run_prefinetune(s: Settings, corpus: dict, seed: int = 0) -> tuple[Any, dict
     data_file = write_jsonl(rows, s.out / "data" / "prefinetune_pairs.jsonl")
     cell = Cell("pft", "d", "pre-finetuning", negative="none", mrl=False, same_tower=False, seed=seed)
     raw = train_config(cell, s, data_file, pft=True)
-    run_dir = s.out / "runs" / f"pft_seed{seed}"
     log(f"pre-finetuning: {len(rows)} title->abstract pairs, {s.pft_steps} steps at batch {s.pft_batch_size} "
-        f"-> {run_dir}")
-    params, info = _train(raw, run_dir, _pft_key(s, seed))
+        f"-> {s.out / 'runs'}")
+    params, info, run_dir = _train(raw, s, f"pft_seed{seed}", _pft_key(s, seed))
     info["pairs"] = len(rows)
     return params, info, run_dir
 
@@ -519,10 +523,10 @@ def run_cell(name: str, cells: dict[str, Cell], s: Settings, evaluator, records:
                 f"(positive != seed {stats['positive_not_seed']}), hard negatives {raw['data']['hard_negatives']}, "
                 f"same-tower {raw['loss']['same_tower']}, MRL {raw['loss']['matryoshka_dims']}, "
                 f"gecko_format {cell.gecko_format}, init {'pre-finetuned' if init_ckpt else 'pretrained'}")
-            params, info = _train(raw, s.out / "runs" / name, out["key"])
+            params, info, run_dir = _train(raw, s, name, out["key"])
             out["train"] = dict(info, data=stats)
             if not s.keep_checkpoints:
-                _drop_checkpoints(s.out / "runs" / name)
+                _drop_checkpoints(run_dir)
     t_train = time.perf_counter() - t0
     t1 = time.perf_counter()
     ev = evaluate(evaluator, params, cell.eval_format, s)

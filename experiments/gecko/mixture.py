@@ -1,6 +1,6 @@
 """Gecko recipe experiments (issue 15): the human-data ablation and mixture-weight sensitivity, 3 seeds per cell.
 
-Every run is :func:`gecko_jax.recipe.run_recipe` on a variant of the shipped recipe
+Every run is :func:`gecko_jax.recipes.gecko.run_recipe` on a variant of the shipped recipe
 (``gecko_jax/configs/gecko_recipe_minilm.json``, made with ``dataclasses.replace``), then one evaluation of the
 exported model with its Gecko prompts (``gecko_jax.eval.run_suite``: the full suite + SEAT at 384/256/128/64 dims)
 and on the dev sets (``gecko_jax.eval.dev``). Cells:
@@ -40,7 +40,7 @@ import time
 from typing import Sequence
 
 from gecko_jax.fileio import write_text
-from gecko_jax.recipe import DEFAULT_RECIPE, RecipeConfig, budget_recipe, load_recipe, run_recipe
+from gecko_jax.recipes.gecko import DEFAULT_RECIPE, RecipeConfig, budget_recipe, load_recipe, run_recipe
 
 TEST_TASKS = ("scifact", "stsb", "banking77", "sst2", "mr", "ag_news", "banking77_clustering",
               "ag_news_clustering", "seat_gender")

@@ -1,4 +1,4 @@
-"""``gecko-jax recipe``: flags -> :func:`gecko_jax.recipe.run_recipe` (the Gecko recipe from one config, exported)."""
+"""``gecko-jax recipe``: flags -> :func:`gecko_jax.recipes.gecko.run_recipe` (the Gecko recipe from one config, exported)."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,7 +6,7 @@ import json
 import pathlib
 import sys
 
-from gecko_jax import recipe as R
+from gecko_jax.recipes import gecko as R
 from gecko_jax.errors import ConfigError
 
 

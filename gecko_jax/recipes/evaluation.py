@@ -1,23 +1,53 @@
-"""Stages 3 and 5 of the quickstart: ``run_suite`` on a model, its results kept in the stage store and reused when
-the model, data, tasks and widths are the same."""
+"""Stages 3 and 5 of the quickstart: ``run_suite`` on a model in memory, its results kept in the stage store and
+reused when the model, data, tasks and widths are the same; :func:`evaluate` returns an :class:`EvalResult`."""
 from __future__ import annotations
 
+import dataclasses
 import pathlib
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from gecko_jax.eval import model_fingerprint, run_suite
 from gecko_jax.recipes.store import StageStore
 
 
-def evaluate(embedder, out_dir: pathlib.Path, *, tasks: Sequence[str], dims, prompts, data_root) -> dict:
+@dataclasses.dataclass(frozen=True)
+class EvalResult:
+    """One model's scores.
+
+    Attributes:
+      tasks: ``{task: {dims label: result}}`` as :func:`gecko_jax.eval.run_suite` gives them (``main_score`` and
+      the task's metrics). dims: the width labels in order (``"384 (full)"``, ``"128"``). task_prompts: ``"gecko"``
+      or None (raw text). suite: the whole ``run_suite`` result (model fingerprint, cache, timings) for the JSON.
+    """
+
+    tasks: Mapping[str, Mapping[str, Mapping]]
+    dims: tuple
+    task_prompts: str | None
+    suite: Mapping = dataclasses.field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_suite(cls, res: Mapping) -> "EvalResult":
+        return cls(tasks=res["tasks"], dims=tuple(res["dims"]), task_prompts=res["task_prompts"], suite=res)
+
+    def score(self, task: str, label: str) -> float | None:
+        """The main score of ``task`` at width ``label``, None where it was not measured."""
+        r = self.tasks.get(task, {}).get(label)
+        return None if r is None else float(r["main_score"])
+
+    def to_dict(self) -> dict:
+        """The JSON form in the quickstart's results: ``{"tasks", "task_prompts", "dims"}``."""
+        return {"tasks": self.tasks, "task_prompts": self.task_prompts, "dims": list(self.dims)}
+
+
+def evaluate(embedder, out_dir: pathlib.Path, *, tasks: Sequence[str], dims, prompts, data_root) -> EvalResult:
     """``run_suite`` once per (model, prompt mode), in a :class:`StageStore` folder beside ``out_dir``
     (``<out_dir>-<key>``) keyed by the model's fingerprint, the data, tasks, widths, prompts and token cap."""
     store = StageStore(pathlib.Path(out_dir).parent)
     key = {"tasks": sorted(tasks), "dims": [str(d) for d in dims], "task_prompts": prompts,
            "data": str(data_root), "max_length": embedder.max_length, "model": model_fingerprint(embedder)}
     res = store.done(pathlib.Path(out_dir).name, key)
-    if res is not None:
-        return res
-    res = run_suite(embedder, "small", dims=list(dims), tasks=list(tasks), task_prompts=prompts, out_dir=None,
-                    data_dir=data_root, verbose=True)
-    return store.finish(pathlib.Path(out_dir).name, key, res)
+    if res is None:
+        res = run_suite(embedder, "small", dims=list(dims), tasks=list(tasks), task_prompts=prompts, out_dir=None,
+                        data_dir=data_root, verbose=True)
+        res = store.finish(pathlib.Path(out_dir).name, key, res)
+    return EvalResult.from_suite(res)

@@ -9,19 +9,23 @@ import time
 
 from gecko_jax.embedder import Embedder
 from gecko_jax.recipes.data import make_tiny_data, resolve_data_dir
-from gecko_jax.recipes.evaluation import evaluate
-from gecko_jax.recipes.fret_stage import run_fret
+from gecko_jax.recipes.evaluation import EvalResult, evaluate
+from gecko_jax.recipes.fret_stage import FRetOutput, fret
 from gecko_jax import eta, runtime
 from gecko_jax.recipes.store import StageStore
 from gecko_jax.recipes.options import (BASE_MODEL, QUICKSTART_PREFINETUNE_STEPS, QUICKSTART_STEPS, QuickstartOptions,
                                        resolve_options)
 from gecko_jax.recipes.reports import build_table, quickstart_markdown, write_reports
 from gecko_jax.recipes.runlog import log
-from gecko_jax.recipes.training import run_recipe_stage, run_training
+from gecko_jax.recipes.training import Finetuned, finetune
 
 
 def run_quickstart(workdir: str | os.PathLike = "runs/quickstart", **kwargs) -> dict:
     """Run the quickstart in ``workdir`` (resuming whatever it holds) and return the results.
+
+    The stages hand typed values on: :func:`fret` -> :class:`FRetOutput`, :func:`finetune` -> :class:`Finetuned`
+    (the model in memory, also exported), :func:`evaluate` -> :class:`EvalResult`; they become the JSON below only
+    at the end.
 
     Args:
       workdir: output folder: ``fret/`` (FRet stage files, LLM cache, ``fret.jsonl``), ``recipe/`` (the recipe's
@@ -43,10 +47,11 @@ def run_quickstart(workdir: str | os.PathLike = "runs/quickstart", **kwargs) -> 
     log(f"1-2/5 FRet data generation  (workdir {workdir})")
     t0 = time.perf_counter()
     base = Embedder.from_pretrained(BASE_MODEL)
-    fret = _fret(opts, workdir, data_root, base)
+    records = _fret(opts, workdir, data_root, base)
     stage_seconds["fret"] = time.perf_counter() - t0
-    log(f"FRet: {fret['records']}/{fret['seeds']} records, parse success {fret['parse_success_rate']:.2f}, "
-        f"positive != seed for {100 * fret['positive_differs_from_seed']:.1f}% (paper: ~15%), "
+    s = records.summary
+    log(f"FRet: {s.records}/{s.seeds} records, parse success {s.parse_success_rate:.2f}, "
+        f"positive != seed for {100 * s.positive_differs_from_seed:.1f}% (paper: ~15%), "
         f"{stage_seconds['fret']:.0f} s")
 
     log("3/5 evaluation of the base model (raw text)")
@@ -57,14 +62,14 @@ def run_quickstart(workdir: str | os.PathLike = "runs/quickstart", **kwargs) -> 
     stage_seconds["eval_base"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    tr = _train(opts, workdir, pathlib.Path(fret["out"]), fret["records"], data_root)
+    tuned = finetune(opts, workdir, records, data_root, max_length=base.max_length)
     stage_seconds["train"] = time.perf_counter() - t0
 
     log("5/5 evaluation of the fine-tuned model")
     t0 = time.perf_counter()
-    columns.update(_evaluate_tuned(opts, tr["export_dir"], base.max_length, eval_root))
+    columns.update(_evaluate_tuned(opts, tuned, eval_root))
     stage_seconds["eval_tuned"] = time.perf_counter() - t0
-    return _finish(opts, workdir, fret, tr, columns, stage_seconds, time.perf_counter() - t_start)
+    return _finish(opts, workdir, records, tuned, columns, stage_seconds, time.perf_counter() - t_start)
 
 
 def estimate_line(opts: QuickstartOptions, workdir: pathlib.Path) -> str:
@@ -79,51 +84,41 @@ def estimate_line(opts: QuickstartOptions, workdir: pathlib.Path) -> str:
     return eta.describe(est, peak)
 
 
-def _fret(opts: QuickstartOptions, workdir: pathlib.Path, data_root, base) -> dict:
-    fret = run_fret(opts, workdir, data_root, base)
-    if fret["records"] < 2:
-        raise RuntimeError(f"FRet produced {fret['records']} usable records of {fret['seeds']} seeds (need >= 2); "
-                           f"see {fret['out']}.failures.jsonl")
-    return fret
+def _fret(opts: QuickstartOptions, workdir: pathlib.Path, data_root, base) -> FRetOutput:
+    records = fret(opts, workdir, data_root, base)
+    if records.records < 2:
+        raise RuntimeError(f"FRet produced {records.records} usable records of {records.summary.seeds} seeds "
+                           f"(need >= 2); see {records.path}.failures.jsonl")
+    return records
 
 
-def _train(opts: QuickstartOptions, workdir: pathlib.Path, fret_path: pathlib.Path, n_records: int, data_root):
-    if opts.fret_only:
-        log("4/5 fine-tuning on FRet alone (--fret-only)")
-        return run_training(opts, workdir, fret_path, n_records)
-    log("4/5 the Gecko recipe: pre-finetuning, then the unified mixture")
-    return run_recipe_stage(opts, workdir, fret_path, data_root)
-
-
-def _evaluate_tuned(opts: QuickstartOptions, export_dir: str, max_length: int, eval_root) -> dict:
-    """One column per prompt mode of the fine-tuned model."""
-    # Same token cap as the base model (an export from before the trainer kept the pretrained cap says 128).
-    tuned = Embedder.from_pretrained(export_dir, max_length=max_length)
+def _evaluate_tuned(opts: QuickstartOptions, tuned: Finetuned, eval_root) -> dict[str, EvalResult]:
+    """One column per prompt mode of the fine-tuned model (in memory; results kept beside its export)."""
     columns = {}
     for mode in opts.eval_prompts:
         name = "fine-tuned (Gecko prompts)" if mode == "gecko" else "fine-tuned (raw text)"
-        columns[name] = evaluate(tuned, pathlib.Path(export_dir).parent / "eval" / f"tuned-{mode}",
+        columns[name] = evaluate(tuned.embedder, tuned.export_dir.parent / "eval" / f"tuned-{mode}",
                                  tasks=list(opts.eval_tasks), dims=opts.dims,
                                  prompts="gecko" if mode == "gecko" else None, data_root=eval_root)
     return columns
 
 
-def _finish(opts: QuickstartOptions, workdir: pathlib.Path, fret: dict, tr: dict, columns: dict,
-            stage_seconds: dict, total: float) -> dict:
-    """The results dict, the table and the reports (in the workdir and beside the exported model)."""
+def _finish(opts: QuickstartOptions, workdir: pathlib.Path, records: FRetOutput, tuned: Finetuned,
+            columns: dict[str, EvalResult], stage_seconds: dict, total: float) -> dict:
+    """The results dict (the typed stage outputs as JSON), the table and the reports (in the workdir and beside
+    the exported model)."""
     headline = "fine-tuned (Gecko prompts)" if "gecko" in opts.eval_prompts else "fine-tuned (raw text)"
-    dims_labels = list(next(iter(columns.values()))["dims"])
+    dims_labels = list(next(iter(columns.values())).dims)
     out = {
-        "options": dataclasses.asdict(opts), "fret": fret, "train": tr, "headline": headline,
-        "eval": {name: {"tasks": res["tasks"], "task_prompts": res["task_prompts"], "dims": res["dims"]}
-                 for name, res in columns.items()},
+        "options": dataclasses.asdict(opts), "fret": records.to_dict(), "train": tuned.to_dict(),
+        "headline": headline, "eval": {name: res.to_dict() for name, res in columns.items()},
         "table_md": build_table(columns, list(opts.eval_tasks), dims_labels, headline),
-        "stage_seconds": stage_seconds, "seconds": total, "model_dir": tr["export_dir"],
+        "stage_seconds": stage_seconds, "seconds": total, "model_dir": str(tuned.export_dir),
         "cpu_count": os.cpu_count(), "load_average": list(os.getloadavg()),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     md = quickstart_markdown(out, opts.fret_only)
-    write_reports(out, md, (workdir, pathlib.Path(tr["export_dir"])))
+    write_reports(out, md, (workdir, tuned.export_dir))
     print(md, flush=True)
-    log(f"done in {total:.0f} s; model: {tr['export_dir']}; results: {workdir / 'quickstart_results.md'}")
+    log(f"done in {total:.0f} s; model: {tuned.export_dir}; results: {workdir / 'quickstart_results.md'}")
     return out

@@ -10,12 +10,16 @@ from gecko_jax.eval import TASKS
 from gecko_jax.fileio import write_text
 
 
-def score(res: dict, task: str, label: str) -> float | None:
+def score(res, task: str, label: str) -> float | None:
+    """The main score of ``task`` at ``label`` in an :class:`~gecko_jax.recipes.evaluation.EvalResult` (or its
+    ``run_suite`` dict), None where it was not measured."""
+    if hasattr(res, "score"):
+        return res.score(task, label)
     r = res.get("tasks", {}).get(task, {}).get(label)
     return None if r is None else float(r["main_score"])
 
 
-def build_table(columns: dict[str, dict], tasks: Sequence[str], dims_labels: Sequence[str], headline: str) -> str:
+def build_table(columns: dict, tasks: Sequence[str], dims_labels: Sequence[str], headline: str) -> str:
     """Markdown: one row per (task, dims), one column per model/prompt mode, plus headline minus base."""
     names = list(columns)
     head = "| task | dims | metric | " + " | ".join(names) + f" | Δ ({headline} − base) |"

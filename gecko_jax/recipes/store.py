@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
-from typing import Any
+from typing import Any, Callable
 
 from gecko_jax.fileio import write_text
 from gecko_jax.recipes.runlog import digest, log
@@ -28,8 +28,8 @@ class StageStore:
         """``root/<stage>-<12 hex digits of the key>``."""
         return pathlib.Path(self.root) / f"{stage}-{digest(key)}"
 
-    def done(self, stage: str, key: Any) -> dict | None:
-        """The summary of a finished stage with this key, else None."""
+    def done(self, stage: str, key: Any, *, log: Callable[[str], None] = log) -> dict | None:
+        """The summary of a finished stage with this key, else None (``log``: where the reuse is reported)."""
         marker = self.folder(stage, key) / DONE
         if not marker.is_file():
             return None
