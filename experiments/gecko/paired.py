@@ -13,7 +13,8 @@ repeat (``result["runs"]``), and compares cell against base with :func:`gecko_ja
 
 It also lists the per-seed mean differences (the training-seed spread). Embeddings are cached
 (:class:`gecko_jax.eval.EmbeddingCache`), so a re-run only refits. Outputs: ``paired.json`` and ``paired.md`` in
-``--results-dir``.
+``--results-dir``; a run over some ``--cells`` adds them to a ``paired.json`` already there (same protocol: its
+base-model repeats are reused).
 
 Example::
 
@@ -102,21 +103,43 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def previous(path: pathlib.Path, cluster_runs: int) -> dict | None:
+    """A saved ``paired.json`` made with the same protocol: its base repeats and the cells this run does not redo
+    are kept (a run over some cells adds to the file instead of replacing it)."""
+    if not path.is_file():
+        return None
+    prev = json.loads(path.read_text())
+    if prev.get("cluster_runs") != cluster_runs or prev.get("task_string") != TASK_STRING:
+        return None
+    for cell in prev["cells"].values():  # JSON turned the seed keys into strings
+        cell["repeats"] = {int(s): r for s, r in cell["repeats"].items()}
+    return prev
+
+
+def _order(cell: str) -> tuple:
+    known = ("full", "a1_retr", "a2_nli", "a3_cls", "w_uniform", "w_size")
+    return (known.index(cell) if cell in known else len(known), cell)
+
+
 def run(out: pathlib.Path, results_dir: pathlib.Path, cells=None, cluster_runs: int = 10, data_dir=None) -> dict:
     from gecko_jax import Embedder
 
     models = find_models(out, cells)
     if not models:
         raise SystemExit(f"no exported cell models under {out / 'runs'} (expected <cell>_s<seed>/export)")
-    log(f"base model {BASE_MODEL}, raw text")
-    base = repeats(Embedder.from_pretrained(BASE_MODEL), None, cluster_runs, data_dir)
-    results = {"base": base, "cluster_runs": cluster_runs, "task_string": TASK_STRING, "cells": {}}
+    results = previous(results_dir / "paired.json", cluster_runs)
+    if results is None:
+        log(f"base model {BASE_MODEL}, raw text")
+        base = repeats(Embedder.from_pretrained(BASE_MODEL), None, cluster_runs, data_dir)
+        results = {"base": base, "cluster_runs": cluster_runs, "task_string": TASK_STRING, "cells": {}}
+    base = results["base"]
     for cell, by_seed in models.items():
         seeds = {}
         for seed, path in sorted(by_seed.items()):
             log(f"{cell} seed {seed}: {path}")
             seeds[seed] = repeats(Embedder.from_pretrained(path), TASK_STRING, cluster_runs, data_dir)
         results["cells"][cell] = {"seeds": sorted(seeds), "repeats": seeds, "tasks": compare(base, seeds)}
+    results["cells"] = {c: results["cells"][c] for c in sorted(results["cells"], key=_order)}
     results_dir.mkdir(parents=True, exist_ok=True)
     write_text(results_dir / "paired.json", json.dumps(results, indent=1))
     md = markdown(results)

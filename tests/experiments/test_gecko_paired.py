@@ -45,3 +45,16 @@ def test_compare_pairs_classification_draws_and_pools_clustering_runs(paired):
     assert not res["ag_news_clustering"]["paired"] and res["ag_news_clustering"]["n"] == 10
     md = paired.markdown({"base": base, "cluster_runs": 10, "cells": {"full": {"seeds": [0, 1], "tasks": res}}})
     assert "| full | 2 |" in md and md.count("| **") == 1  # only ag_news is bold
+
+
+def test_previous_results_are_kept_and_protocol_checked(paired, tmp_path):
+    import json
+
+    saved = {"base": {"mr": [1.0, 2.0]}, "cluster_runs": 10, "task_string": paired.TASK_STRING,
+             "cells": {"full": {"seeds": [1], "repeats": {"1": {"mr": [1.0, 2.5]}}, "tasks": {}}}}
+    (tmp_path / "paired.json").write_text(json.dumps(saved))
+    prev = paired.previous(tmp_path / "paired.json", 10)
+    assert prev["base"] == saved["base"] and list(prev["cells"]["full"]["repeats"]) == [1]
+    assert paired.previous(tmp_path / "paired.json", 3) is None  # another k-means protocol: start again
+    assert paired.previous(tmp_path / "missing.json", 10) is None
+    assert sorted(["w_size", "zz", "a2_nli", "full"], key=paired._order) == ["full", "a2_nli", "w_size", "zz"]
