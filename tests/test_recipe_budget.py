@@ -6,6 +6,7 @@ import json
 import pytest
 
 from gecko_jax import quickstart as qs
+from gecko_jax.errors import ConfigError
 from gecko_jax.recipes import gecko as R
 from gecko_jax.recipes.gecko import _stage_dict
 from gecko_jax.recipes.runlog import digest
@@ -93,5 +94,7 @@ def test_variants_are_typed_and_leave_the_recipe_alone(recipe_file):
     assert [s.path for s in plain.with_fret(FRET).sources if s.kind == "fret"] == [FRET]
     no_stage1 = R.RecipeConfig(sources=plain.sources, finetune=plain.finetune)
     assert no_stage1.with_training(prefinetune_steps=5).prefinetune is None
+    with pytest.raises(ConfigError, match="recipe field 'finetune': config field 'data.batch_size'"):
+        plain.with_training(batch_size=0)  # a variant validates like a loaded recipe
     got = R.StageBudget(steps=10, warmup_steps=7, warmup_cap=2, every_cap=3).apply({"steps": 1})
     assert got == {"steps": 10, "optimizer": {"warmup_steps": 2}, "checkpoint": {"every_steps": 3}}
