@@ -2,6 +2,6 @@
 1-3 and :func:`run_recipe`), :mod:`gecko_jax.recipes.gecko_config` (:class:`RecipeConfig` and its JSON loader) and
 :mod:`gecko_jax.recipes.gecko_sources` (stage 0)."""
 from gecko_jax.recipes.gecko import (CLASSIFICATION_SETS, DEFAULT_RECIPE, REPO, BuiltSource, RecipeConfig,  # noqa: F401
-                                     RecipeResult, SourceSpec, StageResult, budget_recipe, build_sources,
+                                     RecipeResult, SourceSpec, StageBudget, StageResult, budget_recipe, build_sources,
                                      interpolate, interpolated_embedder, load_recipe, recipe_from_dict, run_recipe,
                                      run_stage)

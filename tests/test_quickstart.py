@@ -73,7 +73,7 @@ def test_recipe_config_takes_the_run_fret_file_and_flags(tmp_path, shared_data):
     fret = tmp_path / "fret.jsonl"
     cfg = qs.recipe_config(qs.resolve_options(seed=2, steps=7, batch_size=8, learning_rate=1e-5), fret, shared_data)
     assert [s.path for s in cfg.sources if s.kind == "fret"] == [str(fret)]
-    ft = cfg.stage_config("finetune", [{"path": "x"}])
+    ft = cfg.stage_config("finetune")
     assert (ft.steps, ft.data.batch_size, ft.optimizer.learning_rate, ft.seed) == (7, 8, 1e-5, 2)
     assert ft.optimizer.warmup_steps <= 1 and cfg.data_dir == str(shared_data)
     from gecko_jax.datasets import DataRoot
@@ -85,19 +85,18 @@ def test_recipe_config_takes_the_run_fret_file_and_flags(tmp_path, shared_data):
 
     ref = load_recipe(DEFAULT_RECIPE)
     # the shipped recipe runs on the quickstart's shorter budget; everything else is the recipe's
-    assert (shipped.finetune["steps"], shipped.prefinetune["steps"]) == (qs.QUICKSTART_STEPS,
-                                                                        qs.QUICKSTART_PREFINETUNE_STEPS)
+    ft, pft = shipped.stage_config("finetune"), shipped.stage_config("prefinetune")
+    assert (ft.steps, pft.steps) == (qs.QUICKSTART_STEPS, qs.QUICKSTART_PREFINETUNE_STEPS)
     assert shipped.interpolate == ref.interpolate and shipped.sources[1:] == ref.sources[1:]
-    assert shipped.finetune["data"] == ref.finetune["data"] and shipped.finetune["loss"] == ref.finetune["loss"]
-    pft = shipped.stage_config("prefinetune", [{"path": "x"}])
+    assert ft.data == ref.stage_config("finetune").data and ft.loss == ref.stage_config("finetune").loss
     assert pft.optimizer.warmup_steps <= qs.QUICKSTART_PREFINETUNE_STEPS // 10 + 1
     own = qs.recipe_config(qs.resolve_options(recipe=str(DEFAULT_RECIPE), prefinetune_steps=5), fret, shared_data)
-    assert (own.finetune["steps"], own.prefinetune["steps"]) == (ref.finetune["steps"], 5)  # a file's own budget
+    assert (own.stage_config("finetune").steps, own.stage_config("prefinetune").steps) == \
+        (ref.stage_config("finetune").steps, 5)  # a file's own budget
     with pytest.raises(ValueError, match="prefinetune_steps"):
         qs.resolve_options(prefinetune_steps=0)
     tiny = qs.recipe_config(qs.resolve_options(tiny=True), fret, shared_data)
-    assert tiny.stage_config("finetune", [{"path": "x"}]).steps == 2
-    assert tiny.stage_config("prefinetune", [{"path": "x"}]).steps == 2
+    assert tiny.stage_config("finetune").steps == 2 and tiny.stage_config("prefinetune").steps == 2
     assert not any(s.mine_negatives for s in tiny.sources if s.kind == "retrieval")
     with pytest.raises(ValueError, match="recipe: no such file"):
         qs.resolve_options(recipe=str(tmp_path / "missing.json"))

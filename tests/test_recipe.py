@@ -227,7 +227,8 @@ def test_recipe_cli_budget_flags(tmp_path, capsys):
     finally:
         R.run_recipe = orig
     cfg = called["cfg"]
-    assert (cfg.seed, cfg.finetune["steps"], cfg.prefinetune["steps"], tuple(cfg.interpolate)) == (3, 40, 8, (0.5, 1.0))
-    assert cfg.finetune["optimizer"]["warmup_steps"] <= 4 and called["export_dir"] == str(tmp_path / "model")
+    ft, pft = cfg.stage_config("finetune"), cfg.stage_config("prefinetune")
+    assert (cfg.seed, ft.steps, pft.steps, tuple(cfg.interpolate)) == (3, 40, 8, (0.5, 1.0))
+    assert ft.optimizer.warmup_steps <= 4 and called["export_dir"] == str(tmp_path / "model")
     assert recipe_cli.run(p.parse_args(["--steps", "0"])) == 2
     assert "--steps: expected >= 1" in capsys.readouterr().err

@@ -40,7 +40,7 @@ import time
 from typing import Sequence
 
 from gecko_jax.fileio import write_text
-from gecko_jax.recipes.gecko import DEFAULT_RECIPE, RecipeConfig, budget_recipe, load_recipe, run_recipe
+from gecko_jax.recipes.gecko import DEFAULT_RECIPE, RecipeConfig, load_recipe, run_recipe
 
 TEST_TASKS = ("scifact", "stsb", "banking77", "sst2", "mr", "ag_news", "banking77_clustering",
               "ag_news_clustering", "seat_gender")
@@ -382,8 +382,8 @@ def main(argv=None) -> int:
     unknown = [c for c in args.cells if c not in ORDER]
     if unknown:
         raise SystemExit(f"--cells: unknown {unknown}; known: {', '.join(ORDER)}")
-    base_cfg = budget_recipe(load_recipe(args.recipe, data_dir=args.data_dir), steps=args.steps,
-                             prefinetune_steps=args.prefinetune_steps, interpolate=args.interpolate)
+    base_cfg = load_recipe(args.recipe, data_dir=args.data_dir).with_training(
+        steps=args.steps, prefinetune_steps=args.prefinetune_steps, interpolate=args.interpolate)
     plan = [(c, s) for s in args.seeds for c in args.cells] if args.seed_major else \
         [(c, s) for c in args.cells for s in args.seeds]
     for cell, seed in plan:

@@ -1,7 +1,6 @@
 """``gecko-jax recipe``: flags -> :func:`gecko_jax.recipes.gecko.run_recipe` (the Gecko recipe from one config, exported)."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import pathlib
 import sys
@@ -38,13 +37,12 @@ def run(args) -> int:
         for flag in ("steps", "prefinetune_steps"):
             if getattr(args, flag) is not None and getattr(args, flag) < 1:
                 raise ConfigError(f"--{flag.replace('_', '-')}: expected >= 1, got {getattr(args, flag)}")
-        cfg = R.budget_recipe(R.load_recipe(args.config, **overrides), steps=args.steps,
-                              prefinetune_steps=args.prefinetune_steps)
+        cfg = R.load_recipe(args.config, **overrides).with_training(steps=args.steps,
+                                                                   prefinetune_steps=args.prefinetune_steps)
         if args.fret is not None:
             if not pathlib.Path(args.fret).is_file():
                 raise ConfigError(f"--fret: no such file {args.fret}")
-            cfg = dataclasses.replace(cfg, sources=[dataclasses.replace(s, path=str(pathlib.Path(args.fret).resolve()))
-                                                    if s.kind == "fret" else s for s in cfg.sources])
+            cfg = cfg.with_fret(pathlib.Path(args.fret).resolve())
     except (ConfigError, ValueError) as e:
         print(f"gecko-jax recipe: error: {e}", file=sys.stderr)
         return 2

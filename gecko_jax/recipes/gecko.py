@@ -37,13 +37,13 @@ from typing import Any
 from gecko_jax.errors import ConfigError
 from gecko_jax.fileio import write_text
 from gecko_jax.recipes.gecko_config import (CLASSIFICATION_SETS, DEFAULT_RECIPE, REPO, RecipeConfig, SourceSpec,
-                                            budget_recipe, load_recipe, recipe_from_dict)
+                                            StageBudget, budget_recipe, load_recipe, recipe_from_dict)
 from gecko_jax.recipes.gecko_sources import BuiltSource, LazyBase, build_sources, file_sha, log
 from gecko_jax.recipes.store import StageStore
 
 __all__ = ["CLASSIFICATION_SETS", "DEFAULT_RECIPE", "REPO", "BuiltSource", "RecipeConfig", "RecipeResult",
-           "SourceSpec", "StageResult", "budget_recipe", "build_sources", "interpolate", "interpolated_embedder",
-           "load_recipe", "recipe_from_dict", "run_recipe", "run_stage"]
+           "SourceSpec", "StageBudget", "StageResult", "budget_recipe", "build_sources", "interpolate",
+           "interpolated_embedder", "load_recipe", "recipe_from_dict", "run_recipe", "run_stage"]
 LEGACY_DONE = "stage_done.json"  # a stage's done marker before the StageStore (still read, never written)
 
 
@@ -178,10 +178,10 @@ def run_recipe(cfg: RecipeConfig, workdir, *, progress: bool = True, cache_dir="
     stages_dir = pathlib.Path(stages_dir) if stages_dir is not None else workdir
     root = data_root(cfg.data_dir)
     base = LazyBase(cfg.model, EmbeddingCache(default_cache_dir() if cache_dir == "default" else cache_dir))
-    batch = int(cfg.finetune.get("data", {}).get("batch_size", 32))
+    batch = cfg.stage_config("finetune").data.batch_size
     stages, steps, init = {}, {}, None
     if cfg.prefinetune_sources:
-        pft_batch = int(cfg.prefinetune.get("data", {}).get("batch_size", 32))
+        pft_batch = cfg.stage_config("prefinetune").data.batch_size
         built1 = build_sources(cfg, cfg.prefinetune_sources, workdir, root=root, base=base, batch_size=pft_batch)
         c1 = cfg.stage_config("prefinetune", [b.dataset() for b in built1])
         key1 = {"config": _stage_dict(c1), "data": {b.name: file_sha(b.path) for b in built1}}

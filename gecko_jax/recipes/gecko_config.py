@@ -1,8 +1,12 @@
 """The Gecko recipe as a dataclass: :class:`RecipeConfig` (the mixture's :class:`SourceSpec` list, the two training
 stages' train configs, the WiSE-FT alphas, the dev split), built in Python or read from a JSON file
-(:meth:`RecipeConfig.load` / :func:`load_recipe`, errors naming the file and the field), and
-:func:`budget_recipe` (the same recipe on another step budget). The stages that run it are in
-:mod:`gecko_jax.recipes.gecko`."""
+(:meth:`RecipeConfig.load` / :func:`load_recipe`, errors naming the file and the field).
+
+Variants are method calls, never edits of the stage configs: :meth:`RecipeConfig.with_training` (another step budget,
+batch, learning rate, WiSE-FT alphas), :meth:`RecipeConfig.tiny` (the pulse-test budget),
+:meth:`RecipeConfig.with_fret` (the run's FRet file), all through :meth:`RecipeConfig.with_budget` and one
+:class:`StageBudget` per stage; typed values are read back with :meth:`RecipeConfig.stage_config`. The stages that run
+the recipe are in :mod:`gecko_jax.recipes.gecko`."""
 from __future__ import annotations
 
 import copy
@@ -83,6 +87,41 @@ class SourceSpec:
             raise ConfigError(f"{where}: field 'limit' must be >= 1 or null, got {self.limit!r}")
 
 
+@dataclasses.dataclass(frozen=True)
+class StageBudget:
+    """A training stage's budget, applied by :meth:`RecipeConfig.with_budget`; None leaves the stage's value.
+
+    Attributes:
+      steps: training steps. batch_size: global batch. learning_rate: peak rate. warmup_steps / every_steps: warm-up
+      length / checkpoint cadence, set. warmup_cap / every_cap: upper bounds on them (applied after the set values).
+    """
+
+    steps: int | None = None
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    warmup_steps: int | None = None
+    every_steps: int | None = None
+    warmup_cap: int | None = None
+    every_cap: int | None = None
+
+    def apply(self, raw: dict) -> dict:
+        """A copy of the stage's train-config overlay ``raw`` with this budget."""
+        raw = copy.deepcopy(raw)
+        for value, section, key in ((self.steps, None, "steps"), (self.batch_size, "data", "batch_size"),
+                                    (self.learning_rate, "optimizer", "learning_rate"),
+                                    (self.warmup_steps, "optimizer", "warmup_steps"),
+                                    (self.every_steps, "checkpoint", "every_steps")):
+            if value is not None:
+                (raw if section is None else raw.setdefault(section, {}))[key] = value
+        if self.warmup_cap is not None:
+            opt = raw.setdefault("optimizer", {})
+            opt["warmup_steps"] = min(int(opt.get("warmup_steps", 0)), self.warmup_cap)
+        if self.every_cap is not None:
+            ckpt = raw.setdefault("checkpoint", {})
+            ckpt["every_steps"] = min(int(ckpt.get("every_steps", raw.get("steps", self.every_cap))), self.every_cap)
+        return raw
+
+
 @dataclasses.dataclass
 class RecipeConfig:
     """The whole recipe (JSON: ``gecko_jax/configs/gecko_recipe_minilm.json``).
@@ -141,8 +180,9 @@ class RecipeConfig:
                 except (ValueError, TypeError) as e:
                     raise ConfigError(f"recipe field {stage!r}: {e}") from None
 
-    def stage_config(self, stage: str, datasets: list, init_checkpoint: str | None = None):
-        """The validated ``TrainConfig`` of ``stage`` with these datasets."""
+    def stage_config(self, stage: str, datasets: list | None = None, init_checkpoint: str | None = None):
+        """The validated ``TrainConfig`` of ``stage`` (``"prefinetune"`` | ``"finetune"``) with these datasets (None:
+        a placeholder, to read the stage's steps, batch, optimizer, ...)."""
         from gecko_jax import train
 
         raw = copy.deepcopy(getattr(self, stage))
@@ -150,9 +190,57 @@ class RecipeConfig:
         raw.setdefault("model", {})["pretrained"] = self.model
         data = raw.setdefault("data", {})
         data["seed"] = self.seed
-        data["datasets"] = datasets
+        data["datasets"] = [{"path": _PLACEHOLDER}] if datasets is None else datasets
         raw.setdefault("checkpoint", {})["init_checkpoint"] = init_checkpoint
         return train.from_dict(raw)
+
+    def with_training(self, *, steps: int | None = None, prefinetune_steps: int | None = None,
+                      batch_size: int | None = None, learning_rate: float | None = None,
+                      interpolate: Sequence[float] | None = None, checkpoints: int = 2) -> "RecipeConfig":
+        """This recipe on another training budget; None keeps the recipe's value.
+
+        ``steps`` / ``prefinetune_steps``: stage 2 / stage 1 steps; a stage given steps gets its warm-up capped at a
+        tenth of them and a checkpoint at least every ``steps // checkpoints`` steps. ``batch_size`` /
+        ``learning_rate``: stage 2's global batch and peak rate. ``interpolate``: the WiSE-FT alphas tried on dev data.
+        """
+        def budget(n: int | None, **values) -> StageBudget:
+            if n is None:
+                return StageBudget(**values)
+            return StageBudget(steps=n, warmup_cap=max(1, n // 10), every_cap=max(1, n // checkpoints), **values)
+
+        cfg = self.with_budget(finetune=budget(steps, batch_size=batch_size, learning_rate=learning_rate),
+                               prefinetune=budget(prefinetune_steps))
+        return dataclasses.replace(cfg, interpolate=tuple(interpolate)) if interpolate else cfg
+
+    def tiny(self, *, steps: int = 2, prefinetune_steps: int = 2, batch_size: int = 4,
+             limit: int = 32) -> "RecipeConfig":
+        """The pulse-test budget: both stages at ``steps`` / ``prefinetune_steps`` and ``batch_size``, warm-up one
+        step, a checkpoint every 2 steps; classification / title-body sources and stage 1's sources cut to ``limit``
+        records; no hard-negative mining."""
+        def budget(n: int) -> StageBudget:
+            return StageBudget(steps=n, batch_size=batch_size, warmup_steps=1, every_steps=min(2, n))
+
+        sources = [dataclasses.replace(s, limit=limit if s.kind in ("classification", "title_body") else s.limit,
+                                       mine_negatives=False) for s in self.sources]
+        cfg = dataclasses.replace(self, sources=sources,
+                                  prefinetune_sources=[dataclasses.replace(s, limit=limit)
+                                                       for s in self.prefinetune_sources])
+        return cfg.with_budget(finetune=budget(steps), prefinetune=budget(prefinetune_steps))
+
+    def with_budget(self, *, finetune: "StageBudget | None" = None,
+                    prefinetune: "StageBudget | None" = None) -> "RecipeConfig":
+        """This recipe with each given :class:`StageBudget` applied to its stage (the one place that rewrites the
+        stages' train configs; a recipe without stage 1 ignores ``prefinetune``)."""
+        def apply(raw: dict | None, b: StageBudget | None) -> dict | None:
+            return raw if raw is None or b is None else b.apply(raw)
+
+        return dataclasses.replace(self, finetune=apply(self.finetune, finetune),
+                                   prefinetune=apply(self.prefinetune, prefinetune))
+
+    def with_fret(self, path) -> "RecipeConfig":
+        """This recipe with every ``fret`` source reading the FRet JSONL ``path``."""
+        return dataclasses.replace(self, sources=[dataclasses.replace(s, path=str(path)) if s.kind == "fret" else s
+                                                  for s in self.sources])
 
     @classmethod
     def from_dict(cls, raw: dict) -> "RecipeConfig":
@@ -216,18 +304,6 @@ def load_recipe(path=DEFAULT_RECIPE, **overrides) -> RecipeConfig:
 
 def budget_recipe(cfg: RecipeConfig, *, steps: int | None = None, prefinetune_steps: int | None = None,
                   interpolate: Sequence[float] | None = None) -> RecipeConfig:
-    """``cfg`` with a smaller (or larger) training budget: stage-2 / stage-1 steps (warm-up capped at a tenth of the
-    steps, checkpoints at least every half of them) and the WiSE-FT alphas tried on dev data."""
-    def stage(raw: dict | None, n: int | None) -> dict | None:
-        if raw is None or n is None:
-            return raw
-        raw = json.loads(json.dumps(raw))
-        raw["steps"] = n
-        opt, ckpt = raw.setdefault("optimizer", {}), raw.setdefault("checkpoint", {})
-        opt["warmup_steps"] = min(int(opt.get("warmup_steps", 0)), max(1, n // 10))
-        ckpt["every_steps"] = min(int(ckpt.get("every_steps", n)), max(1, n // 2))
-        return raw
-
-    return dataclasses.replace(cfg, finetune=stage(cfg.finetune, steps),
-                               prefinetune=stage(cfg.prefinetune, prefinetune_steps),
-                               interpolate=tuple(interpolate) if interpolate else cfg.interpolate)
+    """``cfg.with_training(steps=..., prefinetune_steps=..., interpolate=...)`` (:meth:`RecipeConfig.with_training`),
+    kept for callers of the function."""
+    return cfg.with_training(steps=steps, prefinetune_steps=prefinetune_steps, interpolate=interpolate)

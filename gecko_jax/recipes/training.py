@@ -128,45 +128,21 @@ def _fret_only_result(info: dict, max_length: int | None) -> Finetuned:
 
 
 def recipe_config(opts: QuickstartOptions, fret_path: pathlib.Path, data_root: pathlib.Path):
-    """The recipe (``--recipe`` or the shipped one) with this run's FRet records, seed, data folder and flags; with
-    ``tiny``: 2 steps per stage at batch 4, small sources, no hard-negative mining."""
-    cfg = load_recipe(opts.recipe or DEFAULT_RECIPE, seed=opts.seed, data_dir=data_dir_of(data_root))
-    sources = [dataclasses.replace(s, path=str(fret_path)) if s.kind == "fret" else s for s in cfg.sources]
-    pft = cfg.prefinetune_sources
-    finetune = json.loads(json.dumps(cfg.finetune))
-    prefinetune = json.loads(json.dumps(cfg.prefinetune)) if cfg.prefinetune is not None else None
-    data = finetune.setdefault("data", {})
-    shipped = opts.recipe is None  # the shipped recipe runs on the quickstart's shorter budget unless told otherwise
-    if opts.steps is not None or shipped:
-        finetune["steps"] = opts.steps if opts.steps is not None else QUICKSTART_STEPS
-    if prefinetune is not None and (opts.prefinetune_steps is not None or shipped):
-        prefinetune["steps"] = (opts.prefinetune_steps if opts.prefinetune_steps is not None
-                                else QUICKSTART_PREFINETUNE_STEPS)
-    if opts.batch_size is not None:
-        data["batch_size"] = opts.batch_size
-    if opts.learning_rate is not None:
-        finetune.setdefault("optimizer", {})["learning_rate"] = opts.learning_rate
+    """The recipe (``--recipe`` or the shipped one) with this run's FRet records, seed, data folder and flags: the
+    shipped recipe runs on the quickstart's budget (:data:`QUICKSTART_STEPS`, :data:`QUICKSTART_PREFINETUNE_STEPS`,
+    a checkpoint at least at each stage's end) unless told otherwise; ``tiny``: :meth:`RecipeConfig.tiny`."""
+    cfg = load_recipe(opts.recipe or DEFAULT_RECIPE, seed=opts.seed,
+                      data_dir=data_dir_of(data_root)).with_fret(fret_path)
     if opts.tiny:
-        sources = [dataclasses.replace(s, limit=32 if s.kind in ("classification", "title_body") else s.limit,
-                                       mine_negatives=False) for s in sources]
-        pft = [dataclasses.replace(s, limit=32) for s in pft]
-        for stage in (finetune, prefinetune):
-            if stage is not None:
-                stage["steps"] = (opts.prefinetune_steps if stage is prefinetune else opts.steps) or 2
-                stage.setdefault("data", {})["batch_size"] = opts.batch_size or 4
-                stage.setdefault("optimizer", {})["warmup_steps"] = 1
-                stage.setdefault("checkpoint", {})["every_steps"] = 2
-    for stage in (finetune, prefinetune):
-        if stage is not None:
-            opt, ckpt = stage.setdefault("optimizer", {}), stage.setdefault("checkpoint", {})
-            steps = stage.get("steps", 1000)
-            opt["warmup_steps"] = min(opt.get("warmup_steps", 0), max(1, steps // 10))
-            ckpt["every_steps"] = min(ckpt.get("every_steps", 1000), steps)
-    finetune["progress"] = opts.progress
-    if prefinetune is not None:
-        prefinetune["progress"] = opts.progress
-    return dataclasses.replace(cfg, sources=sources, prefinetune_sources=pft, finetune=finetune,
-                               prefinetune=prefinetune)
+        cfg = cfg.tiny(steps=opts.steps or 2, prefinetune_steps=opts.prefinetune_steps or 2,
+                       batch_size=opts.batch_size or 4)
+        return cfg.with_training(learning_rate=opts.learning_rate)
+    shipped = opts.recipe is None
+    steps = opts.steps if opts.steps is not None or not shipped else QUICKSTART_STEPS
+    pft_steps = (opts.prefinetune_steps if opts.prefinetune_steps is not None or not shipped
+                 else QUICKSTART_PREFINETUNE_STEPS)
+    return cfg.with_training(steps=steps, prefinetune_steps=pft_steps, batch_size=opts.batch_size,
+                             learning_rate=opts.learning_rate, checkpoints=1)
 
 
 def run_recipe_stage(opts: QuickstartOptions, workdir: pathlib.Path, fret_path: pathlib.Path,
@@ -180,6 +156,6 @@ def run_recipe_stage(opts: QuickstartOptions, workdir: pathlib.Path, fret_path: 
     return Finetuned(embedder=_with_max_length(res.embedder, max_length), run_dir=pathlib.Path(ft["run_dir"]),
                      export_dir=pathlib.Path(res.export_dir), steps=res.steps["finetune"],
                      prefinetune_steps=res.steps.get("prefinetune", 0),
-                     batch_size=cfg.stage_config("finetune", [{"path": "x"}]).data.batch_size, alpha=res.alpha,
+                     batch_size=cfg.stage_config("finetune").data.batch_size, alpha=res.alpha,
                      sources=res.sources, config_sha=res.config_sha, last_metrics=ft["last_metrics"],
                      seconds=time.perf_counter() - t0)

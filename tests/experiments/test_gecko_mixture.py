@@ -71,17 +71,17 @@ def test_report_shape_and_table(mix, tmp_path):
     assert "| a2_nli | 1 | - | 44.00 | 45.00 |" in md  # one seed: no sd
 
 
-def test_budget_recipe_and_raw_only_base_report(mix, tmp_path):
+def test_recipe_with_training_and_raw_only_base_report(mix, tmp_path):
     from gecko_jax.recipe import load_recipe
 
     base_cfg = load_recipe()
-    small = mix.budget_recipe(base_cfg, steps=100, prefinetune_steps=20, interpolate=[0.5, 1.0])
-    ft, pft = small.stage_config("finetune", [{"path": "x"}]), small.stage_config("prefinetune", [{"path": "x"}])
+    small = base_cfg.with_training(steps=100, prefinetune_steps=20, interpolate=[0.5, 1.0])
+    ft, pft = small.stage_config("finetune"), small.stage_config("prefinetune")
     assert (ft.steps, pft.steps, tuple(small.interpolate)) == (100, 20, (0.5, 1.0))
     assert ft.optimizer.warmup_steps <= 10 and pft.optimizer.warmup_steps <= 2
     assert ft.checkpoint.every_steps <= 50 and pft.checkpoint.every_steps <= 10
-    assert small.sha() != base_cfg.sha() and mix.budget_recipe(base_cfg).sha() == base_cfg.sha()
-    assert base_cfg.finetune["steps"] != 100  # the shipped recipe is untouched
+    assert small.sha() != base_cfg.sha() and base_cfg.with_training().sha() == base_cfg.sha()
+    assert base_cfg.stage_config("finetune").steps != 100  # the shipped recipe is untouched
     # A raw-only base (short budget): the base dev row comes from the cell's dev selection; no prompted base rows.
     (tmp_path / "base.json").write_text(json.dumps(
         {"raw": {"metrics": {"scifact": 51.0, "stsb": 52.0, "banking77": 49.0}, "metrics_by_dims": {}}}))
