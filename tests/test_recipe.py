@@ -65,6 +65,28 @@ def test_missing_fret_file_is_a_one_line_config_error(tmp_path):
     assert not (tmp_path / "work" / "data" / "fret.jsonl").exists()
 
 
+def test_shipped_recipe_trains_on_fret_records_inside_the_package():
+    """The default FRet file ships in the wheel (package data), so `gecko-jax recipe` needs no --fret outside a clone."""
+    import gecko_jax
+
+    (fret,) = [s for s in R.load_recipe().sources if s.kind == "fret"]
+    path = pathlib.Path(fret.path)
+    assert path.is_file() and path.parent == pathlib.Path(gecko_jax.__file__).resolve().parent / "assets"
+    assert 'gecko_jax = ["assets/*"' in (R.REPO / "pyproject.toml").read_text()
+
+
+def test_recipe_sha_follows_file_content_not_location(tmp_path):
+    cfg = R.load_recipe()
+    (fret,) = [s for s in cfg.sources if s.kind == "fret"]
+    a, b = tmp_path / "a" / "fret.jsonl", tmp_path / "b" / "other.jsonl"
+    for p in (a, b):
+        p.parent.mkdir()
+        p.write_bytes(pathlib.Path(fret.path).read_bytes())
+    assert cfg.with_fret(str(a)).sha() == cfg.with_fret(str(b)).sha() == cfg.sha()  # same records, any checkout
+    b.write_bytes(b.read_bytes()[:-200])
+    assert cfg.with_fret(str(b)).sha() != cfg.sha()  # other records, another recipe
+
+
 def test_recipe_built_in_python_equals_the_loaded_file_and_the_old_module_reexports_it():
     from gecko_jax import recipe as old
 
@@ -135,7 +157,7 @@ def _pulse_config(tmp_path, shared_data) -> R.RecipeConfig:
     raw["model"] = str(_tiny_model(tmp_path / "tiny_model"))
     raw["prefinetune_sources"] = [{"name": "title_body", "kind": "title_body", "dataset": "scifact", "limit": 40}]
     raw["sources"] = [
-        {"name": "fret", "kind": "fret", "path": str(REPO / "experiments/gecko/data/fret_quickstart.jsonl"),
+        {"name": "fret", "kind": "fret", "path": str(REPO / "gecko_jax/assets/fret_quickstart.jsonl"),
          "task_balance": "uniform"},
         {"name": "nli", "kind": "nli", "dataset": "snli_senteval"},
         {"name": "banking77", "kind": "classification", "dataset": "banking77", "limit": 64},

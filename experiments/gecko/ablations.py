@@ -1,8 +1,8 @@
 """Gecko recipe ablations at small scale: all-MiniLM-L6-v2 fine-tuned on the quickstart's 45 FRet records.
 
-Every *cell* builds a training JSONL variant from the bundled FRet records (``data/fret_quickstart.jsonl``: the
-quickstart's Gemma 3 270M output, with every candidate's QL / RC / RRF ranks), trains MiniLM with
-:func:`gecko_jax.train.train_and_evaluate` and evaluates it with :func:`gecko_jax.eval.run_suite` (SciFact test
+Every *cell* builds a training JSONL variant from the bundled FRet records
+(``gecko_jax/assets/fret_quickstart.jsonl``: the quickstart's Gemma 3 270M output, with every candidate's QL / RC /
+RRF ranks), trains MiniLM with :func:`gecko_jax.train.train_and_evaluate` and evaluates it with :func:`gecko_jax.eval.run_suite` (SciFact test
 nDCG@10 and STS-B test Spearman at 384/256/128/64 dims). One JSON per cell in ``OUT/cells/`` (a finished cell is
 skipped on a re-run with the same settings), Markdown tables and a PNG plot in ``OUT/results/``.
 
@@ -64,7 +64,7 @@ from gecko_jax.recipes.store import StageStore
 
 HERE = pathlib.Path(__file__).resolve().parent
 
-FRET_DATA = HERE / "data" / "fret_quickstart.jsonl"
+FRET_DATA = HERE.parents[1] / "gecko_jax" / "assets" / "fret_quickstart.jsonl"
 BASE_CONFIG = HERE / "configs" / "ablation_base.json"
 EVAL_TASKS = ("scifact", "stsb")
 DIMS = (384, 256, 128, 64)

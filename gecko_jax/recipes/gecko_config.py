@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import json
 import pathlib
 import re
@@ -256,14 +257,29 @@ class RecipeConfig:
         return dataclasses.asdict(self)
 
     def sha(self) -> str:
-        """Digest of everything that changes the trained model (``data_dir`` and progress bars do not)."""
+        """Digest of everything that changes the trained model (``data_dir`` and progress bars do not). A source
+        file that exists enters by its content, not its path, so the digest is the same in any checkout or install."""
         d = self.to_dict()
         d.pop("data_dir", None)
         d.pop("description", None)
+        for key in ("sources", "prefinetune_sources"):
+            d[key] = [dict(s, path=_content_id(s["path"])) if s.get("path") else s for s in d.get(key, [])]
         for stage in ("prefinetune", "finetune"):
             if d.get(stage):
                 d[stage] = {k: v for k, v in d[stage].items() if k not in ("progress", "description")}
         return digest(d)
+
+
+def _content_id(path: str) -> str:
+    """``sha256:<hex>`` of the file at ``path``, or ``path`` itself when it is not a file (yet)."""
+    p = pathlib.Path(path)
+    if not p.is_file():
+        return path
+    h = hashlib.sha256()
+    with p.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return "sha256:" + h.hexdigest()
 
 
 def _fields(cls, values, where: str) -> dict:
