@@ -58,3 +58,13 @@ def test_previous_results_are_kept_and_protocol_checked(paired, tmp_path):
     assert paired.previous(tmp_path / "paired.json", 3) is None  # another k-means protocol: start again
     assert paired.previous(tmp_path / "missing.json", 10) is None
     assert sorted(["w_size", "zz", "a2_nli", "full"], key=paired._order) == ["full", "a2_nli", "w_size", "zz"]
+
+
+def test_put_table_fills_the_generated_block(paired, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{paired.README_BEGIN}\nold\n{paired.README_END}\nafter\n")
+    paired.put_table(readme, "| new |\n")
+    assert readme.read_text() == f"intro\n{paired.README_BEGIN}\n| new |\n{paired.README_END}\nafter\n"
+    readme.write_text("no block\n")
+    with pytest.raises(SystemExit, match="no '<!-- paired table"):
+        paired.put_table(readme, "x")
