@@ -132,7 +132,8 @@ def observed_label_loss(probs: np.ndarray, labels: np.ndarray, family: str, hpar
         return -np.log(p_y + 1e-10)
     k = probs.shape[-1] - 1
     abst = probs[..., -1]
-    euc = (1.0 - abst) ** 2 / np.maximum((probs[..., :-1] ** 2).sum(-1), 1e-12)
+    # as losses.auto_payoff's 'euc' (its 1e-10 guard): a row that abstains fully gets a finite payoff, not 0
+    euc = ((1.0 - abst) ** 2 + 1e-10) / np.maximum((probs[..., :-1] ** 2).sum(-1), 1e-30)
     o = np.where(np.asarray(hparam)[:, None] > 0, np.asarray(hparam, np.float64)[:, None], euc)
     o = np.where(np.asarray(nll)[:, None], NLL_PAYOFF_OFFSET + k, o)
     return -np.log(p_y + abst / o + 1e-10)

@@ -224,6 +224,14 @@ def test_observed_label_loss_matches_the_training_losses():
         jnp.asarray(logits[i, :, :10]), jnp.asarray(labels[i]), transition=t[i])) for i in range(3)]), rtol=1e-4)
 
 
+def test_observed_label_loss_is_finite_when_a_row_abstains_fully():
+    probs = np.zeros((1, 2, 11))
+    probs[0, 0, -1] = 1.0  # every unit of mass on "abstain": the 'euc' payoff's numerator is 0
+    probs[0, 1, :10] = 0.1
+    got = observed_label_loss(probs, np.array([[3, 3]]), "gamblers", np.array([-1.0], np.float32), np.array([False]))
+    assert np.isfinite(got).all() and got[0, 1] == pytest.approx(-np.log(0.1), rel=1e-6)
+
+
 def test_roc_auc_matches_sklearn():
     from sklearn.metrics import roc_auc_score
 
