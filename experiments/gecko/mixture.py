@@ -162,6 +162,17 @@ def cell_tasks(cell: str, scifact_test_all: bool = False, tasks: Sequence[str] =
     return tuple(t for t in tasks if t != "scifact")
 
 
+def full_records(out: pathlib.Path, seed: int, base_cfg: RecipeConfig) -> dict | None:
+    """Record count per source of the ``full`` cell at ``seed`` (``w_size``'s weights): from its recipe workdir, or
+    from its cell file when the workdir is gone; None if it has not run."""
+    for path in (out / "runs" / f"full_s{seed}" / "recipe_result.json", out / "cells" / f"full_s{seed}.json"):
+        if path.is_file():
+            sources = json.loads(path.read_text())["sources"]
+            return {s.name: sum(v for k, v in sources.items() if k == s.name or k.startswith(s.name + "."))
+                    for s in base_cfg.sources}
+    return None
+
+
 def run_cell(cell: str, seed: int, out: pathlib.Path, base_cfg: RecipeConfig, *, records=None,
              progress=False, scifact_test_all: bool = False, tasks: Sequence[str] = TEST_TASKS) -> dict:
     """Train (resuming) and evaluate one cell at one seed; writes ``cells/<cell>_s<seed>.json``."""
@@ -389,13 +400,10 @@ def main(argv=None) -> int:
     for cell, seed in plan:
         records = None
         if cell == "w_size":
-            full = out / "runs" / f"full_s{seed}" / "recipe_result.json"
-            if not full.is_file():
+            records = full_records(out, seed, base_cfg)
+            if records is None:
                 log(f"w_size seed {seed}: skipped until full seed {seed} has run (its record counts set the weights)")
                 continue
-            sources = json.loads(full.read_text())["sources"]
-            records = {s.name: sum(v for k, v in sources.items() if k == s.name or k.startswith(s.name + "."))
-                       for s in base_cfg.sources}
         log(f"cell {cell} seed {seed}")
         run_cell(cell, seed, out, base_cfg, records=records, scifact_test_all=args.scifact_test_all, tasks=args.tasks)
     log("base model: raw text and Gecko prompts")  # after the cells: a short budget gets its model first

@@ -107,6 +107,21 @@ def test_merge_evals_adds_missing_tasks(mix):
     assert mix.merge_evals(cell, new)["metrics"] == got["metrics"]
 
 
+def test_w_size_weights_come_from_the_full_cell_even_without_its_workdir(mix, tmp_path):
+    from gecko_jax.recipe import load_recipe
+
+    base = load_recipe()
+    assert mix.full_records(tmp_path, 0, base) is None
+    (tmp_path / "cells").mkdir()
+    counts = {s.name: 10 + k for k, s in enumerate(base.sources)}
+    (tmp_path / "cells" / "full_s0.json").write_text(json.dumps({"sources": counts}))
+    assert mix.full_records(tmp_path, 0, base) == counts
+    run = tmp_path / "runs" / "full_s0"
+    run.mkdir(parents=True)
+    (run / "recipe_result.json").write_text(json.dumps({"sources": {**counts, "nli": 1}}))
+    assert mix.full_records(tmp_path, 0, base)["nli"] == 1  # the workdir's own record wins
+
+
 def test_put_table_fills_the_generated_block(mix, tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{mix.README_BEGIN}\nold table\n{mix.README_END}\noutro\n")
