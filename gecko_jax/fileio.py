@@ -213,6 +213,17 @@ def write_text(path, text: str) -> pathlib.Path:
     return write_bytes(path, text.encode("utf-8"))
 
 
+def fill_block(path, begin: str, end: str, body: str) -> pathlib.Path:
+    """Replace the text between the marker lines ``begin`` and ``end`` of the file at ``path`` with ``body``
+    (a generated table in a README), atomically. Raises ValueError naming the file when a marker is missing."""
+    path = pathlib.Path(path)
+    text = path.read_text()
+    if begin not in text or end not in text:
+        raise ValueError(f"{path}: no '{begin}' ... '{end}' block to fill")
+    head, rest = text.split(begin, 1)
+    return write_text(path, head + begin + "\n" + body.rstrip("\n") + "\n" + end + rest.split(end, 1)[1])
+
+
 def write_json(path, obj: Any, *, indent: int | None = 2, **dumps_kwargs) -> pathlib.Path:
     """``json.dumps(obj)`` plus a final newline, atomically."""
     return write_text(path, json.dumps(obj, indent=indent, **dumps_kwargs) + "\n")

@@ -39,7 +39,7 @@ import statistics
 import time
 from typing import Sequence
 
-from gecko_jax.fileio import write_text
+from gecko_jax.fileio import fill_block, write_text
 from gecko_jax.recipes.gecko import DEFAULT_RECIPE, RecipeConfig, load_recipe, run_recipe
 
 TEST_TASKS = ("scifact", "stsb", "banking77", "sst2", "mr", "ag_news", "banking77_clustering",
@@ -335,12 +335,10 @@ README_END = "<!-- end mixture table -->"
 
 def put_table(readme: pathlib.Path, md: str) -> None:
     """Replace the text between :data:`README_BEGIN` and :data:`README_END` in ``readme`` with ``md``."""
-    text = readme.read_text()
-    if README_BEGIN not in text or README_END not in text:
-        raise SystemExit(f"{readme}: no '{README_BEGIN}' ... '{README_END}' block to fill")
-    head, rest = text.split(README_BEGIN, 1)
-    tail = rest.split(README_END, 1)[1]
-    write_text(readme, head + README_BEGIN + "\n" + md.rstrip("\n") + "\n" + README_END + tail)
+    try:
+        fill_block(readme, README_BEGIN, README_END, md)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
 
 
 def report(out: pathlib.Path, results_dir: pathlib.Path | None = None, readme: pathlib.Path | None = None) -> dict:

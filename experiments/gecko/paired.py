@@ -33,7 +33,7 @@ import time
 
 import numpy as np
 
-from gecko_jax.fileio import write_text
+from gecko_jax.fileio import fill_block, write_text
 
 CLASSIFICATION = ("banking77", "sst2", "mr", "ag_news")
 CLUSTERING = ("banking77_clustering", "ag_news_clustering")
@@ -126,11 +126,10 @@ def _order(cell: str) -> tuple:
 
 def put_table(readme: pathlib.Path, md: str) -> None:
     """Replace the text between :data:`README_BEGIN` and :data:`README_END` in ``readme`` with ``md``."""
-    text = readme.read_text()
-    if README_BEGIN not in text or README_END not in text:
-        raise SystemExit(f"{readme}: no '{README_BEGIN}' ... '{README_END}' block to fill")
-    head, rest = text.split(README_BEGIN, 1)
-    write_text(readme, head + README_BEGIN + "\n" + md.rstrip("\n") + "\n" + README_END + rest.split(README_END, 1)[1])
+    try:
+        fill_block(readme, README_BEGIN, README_END, md)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
 
 
 def run(out: pathlib.Path, results_dir: pathlib.Path, cells=None, cluster_runs: int = 10, data_dir=None,
