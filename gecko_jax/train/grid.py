@@ -307,7 +307,8 @@ def _apply_rules(g: _Group, rules: Sequence[StopRule], keep_params: bool) -> boo
 
 
 def _group_path(workdir, cfg: GridConfig, runs: list[GridRun], rules) -> pathlib.Path:
-    key = json.dumps({"config": cfg.to_dict(), "runs": [r.name for r in runs],
+    config = {k: v for k, v in cfg.to_dict().items() if k != "description"}  # free text: editing it keeps the resume
+    key = json.dumps({"config": config, "runs": [r.name for r in runs],
                       "rules": [repr(rule) for rule in rules]}, sort_keys=True, default=str)
     return pathlib.Path(workdir) / f"{cfg.name}_{runs[0].family}_{hashlib.sha256(key.encode()).hexdigest()[:16]}.pkl"
 

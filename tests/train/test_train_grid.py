@@ -160,6 +160,14 @@ def test_resume_from_workdir_equals_straight(tmp_path):
             np.testing.assert_allclose(a[key], b[key], rtol=1e-6, atol=1e-6)
 
 
+def test_resume_key_ignores_the_description_but_not_the_training(tmp_path):
+    runs = FAMILIES["gamblers"][:2]
+    base = cfg(runs, epochs=3)
+    path = grid._group_path(tmp_path, base, runs, [])
+    assert grid._group_path(tmp_path, dataclasses.replace(base, description="reworded"), runs, []) == path
+    assert grid._group_path(tmp_path, cfg(runs, epochs=4), runs, []) != path
+
+
 def test_noisy_validation_rule_needs_a_split():
     data = dataclasses.replace(toy_data(), val_inputs=None, val_clean=None, val_noisy=None)
     with pytest.raises(ConfigError, match=r"need a noisy validation split \(data.val_fraction > 0\)"):
