@@ -23,6 +23,8 @@ import platform
 import resource
 import time
 
+from gecko_jax.fileio import write_text
+
 CONFIG = "experiments/configs/gecko_finetune_gemma3_270m.json"
 
 
@@ -125,10 +127,8 @@ def main(argv=None):
             "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
             "load_average_at_end": os.getloadavg()[0]})
         out["table"] = table(out)
-        tmp = results_file.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(out, indent=2) + "\n")
-        os.replace(tmp, results_file)
-        (work / "results.md").write_text(out["table"] + f"\n{out['machine']}\n")
+        write_text(results_file, json.dumps(out, indent=2) + "\n")  # atomic: temp file, fsync, rename
+        write_text(work / "results.md", out["table"] + f"\n{out['machine']}\n")
         print(f"[backbones] {stage} done in {out['stage_log'][-1]['seconds']:.0f} s", flush=True)
     print(out["table"])
 
