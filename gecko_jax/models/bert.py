@@ -20,6 +20,7 @@ import numpy as np
 
 from gecko_jax.models.attention import allowed_mask, attention
 from gecko_jax.models.architecture import Architecture, register
+from gecko_jax.models.dropout import Dropout
 
 _ACT = {
     "gelu": lambda x: jax.nn.gelu(x, approximate=False),  # Hugging Face "gelu" is the exact erf form
@@ -63,7 +64,7 @@ class BertEmbeddings(nn.Module):
             x = x + nn.Embed(cfg.type_vocab_size, cfg.hidden_size, embedding_init=init,
                              name="token_type_embeddings")(token_type_ids)
         x = _layer_norm(cfg, "layer_norm")(x)
-        return nn.Dropout(cfg.hidden_dropout)(x, deterministic=deterministic)
+        return Dropout(cfg.hidden_dropout)(x, deterministic=deterministic)
 
 
 class BertSelfAttention(nn.Module):
@@ -88,7 +89,7 @@ class BertSelfAttention(nn.Module):
         qkv = _dense(cfg, 3 * cfg.hidden_size, "qkv")(x).reshape(b, length, 3, cfg.num_heads, cfg.head_dim)
         dropout = None
         if not deterministic and cfg.attention_dropout > 0:
-            dropout = functools.partial(nn.Dropout(cfg.attention_dropout), deterministic=False)
+            dropout = functools.partial(Dropout(cfg.attention_dropout), deterministic=False)
         ctx = attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], mask, dropout=dropout, bias=bias,
                         impl=cfg.attention_impl)
         return _dense(cfg, cfg.hidden_size, "out")(ctx)
@@ -100,7 +101,7 @@ class BertLayer(nn.Module):
     @nn.compact
     def __call__(self, x, mask, *, deterministic: bool, bias=None):
         cfg = self.config
-        drop = nn.Dropout(cfg.hidden_dropout)
+        drop = Dropout(cfg.hidden_dropout)
         h = BertSelfAttention(cfg, name="attention")(x, mask, deterministic=deterministic, bias=bias)
         x = _layer_norm(cfg, "attention_norm")(x + drop(h, deterministic=deterministic).astype(jnp.float32))
         h = _ACT[cfg.hidden_act](_dense(cfg, cfg.intermediate_size, "mlp_in")(x))

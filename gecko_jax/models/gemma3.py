@@ -46,6 +46,7 @@ import numpy as np
 from gecko_jax.models.attention import allowed_mask, fused_attention, resolve_impl
 from gecko_jax.models.bert import take_tensor
 from gecko_jax.models.architecture import Architecture, register
+from gecko_jax.models.dropout import Dropout
 
 _ACT = {
     "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
@@ -155,7 +156,7 @@ class Gemma3Attention(nn.Module):
         q = q.reshape(b, length, nkv, nq // nkv, d)  # query heads grouped by the key/value head they share
         scores = jnp.einsum("bqkgd,bskd->bkgqs", q, k, preferred_element_type=jnp.float32) + bias[:, None, None]
         probs = jax.nn.softmax(scores, axis=-1)
-        probs = nn.Dropout(cfg.attention_dropout)(probs, deterministic=deterministic)
+        probs = Dropout(cfg.attention_dropout)(probs, deterministic=deterministic)
         ctx = jnp.einsum("bkgqs,bskd->bqkgd", probs.astype(v.dtype), v.astype(dtype)).reshape(b, length, nq * d)
         return _dense(cfg, cfg.hidden_size, "o_proj")(ctx)
 
@@ -172,7 +173,7 @@ class Gemma3Layer(nn.Module):
     def __call__(self, x, bias, positions, *, deterministic: bool, fused: dict | None = None):
         cfg = self.config
         eps = cfg.layer_norm_eps
-        drop = nn.Dropout(cfg.hidden_dropout)
+        drop = Dropout(cfg.hidden_dropout)
         theta, scaling = ((cfg.rope_theta, cfg.rope_scaling_factor) if self.kind == FULL
                           else (cfg.rope_local_theta, 1.0))
         h = RMSNorm(eps, name="input_layernorm")(x)
@@ -203,7 +204,7 @@ class Gemma3Backbone(nn.Module):
         embed = nn.Embed(cfg.vocab_size, cfg.hidden_size, embedding_init=nn.initializers.normal(cfg.initializer_range),
                          name="embed_tokens")
         x = embed(input_ids).astype(jnp.float32) * jnp.float32(np.sqrt(np.float32(cfg.hidden_size)))
-        x = nn.Dropout(cfg.hidden_dropout)(x, deterministic=deterministic)
+        x = Dropout(cfg.hidden_dropout)(x, deterministic=deterministic)
         if position_ids is None:
             position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[1]), input_ids.shape)
         impl = resolve_impl(cfg.attention_impl, dtype=jnp.dtype(cfg.dtype),
