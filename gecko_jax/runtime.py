@@ -52,12 +52,15 @@ def configure_cpu(*, force: bool = False) -> list[str]:
 
 
 # glibc malloc settings for XLA:CPU's per-call buffers: every execution allocates one temp buffer (451 MB for a packed
-# MiniLM train step at batch 32) and frees it at the end. By default glibc maps buffers above 32 MB afresh with mmap
-# and unmaps them on free, so each call page-faults the whole buffer again (issue 21: 293 M minor faults, 1,038 s
-# of system time in one main job). With these three, big buffers come from the main heap and stay there:
-# train step -20% CPU, system time 5.4 -> 1.3 s, minor faults 2.0 M -> 0.4 M (BENCHMARKS.md). Only all three
-# together do it (measured one by one), and only at process start (mallopt() caps the threshold at 32 MB).
-MALLOC_TUNABLES = ("glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=17179869184:"
+# MiniLM train step at batch 32, 4.4 GB for the recipe's pre-finetuning step of 80 x 128 tokens) and frees it at the
+# end. By default glibc maps buffers above 32 MB afresh with mmap and unmaps them on free, so each call page-faults
+# the whole buffer again (issue 21: 293 M minor faults, 1,038 s of system time in one main job). With these three,
+# big buffers come from the main heap and stay there: train step -20% CPU, system time 5.4 -> 1.3 s, minor faults
+# 2.0 M -> 0.4 M (BENCHMARKS.md). Only all three together do it (measured one by one), and only at process start
+# (mallopt() caps the threshold at 32 MB). The threshold is 16 GB, above any temp buffer a CPU step here needs: at
+# 4 GB the 4.4 GB pre-finetuning temp was still mapped afresh every step (9.0 M faults, 21 s system time in 12 steps;
+# at 16 GB: 1.4 M and 5 s). The heap keeps the largest buffer once, since the trainer runs one CPU step at a time.
+MALLOC_TUNABLES = ("glibc.malloc.mmap_threshold=17179869184:glibc.malloc.trim_threshold=34359738368:"
                    "glibc.malloc.arena_max=1")
 _MALLOC_MARK = "GECKO_JAX_MALLOC"  # "tuned" once re-executed; set it to "system" to keep glibc's defaults
 
