@@ -37,3 +37,12 @@ def test_data_gen_scale_modules_import_no_ml_framework():
     loaded = _modules_after("import data_gen.beam_fret, data_gen.ann, data_gen.specs, data_gen.scoring")
     assert "apache_beam" in loaded
     assert not loaded & {"torch", "jax", "tensorflow", "gecko_jax"}, sorted(loaded & {*_HEAVY, "gecko_jax"})
+
+
+def test_no_script_shadows_a_package_it_imports():
+    # `python bench/x.py` puts bench/ first on sys.path: a bench/data_gen.py made `import data_gen` inside gecko_jax
+    # load the script instead of the package, and every bench script that builds an Embedder failed (issue 21).
+    packages = {"gecko_jax", "data_gen", "experiments"}
+    for folder in ("bench", "scripts", "experiments"):
+        for path in (REPO / folder).rglob("*.py"):
+            assert path.stem not in packages, f"{path.relative_to(REPO)} shadows the {path.stem} package"

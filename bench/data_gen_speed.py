@@ -7,7 +7,7 @@ embedded Gemma on this 2-core box is compute-bound, so concurrency cannot help t
 Baseline: the same pipeline with concurrency 1 (one call in flight). Target: >= 4x with concurrency 8, and 0 LLM
 calls when the same run is repeated with the cache.
 
-Usage: python bench/data_gen.py [--seeds 16 --neighbours 5 --latency 0.05 --slots 8 --concurrency 8]
+Usage: python bench/data_gen_speed.py [--seeds 16 --neighbours 5 --latency 0.05 --slots 8 --concurrency 8]
 """
 from __future__ import annotations
 
