@@ -14,15 +14,16 @@ from __future__ import annotations
 
 from typing import Mapping
 
-# One idle run of the defaults: AMD EPYC (AVX-512), 2 cores, 2026-11-30, fresh clone, caches empty.
+# One idle run of the defaults: AMD EPYC (AVX-512), 2 cores, 2026-11-30 20:45 UTC, fresh clone at 0a70f21, caches
+# empty (BENCHMARKS.md "Main job"): 988 s in all.
 REFERENCE: Mapping[str, float] = {
-    "peak_gflops": 212.0,       # runtime.matmul_peak_gflops() on that box, idle, 2 threads
+    "peak_gflops": 218.0,       # runtime.matmul_peak_gflops() on that box, idle, 2 threads
     "passages": 48, "neighbours": 5,
-    "fret": 230.0,              # LLM generation + reranking + the pool's embedding (the log's "FRet ... s")
-    "eval": 253.0,              # one model over the default suite (base, raw text)
-    "prefinetune_steps": 20, "prefinetune_step": 10.0,   # s per stage-1 step (batch 64, 128-token bodies)
-    "steps": 60, "step": 4.6,                            # s per stage-2 step (batch 32, one source per batch)
-    "train_fixed": 46.0,        # sources, compiles, checkpoints and the export, besides the steps
+    "fret": 185.0,              # LLM generation + reranking + the pool's embedding (the log's "FRet ... s")
+    "eval": 227.0,              # one model over the default suite (base raw text 218 s, fine-tuned with prompts 236 s)
+    "prefinetune_steps": 20, "prefinetune_step": 5.4,    # s per stage-1 step (batch 64, 128-token bodies)
+    "steps": 60, "step": 2.7,                            # s per stage-2 step (batch 32, one source per batch)
+    "train_fixed": 78.0,        # sources, compiles, checkpoints and the export, besides the steps
 }
 
 
