@@ -237,11 +237,12 @@ def tables(results_dir: pathlib.Path) -> dict[str, str]:
             out[name] = grid_table(summarise(res)) + "\n" + grid_runner.machine_line([res])
             if name != "cifar10_points":  # two p values per noise rate: the table above says it all
                 out[f"{name}_per_p"] = per_p_table(summarise(res))
-    results = grid_runner.seed_results(results_dir, "mnist_converged")
-    if results:
-        seeds = [summarise(r) for r in results]
-        out["mnist_converged"] = seeds_table(seeds) + "\n" + grid_runner.machine_line(results)
-        out["mnist_converged_mean"] = mean_grid_table(seeds)
+    for name in ("mnist_converged", "mnist_converged_long"):  # seeds of one config: one table row per noise rate
+        results = grid_runner.seed_results(results_dir, name)
+        if results:
+            seeds = [summarise(r) for r in results]
+            out[name] = seeds_table(seeds) + "\n" + grid_runner.machine_line(results)
+            out[f"{name}_mean"] = mean_grid_table(seeds)
     if (data := grid_runner.load_result(results_dir, "mnist_grid_quick_before_after")) is not None:
         out["quick_before_after"] = grid_runner.before_after_table(data)
     return out
