@@ -14,8 +14,6 @@ expectation exact. Draws come from ``jax.random.bits`` on the layer's ``make_rng
 """
 from __future__ import annotations
 
-import math
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -56,7 +54,7 @@ class Dropout(nn.Module):
     @nn.compact
     def __call__(self, inputs, deterministic: bool | None = None, rng=None):
         deterministic = nn.merge_param("deterministic", self.deterministic, deterministic)
-        if not 0.0 <= self.rate <= 1.0 or math.isnan(self.rate):
+        if not 0.0 <= self.rate <= 1.0:  # NaN fails this too
             raise ValueError(f"dropout rate must be in [0, 1], got {self.rate!r}")
         if self.rate == 0.0 or deterministic:
             return inputs
