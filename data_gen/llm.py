@@ -628,6 +628,44 @@ def default_gguf_path() -> Path:
     return target
 
 
+def llama_cpp_prompt_rate(model_path: str | os.PathLike | None = None, *, n_threads: int | None = None,
+                          tokens: int = 256, repeats: int = 3) -> float:
+    """Prompt-evaluation rate of the embedded LLM on this box, tokens/s: the best of ``repeats`` from-scratch
+    evaluations of a ``tokens``-token FRet prompt (about 1 s with Gemma 3 270M, model load included).
+
+    FRet's LLM time is prompt evaluation (few-shot prompts, ~25 generated tokens each), and llama.cpp's quantised
+    kernels do not follow the f32 matmul peak across CPU families (AVX-512 VNNI vs AVX2), so the quickstart's time
+    estimate (:mod:`gecko_jax.eta`) measures this instead of scaling the reference by the matmul peak.
+    """
+    import llama_cpp
+
+    from data_gen.prompts import query_generation_prompt
+
+    path = Path(model_path) if model_path else default_gguf_path()
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=max(512, tokens + 8), n_threads=n_threads, n_batch=512,
+                          logits_all=False, verbose=False)
+    toks = llm.tokenize(query_generation_prompt("x").encode("utf-8"), add_bos=True, special=True)
+    toks = (toks * (tokens // len(toks) + 1))[:tokens]
+    best = 0.0
+    for _ in range(max(1, repeats)):
+        llm.reset()
+        t = time.perf_counter()
+        llm.eval(toks)
+        best = max(best, len(toks) / (time.perf_counter() - t))
+    llm.close()
+    return best
+
+
+def _log_softmax_at(z, i: int) -> float:
+    """``log softmax(z)[i]`` for one row of float32 logits: exp in float32, the sum in float64 (error ~1e-8 nats
+    against an all-float64 evaluation; 10x faster over Gemma's 262k vocabulary, which the scoring stage does for
+    every continuation token)."""
+    import numpy as np
+
+    m = z.max()
+    return float(np.float64(z[i]) - np.float64(m) - math.log(np.exp(z - m).sum(dtype=np.float64)))
+
+
 class _ScoreSlot:
     """One llama.cpp context used for scoring, plus the tokens whose KV entries it holds (whole chunks only)."""
 
@@ -644,16 +682,15 @@ class LlamaCppLLM:
     numbers for different batch splits (measured: 0.1-0.2 nats on a 24-token query when a cached prefix changes the
     split), so
 
-    * ``generate`` evaluates each prompt from an empty KV cache (fixed ``n_batch`` split);
-    * ``score`` evaluates ``prompt + continuation`` as two segments: the preamble up to the prompt's last blank line
-      (the few-shot demonstrations, identical across candidates) and the rest. The preamble segment's KV cache is
-      reused when a slot already holds exactly that segment, so it is computed once, yet every score equals a
-      from-scratch evaluation with the same split (measured: 64-token chunks were 2.5x slower than n_batch ones,
-      so the split is by meaning, not by a fixed chunk size). It asks
-      llama.cpp for the logits of the continuation positions only: no ``logits_all=True`` (an ``n_ctx x vocab``
-      buffer, 2 GiB for Gemma's 262k vocabulary at n_ctx 2048) and no ``echo`` log-probs (shifted by one token for
-      models without BOS). ``score_slots`` contexts keep different preambles (query likelihood, relevance
-      classification) warm at the same time.
+    * ``generate`` and ``score`` evaluate their input as two segments: the preamble up to the prompt's last blank
+      line (the few-shot demonstrations, identical across passages and candidates; ~85 % of a FRet query-generation
+      prompt) and the rest. A context's preamble KV cache is reused when it holds exactly that segment, so it is
+      computed once, yet every result equals a from-scratch evaluation with the same split (measured: 64-token
+      chunks were 2.5x slower than n_batch ones, so the split is by meaning, not by a fixed chunk size);
+    * ``score`` asks llama.cpp for the logits of the continuation positions only: no ``logits_all=True`` (an
+      ``n_ctx x vocab`` buffer, 2 GiB for Gemma's 262k vocabulary at n_ctx 2048) and no ``echo`` log-probs (shifted
+      by one token for models without BOS). ``score_slots`` contexts keep different preambles (query likelihood,
+      relevance classification) warm at the same time; ``generate`` has its own context.
 
     Token boundaries follow ``llama_cpp.server``: BOS + ``special=True`` tokenisation, and a token belongs to the
     continuation when its detokenised offset is ``>= len(prompt)``. All calls share one lock (llama.cpp contexts are
@@ -704,16 +741,37 @@ class LlamaCppLLM:
         prompt = prompt_or_messages if isinstance(prompt_or_messages, str) else messages_to_text(prompt_or_messages)
         kw = {"max_tokens": 128, "temperature": 0.0, "top_p": 1.0, "repeat_penalty": 1.0, **params}
         with self._lock:
-            self._llm.reset()  # no prefix reuse: see the class docstring
+            self._hold_preamble(prompt)
             try:
                 out = self._llm.create_completion(prompt, **kw)
             except ValueError as e:  # llama_cpp raises ValueError for a prompt longer than n_ctx
+                self._llm.reset()
                 self.usage.add(failures=1)
                 raise PermanentLLMError(str(e)) from None
         u = out.get("usage") or {}
         self.usage.add(requests=1, prompt_tokens=u.get("prompt_tokens", 0),
                        completion_tokens=u.get("completion_tokens", 0))
         return out["choices"][0]["text"]
+
+    def _preamble_split(self, prompt: str, full: list[int], limit: int) -> int:
+        """Tokens of ``full`` up to the prompt's last blank line (the few-shot demonstrations), at most ``limit``."""
+        blank = prompt.rfind("\n\n")
+        return min(self._continuation_start(prompt[: blank + 2], full), limit) if blank >= 0 else 0
+
+    def _hold_preamble(self, prompt: str) -> None:
+        """Leave exactly the prompt's preamble segment in the generation context, so that ``create_completion``'s
+        prefix match evaluates only the rest: [0, split) and [split, n) are two segments on every call, computed
+        from scratch the first time and reused after, never a prefix of some earlier call's other length."""
+        llm = self._llm
+        full = self._tokenize(prompt)
+        split = self._preamble_split(prompt, full, len(full) - 1) if len(full) <= self._n_ctx else 0
+        if split > 0 and llm.n_tokens >= split and list(llm.input_ids[:split]) == full[:split]:
+            llm._ctx.kv_cache_seq_rm(-1, split, -1)
+            llm.n_tokens = split
+            return
+        llm.reset()
+        if split > 0:
+            llm.eval(full[:split])
 
     def _offset(self, body: list[int], j: int) -> int:
         return len(self._llm.detokenize(body[:j]).decode("utf-8", errors="ignore"))
@@ -763,9 +821,7 @@ class LlamaCppLLM:
                     p = start + i
                     if p in need:
                         ptr = llama_cpp.llama_get_logits_ith(ctx.ctx, i)
-                        z = np.ctypeslib.as_array(ptr, shape=(self._n_vocab,)).astype(np.float64)
-                        m = z.max()
-                        total += float(z[full[p + 1]] - m - math.log(np.exp(z - m).sum()))
+                        total += _log_softmax_at(np.ctypeslib.as_array(ptr, shape=(self._n_vocab,)), full[p + 1])
             if s1 == split:
                 slot.tokens = full[:split]
         return total
@@ -783,8 +839,7 @@ class LlamaCppLLM:
                 raise PermanentLLMError("the continuation produced no tokens of its own after tokenisation")
             if k == 0:
                 raise PermanentLLMError("cannot score the first token of a text without a BOS token")
-            blank = prompt.rfind("\n\n")
-            split = min(self._continuation_start(prompt[: blank + 2], full), k - 1) if blank >= 0 else 0
+            split = self._preamble_split(prompt, full, k - 1)
             # Prefer the slot already holding this preamble, else the least recently used one.
             slot = max(self._slots, key=lambda s: (split > 0 and s.tokens == full[:split], -s.last_used))
             self._clock += 1

@@ -5,7 +5,10 @@
     est["total"]                                        # seconds; est[stage] per stage
 
 Every stage of the quickstart is compute-bound on a CPU (the LLM's matmuls, the encoder's matmuls), so its time
-scales with the work and inversely with the measured matmul peak. The constants are one measured run of the
+scales with the work and inversely with a measured rate: the f32 matmul peak for the encoder's stages, and the
+embedded LLM's own prompt-evaluation rate (``data_gen.llm.llama_cpp_prompt_rate``, passed as ``llm_rate``) for
+FRet's LLM calls, whose quantised kernels do not follow the f32 peak across CPU families (the issue's AVX2-only box
+took 499 s for FRet, 2-3x this box's time where the peaks differ 1.55x). The constants are one measured run of the
 defaults (:data:`REFERENCE`: ``bash scripts/demo.sh`` on a fresh clone, idle box, BENCHMARKS.md "Main job"); the
 work of each stage scales linearly in what the options change (seeds, neighbours per seed, steps). It is an
 estimate (about +-25 % between runs on one box; more across CPU families, whose per-core efficiency differs).
@@ -19,7 +22,9 @@ from typing import Mapping
 REFERENCE: Mapping[str, float] = {
     "peak_gflops": 218.0,       # runtime.matmul_peak_gflops() on that box, idle, 2 threads
     "passages": 48, "neighbours": 5,
-    "fret": 185.0,              # LLM generation + reranking + the pool's embedding (the log's "FRet ... s")
+    "fret": 160.0,              # LLM generation + reranking + the pool's embedding (FRet alone, 2026-12-01 00:21,
+    "fret_llm": 117.0,          # idle, same box: 160 s, of which generate 32 + score 85 s are the LLM's calls)
+    "llm_tokens_per_s": 740.0,  # data_gen.llm.llama_cpp_prompt_rate() on that box, idle (717-768)
     "eval": 227.0,              # one model over the default suite (base raw text 218 s, fine-tuned with prompts 236 s)
     "prefinetune_steps": 20, "prefinetune_step": 5.4,    # s per stage-1 step (batch 64, 128-token bodies)
     "steps": 60, "step": 2.7,                            # s per stage-2 step (batch 32, one source per batch)
@@ -28,8 +33,8 @@ REFERENCE: Mapping[str, float] = {
 
 
 def estimate_quickstart(peak_gflops: float, *, passages: int, neighbours: int, prefinetune_steps: int, steps: int,
-                        eval_base: bool = True, eval_tuned: int = 1, reference: Mapping[str, float] = REFERENCE
-                        ) -> dict[str, float]:
+                        eval_base: bool = True, eval_tuned: int = 1, llm_rate: float | None = None,
+                        reference: Mapping[str, float] = REFERENCE) -> dict[str, float]:
     """Seconds per quickstart stage on a box whose measured matmul peak is ``peak_gflops``.
 
     Args:
@@ -38,25 +43,33 @@ def estimate_quickstart(peak_gflops: float, *, passages: int, neighbours: int, p
       prefinetune_steps, steps: the recipe's stage-1 and stage-2 steps.
       eval_base: whether the base model is evaluated (False when its results are already in the workdir).
       eval_tuned: evaluations of the fine-tuned model (one per prompt mode).
+      llm_rate: the embedded LLM's measured prompt rate, tokens/s (``data_gen.llm.llama_cpp_prompt_rate``); None
+        (an HTTP LLM, or no llama.cpp): FRet's LLM share is scaled by the matmul peak like the rest.
 
     Returns:
       ``{"fret", "eval_base", "train", "eval_tuned", "total"}`` in seconds.
     """
     if not peak_gflops > 0:
         raise ValueError(f"peak_gflops must be > 0, got {peak_gflops!r}")
+    if llm_rate is not None and not llm_rate > 0:
+        raise ValueError(f"llm_rate must be > 0 tokens/s or None, got {llm_rate!r}")
     r = reference
     scale = r["peak_gflops"] / peak_gflops
+    llm_scale = scale if llm_rate is None else r["llm_tokens_per_s"] / llm_rate
     # Per seed: one generation and (1 + neighbours) reranking prompts, against the reference's 1 + 5.
-    fret = r["fret"] * (passages / r["passages"]) * ((1 + neighbours) / (1 + r["neighbours"]))
+    work = (passages / r["passages"]) * ((1 + neighbours) / (1 + r["neighbours"]))
+    fret = work * (r["fret_llm"] * llm_scale + (r["fret"] - r["fret_llm"]) * scale)
     train = r["train_fixed"] + prefinetune_steps * r["prefinetune_step"] + steps * r["step"]
-    out = {"fret": fret * scale, "eval_base": (r["eval"] if eval_base else 0.0) * scale, "train": train * scale,
+    out = {"fret": fret, "eval_base": (r["eval"] if eval_base else 0.0) * scale, "train": train * scale,
            "eval_tuned": r["eval"] * eval_tuned * scale}
     out["total"] = sum(out.values())
     return out
 
 
-def describe(est: Mapping[str, float], peak_gflops: float) -> str:
-    """One line for the log: the total and the stages, in minutes."""
+def describe(est: Mapping[str, float], peak_gflops: float, llm_rate: float | None = None) -> str:
+    """One line for the log: the total and the stages, in minutes, and the rates they were scaled by."""
     parts = ", ".join(f"{k} {v / 60:.1f}" for k, v in est.items() if k != "total" and v > 0)
+    llm = ("" if llm_rate is None else f"; LLM prompt rate {llm_rate:.0f} tokens/s against "
+           f"{REFERENCE['llm_tokens_per_s']:.0f}")
     return (f"estimated {est['total'] / 60:.0f} min on this box ({parts} min; matmul peak {peak_gflops:.0f} GFLOP/s "
-            f"measured now, against {REFERENCE['peak_gflops']:.0f} on the reference run)")
+            f"measured now, against {REFERENCE['peak_gflops']:.0f} on the reference run{llm})")

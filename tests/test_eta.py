@@ -34,3 +34,23 @@ def test_scales_with_peak_and_work():
 def test_bad_peak_is_refused(peak):
     with pytest.raises(ValueError, match="peak_gflops"):
         eta.estimate_quickstart(peak, **DEFAULTS)
+
+
+def test_measured_llm_rate_scales_only_the_llm_share():
+    r = eta.REFERENCE
+    base = eta.estimate_quickstart(r["peak_gflops"], **DEFAULTS, llm_rate=r["llm_tokens_per_s"])
+    assert base == pytest.approx(eta.estimate_quickstart(r["peak_gflops"], **DEFAULTS))
+    slow = eta.estimate_quickstart(r["peak_gflops"], **DEFAULTS, llm_rate=r["llm_tokens_per_s"] / 3)
+    assert slow["fret"] - base["fret"] == pytest.approx(2 * r["fret_llm"])
+    assert {k: v for k, v in slow.items() if k not in ("fret", "total")} == \
+        {k: v for k, v in base.items() if k not in ("fret", "total")}
+    # a slower matmul peak no longer stretches the measured LLM share
+    half = eta.estimate_quickstart(r["peak_gflops"] / 2, **DEFAULTS, llm_rate=r["llm_tokens_per_s"])
+    assert half["fret"] == pytest.approx(r["fret_llm"] + 2 * (r["fret"] - r["fret_llm"]))
+    assert "LLM prompt rate" in eta.describe(slow, r["peak_gflops"], r["llm_tokens_per_s"] / 3)
+
+
+@pytest.mark.parametrize("rate", [0, -5.0, float("nan")])
+def test_bad_llm_rate_is_refused(rate):
+    with pytest.raises(ValueError, match="llm_rate"):
+        eta.estimate_quickstart(eta.REFERENCE["peak_gflops"], **DEFAULTS, llm_rate=rate)

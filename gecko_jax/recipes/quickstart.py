@@ -73,15 +73,30 @@ def run_quickstart(workdir: str | os.PathLike = "runs/quickstart", **kwargs) -> 
 
 
 def estimate_line(opts: QuickstartOptions, workdir: pathlib.Path) -> str:
-    """The up-front time estimate (:mod:`gecko_jax.eta`) from a half-second measurement of this box's matmul peak."""
+    """The up-front time estimate (:mod:`gecko_jax.eta`) from a half-second measurement of this box's matmul peak
+    and, with the embedded LLM, a ~1 s measurement of its prompt rate."""
     peak = runtime.matmul_peak_gflops(seconds=0.5)
+    llm_rate = _llm_rate(opts)
     pft = 0 if opts.fret_only else (opts.prefinetune_steps if opts.prefinetune_steps is not None
                                     else QUICKSTART_PREFINETUNE_STEPS)
     est = eta.estimate_quickstart(peak, passages=opts.passages, neighbours=opts.neighbours, prefinetune_steps=pft,
                                   steps=opts.steps if opts.steps is not None else QUICKSTART_STEPS,
                                   eval_base=not StageStore(workdir / "eval").any_done("base-none"),
-                                  eval_tuned=len(opts.eval_prompts))
-    return eta.describe(est, peak)
+                                  eval_tuned=len(opts.eval_prompts), llm_rate=llm_rate)
+    return eta.describe(est, peak, llm_rate)
+
+
+def _llm_rate(opts: QuickstartOptions) -> float | None:
+    """The embedded LLM's prompt rate (tokens/s), or None for an HTTP LLM or when llama.cpp cannot load (the FRet
+    stage then says why; the estimate falls back to the matmul peak)."""
+    if opts.llm != "local":
+        return None
+    try:
+        from data_gen.llm import llama_cpp_prompt_rate
+
+        return llama_cpp_prompt_rate(opts.model_path, n_threads=opts.threads)
+    except (ImportError, OSError, ValueError, RuntimeError):
+        return None
 
 
 def _fret(opts: QuickstartOptions, workdir: pathlib.Path, data_root, base) -> FRetOutput:
