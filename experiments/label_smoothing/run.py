@@ -237,7 +237,7 @@ def tables(results_dir: pathlib.Path) -> dict[str, str]:
             out[name] = grid_table(summarise(res)) + "\n" + grid_runner.machine_line([res])
             if name != "cifar10_points":  # two p values per noise rate: the table above says it all
                 out[f"{name}_per_p"] = per_p_table(summarise(res))
-    for name in ("mnist_converged", "mnist_converged_long"):  # seeds of one config: one table row per noise rate
+    for name in ("mnist_converged", "mnist_converged_long", "mr_finetune_grid"):  # seeds of one config: a row per n
         results = grid_runner.seed_results(results_dir, name)
         if results:
             seeds = [summarise(r) for r in results]
