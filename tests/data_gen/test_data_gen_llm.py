@@ -81,13 +81,13 @@ def test_fret_gemma_small(gemma, shared_data, tmp_path):
 def test_results_do_not_depend_on_earlier_calls(gemma, shared_data):
     """generate and score reuse a preamble's KV cache: whatever ran before, each result equals a fresh context's
     (greedy text identical; log-likelihoods equal to the last bit)."""
+    import hashlib
+
+    import numpy as np
     from data_gen import prompts
     from data_gen.llm import LlamaCppLLM
     corpus = _scifact_corpus(shared_data)
     a, b = (prompts.truncate(corpus[i].text, 300) for i in list(corpus)[:2])
-    import hashlib
-
-    import numpy as np
 
     def gen(llm, p):
         """The greedy text, and the logits of its first token on the path create_completion takes (held preamble,
