@@ -17,17 +17,17 @@ from __future__ import annotations
 
 from typing import Mapping
 
-# One idle run of the defaults: AMD EPYC (AVX-512), 2 cores, 2026-11-30 20:45 UTC, fresh clone at 0a70f21, caches
-# empty (BENCHMARKS.md "Main job"): 988 s in all.
+# One idle run of the defaults: AMD EPYC (AVX-512), 2 cores, 2026-12-01 03:13 UTC, fresh clone at 5bfe33a, caches
+# empty (BENCHMARKS.md "Main job, re-timed"): 1,033 s in all (17 min 16 s wall with setup and model loads).
 REFERENCE: Mapping[str, float] = {
-    "peak_gflops": 218.0,       # runtime.matmul_peak_gflops() on that box, idle, 2 threads
+    "peak_gflops": 215.0,       # runtime.matmul_peak_gflops() at that run's start, idle, 2 threads
     "passages": 48, "neighbours": 5,
-    "fret": 160.0,              # LLM generation + reranking + the pool's embedding (FRet alone, 2026-12-01 00:21,
-    "fret_llm": 117.0,          # idle, same box: 160 s, of which generate 32 + score 85 s are the LLM's calls)
-    "llm_tokens_per_s": 740.0,  # data_gen.llm.llama_cpp_prompt_rate() on that box, idle (717-768)
-    "eval": 227.0,              # one model over the default suite (base raw text 218 s, fine-tuned with prompts 236 s)
-    "prefinetune_steps": 20, "prefinetune_step": 5.4,    # s per stage-1 step (batch 64, 128-token bodies)
-    "steps": 60, "step": 2.7,                            # s per stage-2 step (batch 32, one source per batch)
+    "fret": 171.0,              # LLM generation + reranking + the pool's embedding
+    "fret_llm": 122.0,          # of which the LLM's calls: generate 32 + score 90 s
+    "llm_tokens_per_s": 676.0,  # data_gen.llm.llama_cpp_prompt_rate() at that run's start (717-768 on 1 Dec 00:21)
+    "eval": 244.0,              # one model over the default suite (base raw text 238 s, fine-tuned with prompts 249 s)
+    "prefinetune_steps": 20, "prefinetune_step": 5.9,    # s per stage-1 step (batch 64, 128-token bodies; 152 s stage)
+    "steps": 60, "step": 2.9,                            # s per stage-2 step (batch 32, one source per batch; 219 s)
     "train_fixed": 78.0,        # sources, compiles, checkpoints and the export, besides the steps
 }
 

@@ -270,7 +270,7 @@ def tables(results_dir: pathlib.Path) -> dict[str, str]:
                           ("mnist_warm1_seeds", grid_runner.seed_results(results_dir, "mnist_warm1"))):
         if len(results) > 1:
             out[name] = seeds_vs_nll_table([summarise(r) for r in results]) + "\n" + grid_runner.machine_line(results)
-    for name in ("mnist_stops_symmetric", "mnist_stops_pairflip", "cifar10_stops", "mr_finetune"):
+    for name in ("mnist_stops_symmetric", "mnist_stops_pairflip", "cifar10_stops", "cifar10_long", "mr_finetune"):
         results = grid_runner.seed_results(results_dir, name)
         if results:
             seeds = [summarise(r) for r in results]
