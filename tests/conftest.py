@@ -2,7 +2,8 @@
 
 Single-device tests run in-process on the CPU. Multi-device tests (8 simulated CPU devices) run in a subprocess
 through ``run_multidevice`` below, because XLA:CPU collectives on a 2-core machine occasionally deadlock (DESIGN.md):
-each subprocess gets a hard timeout and exactly one retry, and only when the failure is that rendezvous timeout.
+each subprocess gets a hard timeout and up to two retries, and only when the failure is that deadlock (a hang, or
+XLA's rendezvous-timeout abort). Three deadlocks in a row skip the test with that reason; any other failure fails it.
 """
 from __future__ import annotations
 
@@ -28,12 +29,16 @@ if DATA.is_dir():
 
 _RENDEZVOUS_MARKERS = ("rendezvous", "Rendezvous", "DEADLINE_EXCEEDED", "deadlock")
 MULTIDEVICE_RETRIES = {"count": 0}
+MULTIDEVICE_ATTEMPTS = 3
 
 
-def run_multidevice(code: str, *, devices: int = 8, timeout: float = 300.0) -> subprocess.CompletedProcess:
-    """Run ``code`` in a fresh Python with ``devices`` simulated CPU devices; retry once on a collective deadlock.
+def run_multidevice(code: str, *, devices: int = 8, timeout: float = 300.0,
+                    attempts: int = MULTIDEVICE_ATTEMPTS) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh Python with ``devices`` simulated CPU devices; retry on a collective deadlock.
 
-    A hang (timeout) or a rendezvous-timeout message counts as the known XLA:CPU deadlock; any other failure is
+    A hang (timeout) or a rendezvous-timeout abort counts as the known XLA:CPU deadlock (about 1 run in 4 of a
+    multi-device test on 2 cores, DESIGN.md: twice in a row failed a fresh-clone run on 1 Dec) and is retried up to
+    ``attempts`` runs in all; when every run deadlocked the test is skipped with that reason. Any other failure is
     returned as is so the test fails on it.
     """
     env = dict(os.environ)
@@ -41,7 +46,7 @@ def run_multidevice(code: str, *, devices: int = 8, timeout: float = 300.0) -> s
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     last = None
-    for attempt in range(2):
+    for attempt in range(attempts):
         try:
             proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                                   timeout=timeout, cwd=str(REPO))
@@ -49,15 +54,24 @@ def run_multidevice(code: str, *, devices: int = 8, timeout: float = 300.0) -> s
             last = subprocess.CompletedProcess(e.cmd, returncode=-9, stdout=str(e.stdout or ""),
                                                stderr=f"timeout after {timeout}s (suspected XLA:CPU collective deadlock)")
         else:
-            if proc.returncode == 0 or not any(m in proc.stderr for m in _RENDEZVOUS_MARKERS):
+            if not is_collective_deadlock(proc):
                 return proc
             last = proc
-        if attempt == 0:
+        if attempt + 1 < attempts:
             MULTIDEVICE_RETRIES["count"] += 1
             sys.stderr.write(f"[multidevice] retrying after suspected collective deadlock: {last.stderr[-300:]}\n")
-    if last is not None and last.returncode == -9:
-        pytest.skip("XLA:CPU collective deadlock twice in a row (known 2-core issue, DESIGN.md); not a code failure")
-    return last
+    pytest.skip(f"XLA:CPU collective deadlock in {attempts} runs in a row (known 2-core issue, DESIGN.md); "
+                f"not a code failure. Last: {last.stderr.strip().splitlines()[-1][:200] if last.stderr.strip() else ''}")
+
+
+def is_collective_deadlock(proc: subprocess.CompletedProcess) -> bool:
+    """A run killed by a signal (our timeout's kill, XLA's abort after its rendezvous timeout) whose stderr names
+    the rendezvous, or XLA's DEADLINE_EXCEEDED status; any other Python failure (an assertion, an exception) does not
+    count, so it fails the test."""
+    if proc.returncode == 0:
+        return False
+    return "DEADLINE_EXCEEDED" in proc.stderr or (proc.returncode < 0 and
+                                                  any(m in proc.stderr for m in _RENDEZVOUS_MARKERS))
 
 
 def _cpu_summary() -> str:

@@ -1,7 +1,7 @@
 """Parameters and optimizer state sharded over an ``fsdp`` (and ``model``) mesh axis by config rules train exactly
 like the replicated layout on 8 simulated CPU devices; rules are checked; checkpoints restore across layouts.
 
-Runs in a subprocess through ``run_multidevice`` (tests/conftest.py): hard timeout, one retry on the XLA:CPU
+Runs in a subprocess through ``run_multidevice`` (tests/conftest.py): hard timeout, up to two retries on the XLA:CPU
 collective deadlock only.
 """
 from __future__ import annotations

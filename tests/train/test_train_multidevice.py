@@ -1,7 +1,7 @@
 """3 train steps on 8 simulated CPU devices equal the same steps on 1 device (hard + same-tower negatives on).
 
 Runs in a subprocess through ``run_multidevice`` (tests/conftest.py): XLA:CPU collectives deadlock now and then on
-2 cores (DESIGN.md), so the subprocess has a hard timeout and one retry on that failure only.
+2 cores (DESIGN.md), so the subprocess has a hard timeout and up to two retries on that failure only.
 """
 from __future__ import annotations
 
