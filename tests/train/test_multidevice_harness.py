@@ -32,17 +32,16 @@ def test_retries_a_deadlock_then_returns_the_next_result(root_conftest, monkeypa
     runs = iter([_proc(-6, XLA_ABORT), _proc(1, "AssertionError: losses differ")])
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: next(runs))
     before = root_conftest.MULTIDEVICE_RETRIES["count"]
+    monkeypatch.setitem(root_conftest.MULTIDEVICE_RETRIES, "count", before)  # restored after the test, pass or fail
     proc = root_conftest.run_multidevice("pass", attempts=3)
     assert proc.returncode == 1 and "losses differ" in proc.stderr
     assert root_conftest.MULTIDEVICE_RETRIES["count"] == before + 1
-    root_conftest.MULTIDEVICE_RETRIES["count"] = before
 
 
 def test_skips_when_every_run_deadlocked(root_conftest, monkeypatch):
     calls = []
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: calls.append(1) or _proc(-6, XLA_ABORT))
-    before = root_conftest.MULTIDEVICE_RETRIES["count"]
+    monkeypatch.setitem(root_conftest.MULTIDEVICE_RETRIES, "count", root_conftest.MULTIDEVICE_RETRIES["count"])
     with pytest.raises(pytest.skip.Exception, match="3 runs in a row.*Termination timeout"):
         root_conftest.run_multidevice("pass", attempts=3)
     assert len(calls) == 3
-    root_conftest.MULTIDEVICE_RETRIES["count"] = before
