@@ -53,6 +53,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dims", default=None, help="comma-separated eval widths, 'full' for all (default: full,256,128)")
     p.add_argument("--data-dir", default=None, help="data folder in the mirror layout (default: each dataset from "
                    "$GECKO_JAX_DATA, the cache or a download; see `gecko-jax datasets --help`)")
+    p.add_argument("--recompute-base", action="store_true",
+                   help="evaluate the base model and mine its hard negatives here, even where the results shipped "
+                        "in gecko_jax/assets/reference have the same content key (same weights, data bytes, settings)")
     p.add_argument("--tiny", action="store_true", help="pulse-test budget: 4 passages, 2 steps, eval subsets")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -86,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     kwargs["fret_only"] = args.fret_only or None
     kwargs.update(eval_tasks=_csv(args.eval_tasks, "--eval-tasks"), eval_prompts=_csv(args.eval_prompts,
                   "--eval-prompts"), dims=_csv(args.dims, "--dims", _dim), tiny=args.tiny or None,
-                  progress=False if args.no_progress else None)
+                  progress=False if args.no_progress else None, recompute_base=args.recompute_base or None)
     if kwargs["eval_tasks"]:
         from gecko_jax.eval import TASKS
 

@@ -23,6 +23,9 @@ def configure_parser(p) -> None:
     p.add_argument("--data-dir", default=None, help="data folder in the mirror layout (default: each dataset from "
                    "$GECKO_JAX_DATA, the cache or a download; see `gecko-jax datasets --help`)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--recompute-base", action="store_true",
+                   help="mine the base model's hard negatives here even when the shipped reference ones match "
+                        "(gecko_jax.recipes.reference)")
 
 
 def run(args) -> int:
@@ -46,7 +49,8 @@ def run(args) -> int:
     except (ConfigError, ValueError) as e:
         print(f"gecko-jax recipe: error: {e}", file=sys.stderr)
         return 2
-    res = R.run_recipe(cfg, args.workdir, progress=not args.no_progress, export_dir=args.export)
+    res = R.run_recipe(cfg, args.workdir, progress=not args.no_progress, export_dir=args.export,
+                       reference=not args.recompute_base)
     print(json.dumps({"export_dir": res.export_dir, "alpha": res.alpha, "config_sha": res.config_sha,
                       "steps": res.steps, "sources": res.sources}, indent=1))
     return 0

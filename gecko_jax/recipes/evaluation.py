@@ -39,15 +39,33 @@ class EvalResult:
         return {"tasks": self.tasks, "task_prompts": self.task_prompts, "dims": list(self.dims)}
 
 
-def evaluate(embedder, out_dir: pathlib.Path, *, tasks: Sequence[str], dims, prompts, data_root) -> EvalResult:
+def evaluate(embedder, out_dir: pathlib.Path, *, tasks: Sequence[str], dims, prompts, data_root,
+             reference: bool = True, record=None) -> EvalResult:
     """``run_suite`` once per (model, prompt mode), in a :class:`StageStore` folder beside ``out_dir``
-    (``<out_dir>-<key>``) keyed by the model's fingerprint, the data, tasks, widths, prompts and token cap."""
+    (``<out_dir>-<key>``) keyed by the model's fingerprint, the data, tasks, widths, prompts and token cap.
+
+    ``reference``: take the result from :mod:`gecko_jax.recipes.reference` when a shipped file has the same
+    content key (same weights, data bytes and settings: the base model's). ``record``: a folder to store the
+    computed result in as a reference (the result is then always computed)."""
+    from gecko_jax.recipes import reference as refs
+
     store = StageStore(pathlib.Path(out_dir).parent)
+    fingerprint = model_fingerprint(embedder)
     key = {"tasks": sorted(tasks), "dims": [str(d) for d in dims], "task_prompts": prompts,
-           "data": str(data_root), "max_length": embedder.max_length, "model": model_fingerprint(embedder)}
+           "data": str(data_root), "max_length": embedder.max_length, "model": fingerprint}
     res = store.done(pathlib.Path(out_dir).name, key)
     if res is None:
-        res = run_suite(embedder, "small", dims=list(dims), tasks=list(tasks), task_prompts=prompts, out_dir=None,
-                        data_dir=data_root, verbose=True)
+        ref_key = None
+        if reference or record is not None:
+            ref_key = refs.eval_key(fingerprint, tasks=tasks, dims=dims, prompts=prompts,
+                                    max_length=embedder.max_length, data_root=data_root)
+        res = refs.lookup(ref_key) if reference and record is None else None
+        if res is not None:
+            res = dict(res, reference=refs.path_of(ref_key).name)
+        else:
+            res = run_suite(embedder, "small", dims=list(dims), tasks=list(tasks), task_prompts=prompts,
+                            out_dir=None, data_dir=data_root, verbose=True)
+            if record is not None and ref_key is not None:
+                refs.store(ref_key, {k: v for k, v in res.items() if k != "cache"}, directory=record)  # a local path
         res = store.finish(pathlib.Path(out_dir).name, key, res)
     return EvalResult.from_suite(res)

@@ -161,13 +161,14 @@ def _select(cfg: RecipeConfig, stage2: StageResult, base: LazyBase, workdir: pat
 
 
 def run_recipe(cfg: RecipeConfig, workdir, *, progress: bool = True, cache_dir="default",
-               export_dir=None, stages_dir=None) -> RecipeResult:
+               export_dir=None, stages_dir=None, reference: bool = True) -> RecipeResult:
     """Run (or resume) the whole recipe in ``workdir``; the chosen model goes to ``export_dir`` (default
     ``workdir/export``), loadable by ``Embedder.from_pretrained`` and sentence-transformers.
 
     ``stages_dir``: where the training stages run (default ``workdir``). Stage folders are named by a digest of
     their config and data, so recipes that share a stage (e.g. the same pre-finetuning under several mixtures)
-    share its run when they share this folder."""
+    share its run when they share this folder. ``reference``: take the base model's mined hard negatives from
+    :mod:`gecko_jax.recipes.reference` where their content key matches (False: always mine them here)."""
     from gecko_jax import Embedder
     from gecko_jax.eval.cache import EmbeddingCache, default_cache_dir
     from gecko_jax.eval.datasets import data_root
@@ -177,7 +178,8 @@ def run_recipe(cfg: RecipeConfig, workdir, *, progress: bool = True, cache_dir="
     workdir.mkdir(parents=True, exist_ok=True)
     stages_dir = pathlib.Path(stages_dir) if stages_dir is not None else workdir
     root = data_root(cfg.data_dir)
-    base = LazyBase(cfg.model, EmbeddingCache(default_cache_dir() if cache_dir == "default" else cache_dir))
+    base = LazyBase(cfg.model, EmbeddingCache(default_cache_dir() if cache_dir == "default" else cache_dir),
+                    reference=reference)
     batch = cfg.stage_config("finetune").data.batch_size
     stages, steps, init = {}, {}, None
     if cfg.prefinetune_sources:

@@ -44,8 +44,9 @@ class BuiltSource:
 class LazyBase:
     """The base model and its corpus embeddings, loaded once and only if a stage needs them."""
 
-    def __init__(self, model: str, cache):
-        self.model, self.cache, self._emb = model, cache, None
+    def __init__(self, model: str, cache, *, reference: bool = True):
+        # reference: take mined negatives from gecko_jax.recipes.reference where its content key matches
+        self.model, self.cache, self.reference, self._emb = model, cache, reference, None
 
     @property
     def embedder(self):
@@ -108,7 +109,19 @@ def _records(spec: SourceSpec, cfg: RecipeConfig, root: pathlib.Path, base: Lazy
     return _retrieval(spec, cfg, folder, base, stats)
 
 
+# The miner's settings (mx.mine_negatives): part of the reference key of the negatives.
+MINING = {"skip": 3, "depth": 30, "k": 1}
+
+
 def _retrieval(spec: SourceSpec, cfg: RecipeConfig, folder: pathlib.Path, base: LazyBase, stats) -> list[dict]:
+    data, qrels = _train_split(spec, cfg, folder)
+    negatives = _negatives(spec, cfg, folder, data, qrels, base) if spec.mine_negatives else None
+    return mx.retrieval_records(data.queries, data.corpus, qrels, source=spec.name, task=spec.task,
+                                negatives=negatives, max_chars=cfg.max_chars, stats=stats)
+
+
+def _train_split(spec: SourceSpec, cfg: RecipeConfig, folder: pathlib.Path):
+    """The BEIR data of a retrieval source and its training qrels (SciFact's dev queries held out)."""
     from gecko_jax.eval import dev as dev_eval
     from gecko_jax.eval.beir import load_beir
 
@@ -119,18 +132,41 @@ def _retrieval(spec: SourceSpec, cfg: RecipeConfig, folder: pathlib.Path, base: 
     if folder.name == "scifact" and spec.split == "train":  # hold out the dev queries
         keep, _ = dev_eval.scifact_train_queries(qrels, cfg.dev.scifact_fraction)
         qrels = {q: qrels[q] for q in keep}
-    negatives = None
-    if spec.mine_negatives:
-        from gecko_jax.eval.retrieval import encode_corpus
+    return data, qrels
 
-        emb = base.embedder
-        log(f"{spec.name}: mining hard negatives with {base.model} (raw text; corpus embeddings cached)")
-        doc_emb = encode_corpus(emb, data, task=None, cache=base.cache)
-        qids = list(qrels)
-        q_emb = emb.encode([data.queries[q] for q in qids], kind="query")
-        negatives = mx.mine_negatives(q_emb, doc_emb, qids, list(data.corpus), qrels, seed=cfg.seed)
-    return mx.retrieval_records(data.queries, data.corpus, qrels, source=spec.name, task=spec.task,
-                                negatives=negatives, max_chars=cfg.max_chars, stats=stats)
+
+def _negatives(spec: SourceSpec, cfg: RecipeConfig, folder: pathlib.Path, data, qrels, base: LazyBase, *,
+               record=None) -> dict[str, list[str]]:
+    """Hard negatives mined with the base model (raw text; corpus embeddings cached), or the shipped reference
+    ones when their content key matches (:mod:`gecko_jax.recipes.reference`); ``record``: a folder to store the
+    mined ones in as a reference (computed, never looked up)."""
+    from gecko_jax.eval.cache import model_fingerprint
+    from gecko_jax.eval.retrieval import encode_corpus
+    from gecko_jax.recipes import reference
+
+    emb = base.embedder
+    qids = list(qrels)
+    key = reference.negatives_key(model_fingerprint(emb), folder=folder, split=spec.split, query_ids=qids,
+                                  seed=cfg.seed, max_length=emb.max_length, mining=MINING)
+    if base.reference and record is None:
+        shipped = reference.lookup(key)
+        if shipped is not None:
+            return shipped
+    log(f"{spec.name}: mining hard negatives with {base.model} (raw text; corpus embeddings cached)")
+    doc_emb = encode_corpus(emb, data, task=None, cache=base.cache)
+    q_emb = emb.encode([data.queries[q] for q in qids], kind="query")
+    negatives = mx.mine_negatives(q_emb, doc_emb, qids, list(data.corpus), qrels, seed=cfg.seed, **MINING)
+    if record is not None and key is not None:
+        reference.store(key, negatives, directory=record)
+    return negatives
+
+
+def mined_negatives(spec: SourceSpec, cfg: RecipeConfig, root, base: LazyBase, *, record=None
+                    ) -> dict[str, list[str]]:
+    """The hard negatives of the retrieval source ``spec`` (data under ``root``), as its training file gets them."""
+    folder = _beir_folder(spec, root)
+    data, qrels = _train_split(spec, cfg, folder)
+    return _negatives(spec, cfg, folder, data, qrels, base, record=record)
 
 
 def build_sources(cfg: RecipeConfig, specs: Sequence[SourceSpec], workdir, *, root=None, base: LazyBase | None = None,

@@ -30,8 +30,9 @@ class QuickstartOptions:
       epochs: ``fret_only`` with ``steps`` None. batch_size / learning_rate: global batch / peak
       AdamW rate (None: the recipe's; ``fret_only``: 16 / 2e-5). llm: ``local`` | ``openai`` | ``fake``.
       eval_tasks: ``run_suite`` task names. eval_prompts: prompt modes for the fine-tuned model. dims: evaluation
-      widths (None = full). tiny: the pulse-test budget: 4 passages, 4 neighbours, 2 steps per stage, small
-      sources, and evaluation on small subsets of the data.
+      widths (None = full). recompute_base: evaluate the base model and mine its negatives here even where
+      :mod:`gecko_jax.recipes.reference` has them (same weights, data and settings). tiny: the pulse-test budget:
+      4 passages, 4 neighbours, 2 steps per stage, small sources, and evaluation on small subsets of the data.
     """
 
     passages: int = 48
@@ -57,6 +58,7 @@ class QuickstartOptions:
     eval_prompts: tuple = ("gecko",)
     dims: tuple = (None, 256, 128)
     data_dir: str | None = None
+    recompute_base: bool = False
     progress: bool = True
     tiny: bool = False
 

@@ -41,12 +41,12 @@ def run_quickstart(workdir: str | os.PathLike = "runs/quickstart", **kwargs) -> 
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     data_root = resolve_data_dir(opts.data_dir)
+    base = Embedder.from_pretrained(BASE_MODEL)
     if not opts.tiny:
-        log(estimate_line(opts, workdir))
+        log(estimate_line(opts, workdir, base, data_root))
     stage_seconds = {}
     log(f"1-2/5 FRet data generation  (workdir {workdir})")
     t0 = time.perf_counter()
-    base = Embedder.from_pretrained(BASE_MODEL)
     records = _fret(opts, workdir, data_root, base)
     stage_seconds["fret"] = time.perf_counter() - t0
     s = records.summary
@@ -58,7 +58,8 @@ def run_quickstart(workdir: str | os.PathLike = "runs/quickstart", **kwargs) -> 
     t0 = time.perf_counter()
     eval_root = make_tiny_data(data_root, workdir / "tiny_data") if opts.tiny else data_root
     columns = {"base (raw text)": evaluate(base, workdir / "eval" / "base-none", tasks=list(opts.eval_tasks),
-                                           dims=opts.dims, prompts=None, data_root=eval_root)}
+                                           dims=opts.dims, prompts=None, data_root=eval_root,
+                                           reference=not opts.recompute_base)}
     stage_seconds["eval_base"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -72,18 +73,33 @@ def run_quickstart(workdir: str | os.PathLike = "runs/quickstart", **kwargs) -> 
     return _finish(opts, workdir, records, tuned, columns, stage_seconds, time.perf_counter() - t_start)
 
 
-def estimate_line(opts: QuickstartOptions, workdir: pathlib.Path) -> str:
+def estimate_line(opts: QuickstartOptions, workdir: pathlib.Path, base=None, data_root=None) -> str:
     """The up-front time estimate (:mod:`gecko_jax.eta`) from a half-second measurement of this box's matmul peak
-    and, with the embedded LLM, a ~1 s measurement of its prompt rate."""
+    and, with the embedded LLM, a ~1 s measurement of its prompt rate. The base evaluation counts unless it is
+    finished in ``workdir`` or ``base`` (the base :class:`Embedder`) matches a shipped reference result."""
     peak = runtime.matmul_peak_gflops(seconds=0.5)
     llm_rate = _llm_rate(opts)
     pft = 0 if opts.fret_only else (opts.prefinetune_steps if opts.prefinetune_steps is not None
                                     else QUICKSTART_PREFINETUNE_STEPS)
     est = eta.estimate_quickstart(peak, passages=opts.passages, neighbours=opts.neighbours, prefinetune_steps=pft,
                                   steps=opts.steps if opts.steps is not None else QUICKSTART_STEPS,
-                                  eval_base=not StageStore(workdir / "eval").any_done("base-none"),
+                                  eval_base=not (StageStore(workdir / "eval").any_done("base-none")
+                                                 or _base_reference(opts, base, data_root)),
                                   eval_tuned=len(opts.eval_prompts), llm_rate=llm_rate)
     return eta.describe(est, peak, llm_rate)
+
+
+def _base_reference(opts: QuickstartOptions, base, data_root) -> bool:
+    """Whether the base evaluation will come from :mod:`gecko_jax.recipes.reference` (same key as :func:`evaluate`
+    computes)."""
+    from gecko_jax.eval import model_fingerprint
+    from gecko_jax.recipes import reference
+
+    if base is None or data_root is None or opts.recompute_base or opts.tiny:
+        return False
+    key = reference.eval_key(model_fingerprint(base), tasks=list(opts.eval_tasks), dims=opts.dims, prompts=None,
+                             max_length=base.max_length, data_root=data_root)
+    return key is not None and reference.path_of(key).is_file()
 
 
 def _llm_rate(opts: QuickstartOptions) -> float | None:

@@ -151,7 +151,7 @@ def run_recipe_stage(opts: QuickstartOptions, workdir: pathlib.Path, fret_path: 
     memory (:attr:`RecipeResult.embedder`), not read back from ``export/``."""
     cfg = recipe_config(opts, fret_path, data_root)
     t0 = time.perf_counter()
-    res = run_recipe(cfg, workdir / "recipe", progress=opts.progress)
+    res = run_recipe(cfg, workdir / "recipe", progress=opts.progress, reference=not opts.recompute_base)
     ft = res.stages["finetune"]
     return Finetuned(embedder=_with_max_length(res.embedder, max_length), run_dir=pathlib.Path(ft["run_dir"]),
                      export_dir=pathlib.Path(res.export_dir), steps=res.steps["finetune"],

@@ -1,0 +1,127 @@
+"""Reference results of the base model, kept by content and shipped with the package (issue 21).
+
+Two of the quickstart's costs depend only on bytes every fresh clone already has: the base model's evaluation (the
+"before" column: a SciFact corpus encode, 5,183 abstracts at <= 256 tokens, plus STS-B and Banking77) and the SciFact
+hard negatives the recipe mines with the base model (the same corpus encode). They are computed once and stored in
+``gecko_jax/assets/reference/<kind>-<digest>.json`` as ``{"key", "summary", "made"}``. A file is used only when
+its key equals the key computed now from
+
+* the model's weight fingerprint (:func:`gecko_jax.eval.model_fingerprint`: sha256 over every parameter and the
+  config) and its token cap,
+* the sha256 of every file of each dataset involved (:func:`folder_digest`), and
+* everything else the result depends on (tasks, widths, prompt mode; split, training query ids, seed and mining
+  depth for the negatives).
+
+Any other model, data or setting misses and is computed as before; ``--recompute-base`` (``reference=False``)
+always computes. Which host made a file is recorded in ``made`` (results agree across CPUs to float rounding).
+
+Files are written by ``python -m gecko_jax.recipes.make_reference --data-dir DIR`` (the maintainers' command; it
+runs the base evaluation and the mining and writes both files atomically).
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import pathlib
+import time
+from typing import Any, Mapping, Sequence
+
+from gecko_jax.fileio import write_text
+from gecko_jax.recipes.runlog import digest, log
+
+REFERENCE_DIR = pathlib.Path(__file__).resolve().parents[1] / "assets" / "reference"
+# The data folders each evaluation task reads (mirror layout); a task not listed here has no reference.
+TASK_FOLDERS = {"scifact": "scifact", "stsb": "stsb", "banking77": "banking77"}
+
+
+@functools.lru_cache(maxsize=64)
+def _folder_digest_cached(path: str, stamp: tuple) -> str:
+    p = pathlib.Path(path)
+    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    h = hashlib.sha256()
+    for f in files:
+        h.update(str(f.relative_to(p) if p.is_dir() else f.name).encode() + b"\0")
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def folder_digest(path: str | os.PathLike) -> str:
+    """sha256 over the relative names and bytes of every file under ``path`` (or of the file ``path``).
+
+    Memoised per process by the files' sizes and modification times, so repeated keys cost one read of the data.
+
+    Raises:
+      FileNotFoundError: ``path`` does not exist.
+    """
+    p = pathlib.Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"reference: no data at {p}")
+    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    stamp = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    return _folder_digest_cached(str(p.resolve()), stamp)
+
+
+def eval_key(fingerprint: str | None, *, tasks: Sequence[str], dims, prompts, max_length: int, data_root
+             ) -> dict | None:
+    """The key of a model's evaluation (``run_suite`` on ``tasks``), or None when one cannot be made by content
+    (an unfingerprinted model, a task without a known data folder, data that cannot be resolved)."""
+    if not fingerprint or any(t not in TASK_FOLDERS for t in tasks):
+        return None
+    try:
+        data = {t: folder_digest(data_root / TASK_FOLDERS[t]) for t in sorted(tasks)}
+    except (OSError, ValueError, LookupError):
+        return None
+    return {"kind": "eval", "model": fingerprint, "max_length": int(max_length), "tasks": sorted(tasks),
+            "dims": [str(d) for d in dims], "task_prompts": prompts, "data": data}
+
+
+def negatives_key(fingerprint: str | None, *, folder, split: str, query_ids: Sequence[str], seed: int,
+                  max_length: int, mining: Mapping[str, Any]) -> dict | None:
+    """The key of hard negatives mined with a model over the BEIR ``folder`` for ``query_ids`` (``mining``: the
+    miner's settings: skip, depth, k), or None without a fingerprint or readable data."""
+    if not fingerprint:
+        return None
+    try:
+        data = folder_digest(folder)
+    except (OSError, ValueError):
+        return None
+    qids = hashlib.sha256("\n".join(query_ids).encode()).hexdigest()
+    return {"kind": "negatives", "model": fingerprint, "max_length": int(max_length), "data": data, "split": split,
+            "query_ids": qids, "seed": int(seed), "mining": dict(mining)}
+
+
+def path_of(key: Mapping, directory=None) -> pathlib.Path:
+    """The file that holds (or would hold) ``key`` in ``directory`` (default :data:`REFERENCE_DIR`)."""
+    return pathlib.Path(REFERENCE_DIR if directory is None else directory) / f"{key['kind']}-{digest(key)}.json"
+
+
+def lookup(key: Mapping | None, *, directory=None) -> dict | None:
+    """The stored summary for ``key``, or None (no key, no file, or a file whose stored key differs)."""
+    if key is None:
+        return None
+    path = path_of(key, directory)
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    if saved.get("key") != json.loads(json.dumps(key, default=str)):
+        return None
+    made = saved.get("made", {})
+    log(f"reference: using {path.name} (same model weights, data bytes and settings; made {made.get('date', '?')} "
+        f"on {made.get('machine', '?')}); --recompute-base to compute it here")
+    return saved["summary"]
+
+
+def store(key: Mapping, summary: Any, *, directory=None) -> pathlib.Path:
+    """Write ``summary`` under ``key`` (atomically) and return the file."""
+    from gecko_jax import runtime
+
+    made = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": runtime.machine_line()}
+    path = path_of(key, directory)
+    write_text(path, json.dumps({"key": key, "made": made, "summary": summary}, indent=1, sort_keys=True,
+                                default=str) + "\n")
+    return path
