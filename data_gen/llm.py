@@ -628,6 +628,25 @@ def default_gguf_path() -> Path:
     return target
 
 
+def physical_cores() -> int:
+    """CPU cores this process may run on, counting each core once (SMT siblings folded): llama.cpp's best thread
+    count. llama-cpp-python's own default for decoding is half the logical CPUs, which on a box without SMT (2 vCPUs
+    = 2 cores) leaves one core idle: FRet's generation with 2 threads instead of 1 on a 2-core AVX2 EPYC, identical
+    outputs, 16.2-16.5 -> 12.0-12.1 s for 7 FRet generations (BENCHMARKS.md, "AVX2-only box")."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return max(1, (os.cpu_count() or 2) // 2)
+    cores = set()
+    for c in cpus:
+        try:
+            sib = Path(f"/sys/devices/system/cpu/cpu{c}/topology/thread_siblings_list").read_text().strip()
+        except OSError:
+            sib = str(c)
+        cores.add(sib)
+    return max(1, len(cores))
+
+
 def llama_cpp_prompt_rate(model_path: str | os.PathLike | None = None, *, n_threads: int | None = None,
                           tokens: int = 256, repeats: int = 3) -> float:
     """Prompt-evaluation rate of the embedded LLM on this box, tokens/s: the best of ``repeats`` from-scratch
@@ -642,8 +661,8 @@ def llama_cpp_prompt_rate(model_path: str | os.PathLike | None = None, *, n_thre
     from data_gen.prompts import query_generation_prompt
 
     path = Path(model_path) if model_path else default_gguf_path()
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=max(512, tokens + 8), n_threads=n_threads, n_batch=512,
-                          logits_all=False, verbose=False)
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=max(512, tokens + 8), n_threads=n_threads or physical_cores(),
+                          n_batch=512, logits_all=False, verbose=False)
     toks = llm.tokenize(query_generation_prompt("x").encode("utf-8"), add_bos=True, special=True)
     toks = (toks * (tokens // len(toks) + 1))[:tokens]
     best = 0.0
@@ -699,7 +718,8 @@ class LlamaCppLLM:
     Args:
       model_path: a GGUF file; default: the Gemma 3 270M GGUF assembled from its PyPI package.
       n_ctx: context length; longer inputs raise :class:`PermanentLLMError`.
-      n_threads: CPU threads (llama.cpp's default when None).
+      n_threads: CPU threads for decoding (None: :func:`physical_cores`; prompt evaluation uses llama.cpp's
+        default, every logical CPU).
       score_slots: scoring contexts (each holds its own KV cache; weights are shared through mmap).
       seed: sampling seed (irrelevant for greedy decoding).
     """
@@ -721,8 +741,8 @@ class LlamaCppLLM:
         self.model = path.name
         self.usage = usage or Usage()
         self._lock = threading.Lock()
-        kw = dict(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, n_batch=n_batch, seed=seed,
-                  logits_all=False, verbose=verbose)
+        kw = dict(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads or physical_cores(), n_batch=n_batch,
+                  seed=seed, logits_all=False, verbose=verbose)
         self._llm = llama_cpp.Llama(**kw)
         self._slots = [_ScoreSlot(llama_cpp.Llama(**kw)) for _ in range(max(1, score_slots))]
         self._clock = 0

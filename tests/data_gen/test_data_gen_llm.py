@@ -220,3 +220,27 @@ def test_prompt_rate_probe(gemma):
     from data_gen.llm import llama_cpp_prompt_rate
     rate = llama_cpp_prompt_rate(gemma.model_path, tokens=64, repeats=1)
     assert 10 < rate < 1e6
+
+
+def test_physical_cores_folds_smt_siblings(monkeypatch):
+    """llama.cpp decodes on one thread per core: SMT siblings count once, lone cores each count."""
+    import os
+
+    from data_gen import llm as L
+
+    sib = {0: "0,2", 1: "1,3", 2: "0,2", 3: "1,3", 4: "4"}
+
+    class _P:
+        def __init__(self, path):
+            self.c = int(str(path).split("/cpu")[-1].split("/")[0])
+
+        def read_text(self):
+            return sib[self.c] + "\n"
+
+    monkeypatch.setattr(L, "Path", _P)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4})
+    assert L.physical_cores() == 3
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {4})
+    assert L.physical_cores() == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 2})
+    assert L.physical_cores() == 1
