@@ -57,8 +57,8 @@ def evaluate(embedder, out_dir: pathlib.Path, *, tasks: Sequence[str], dims, pro
     if res is None:
         ref_key = None
         if reference or record is not None:
-            ref_key = refs.eval_key(fingerprint, tasks=tasks, dims=dims, prompts=prompts,
-                                    max_length=embedder.max_length, data_root=data_root)
+            ref_key = reference_key(embedder, tasks=tasks, dims=dims, prompts=prompts, data_root=data_root,
+                                    fingerprint=fingerprint)
         res = refs.lookup(ref_key) if reference and record is None else None
         if res is not None:
             res = dict(res, reference=refs.path_of(ref_key).name)
@@ -69,3 +69,11 @@ def evaluate(embedder, out_dir: pathlib.Path, *, tasks: Sequence[str], dims, pro
                 refs.store(ref_key, {k: v for k, v in res.items() if k != "cache"}, directory=record)  # a local path
         res = store.finish(pathlib.Path(out_dir).name, key, res)
     return EvalResult.from_suite(res)
+
+
+def reference_key(embedder, *, tasks: Sequence[str], dims, prompts, data_root, fingerprint: str | None = None):
+    """The :mod:`gecko_jax.recipes.reference` key of this evaluation (None where none can be made by content)."""
+    from gecko_jax.recipes import reference as refs
+
+    return refs.eval_key(fingerprint or model_fingerprint(embedder), tasks=tasks, dims=dims, prompts=prompts,
+                         max_length=embedder.max_length, data_root=data_root)

@@ -9,7 +9,7 @@ import time
 
 from gecko_jax.embedder import Embedder
 from gecko_jax.recipes.data import make_tiny_data, resolve_data_dir
-from gecko_jax.recipes.evaluation import EvalResult, evaluate
+from gecko_jax.recipes.evaluation import EvalResult, evaluate, reference_key
 from gecko_jax.recipes.fret_stage import FRetOutput, fret
 from gecko_jax import eta, runtime
 from gecko_jax.recipes.store import StageStore
@@ -92,13 +92,11 @@ def estimate_line(opts: QuickstartOptions, workdir: pathlib.Path, base=None, dat
 def _base_reference(opts: QuickstartOptions, base, data_root) -> bool:
     """Whether the base evaluation will come from :mod:`gecko_jax.recipes.reference` (same key as :func:`evaluate`
     computes)."""
-    from gecko_jax.eval import model_fingerprint
     from gecko_jax.recipes import reference
 
     if base is None or data_root is None or opts.recompute_base or opts.tiny:
         return False
-    key = reference.eval_key(model_fingerprint(base), tasks=list(opts.eval_tasks), dims=opts.dims, prompts=None,
-                             max_length=base.max_length, data_root=data_root)
+    key = reference_key(base, tasks=list(opts.eval_tasks), dims=opts.dims, prompts=None, data_root=data_root)
     return key is not None and reference.path_of(key).is_file()
 
 

@@ -37,12 +37,12 @@ TASK_FOLDERS = {"scifact": "scifact", "stsb": "stsb", "banking77": "banking77"}
 
 
 @functools.lru_cache(maxsize=64)
-def _folder_digest_cached(path: str, stamp: tuple) -> str:
-    p = pathlib.Path(path)
-    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+def _digest_files(root: str, stamp: tuple) -> str:
+    """sha256 over ``stamp``'s files (``(path, size, mtime)``, sorted): each name relative to ``root``, then bytes."""
     h = hashlib.sha256()
-    for f in files:
-        h.update(str(f.relative_to(p) if p.is_dir() else f.name).encode() + b"\0")
+    for name, _, _ in stamp:
+        f = pathlib.Path(name)
+        h.update(str(f.relative_to(root) if f != pathlib.Path(root) else f.name).encode() + b"\0")
         with open(f, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)
@@ -58,12 +58,11 @@ def folder_digest(path: str | os.PathLike) -> str:
     Raises:
       FileNotFoundError: ``path`` does not exist.
     """
-    p = pathlib.Path(path)
+    p = pathlib.Path(path).resolve()
     if not p.exists():
-        raise FileNotFoundError(f"reference: no data at {p}")
+        raise FileNotFoundError(f"reference: no data at {path}")
     files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
-    stamp = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
-    return _folder_digest_cached(str(p.resolve()), stamp)
+    return _digest_files(str(p), tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
 
 
 def eval_key(fingerprint: str | None, *, tasks: Sequence[str], dims, prompts, max_length: int, data_root
