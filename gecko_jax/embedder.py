@@ -22,6 +22,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from gecko_jax import runtime
 from gecko_jax.data.formatting import format_text
 from gecko_jax.data.tokenize import Tokenizer, check_texts
 from gecko_jax.data.tokenize import fill_rows
@@ -230,6 +231,9 @@ class Embedder:
         order = np.argsort(-lengths, kind="stable")  # longest first: a too-large bucket fails fast, not at the end
         packable = order[lengths[order] <= self.pack_length] if self.pack_length else order[:0]
         single = order[len(packable):] if self.pack_length is None else order[lengths[order] > self.pack_length]
+        flops = runtime.config_flops(self.config, lengths)
+        if flops is not None:
+            runtime.count_flops("encode", flops)
         calls = list(self._packed_calls(ids, lengths, packable, batch_size)) + \
             list(self._single_calls(ids, lengths, single, batch_size))
         if show_progress is None:

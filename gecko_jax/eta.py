@@ -34,7 +34,7 @@ REFERENCE: Mapping[str, float] = {
 
 def estimate_quickstart(peak_gflops: float, *, passages: int, neighbours: int, prefinetune_steps: int, steps: int,
                         eval_base: bool = True, eval_tuned: int = 1, llm_rate: float | None = None,
-                        reference: Mapping[str, float] = REFERENCE) -> dict[str, float]:
+                        embed_pool: bool = False, reference: Mapping[str, float] = REFERENCE) -> dict[str, float]:
     """Seconds per quickstart stage on a box whose measured matmul peak is ``peak_gflops``.
 
     Args:
@@ -45,6 +45,7 @@ def estimate_quickstart(peak_gflops: float, *, passages: int, neighbours: int, p
       eval_tuned: evaluations of the fine-tuned model (one per prompt mode).
       llm_rate: the embedded LLM's measured prompt rate, tokens/s (``data_gen.llm.llama_cpp_prompt_rate``); None
         (an HTTP LLM, or no llama.cpp): FRet's LLM share is scaled by the matmul peak like the rest.
+      embed_pool: FRet embeds its retrieval pool here (False when the shipped reference vectors match).
 
     Returns:
       ``{"fret", "eval_base", "train", "eval_tuned", "total"}`` in seconds.
@@ -58,7 +59,8 @@ def estimate_quickstart(peak_gflops: float, *, passages: int, neighbours: int, p
     llm_scale = scale if llm_rate is None else r["llm_tokens_per_s"] / llm_rate
     # Per seed: one generation and (1 + neighbours) reranking prompts, against the reference's 1 + 5.
     work = (passages / r["passages"]) * ((1 + neighbours) / (1 + r["neighbours"]))
-    fret = work * (r["fret_llm"] * llm_scale + (r["fret"] - r["fret_llm"]) * scale)
+    fret = work * (r["fret_llm"] * llm_scale + (r["fret"] - r["fret_llm"]) * scale) + \
+        (r["pool_embed"] * scale if embed_pool else 0.0)
     train = r["train_fixed"] + prefinetune_steps * r["prefinetune_step"] + steps * r["step"]
     out = {"fret": fret, "eval_base": (r["eval"] if eval_base else 0.0) * scale, "train": train * scale,
            "eval_tuned": r["eval"] * eval_tuned * scale}

@@ -6,6 +6,7 @@
     info = runtime.cpu_info()                        # {"model": "AMD EPYC ...", "isa": "AVX-512 (bf16)", ...}
     peak = runtime.matmul_peak_gflops()             # measured f32 matmul GFLOP/s of this box, ~1 s
     secs = runtime.estimate_encode_seconds(config, token_counts, peak)   # time to embed texts of those lengths
+    before = runtime.flops_counted(); ...; runtime.flops_counted(since=before)   # useful FLOPs run meanwhile
 
 Importing this module does not import jax, so :func:`configure_cpu` can still set flags that XLA reads once at
 start-up. Everything here measures or counts; nothing is a test assertion (speed targets live in ``bench/``).
@@ -15,6 +16,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
+import threading
 import time
 from typing import Iterable, Mapping
 
@@ -163,6 +165,41 @@ def encoder_flops(config, lengths: Iterable[int], *, training: bool = False) -> 
     per_token = 2.0 * (4 * h * h + 2 * h * f)
     total = sum(layers * (per_token * t + 4.0 * t * t * h) for t in lengths)
     return 3.0 * total if training else total
+
+
+# The process's tally of useful model FLOPs by kind ("encode", "train"): Embedder.encode and the training loop add
+# what they run (encoder_flops over the real lengths), so a job can say what each of its stages computed and at
+# what share of the machine's peak (the quickstart's results; bench/project_main_job.py projects them to another
+# box). Host-side bookkeeping only: nothing traced or jitted reads it.
+_FLOPS: dict[str, float] = {}
+_FLOPS_LOCK = threading.Lock()
+
+
+def count_flops(kind: str, flops: float) -> None:
+    """Add ``flops`` useful FLOPs of ``kind`` to the process's tally."""
+    with _FLOPS_LOCK:
+        _FLOPS[kind] = _FLOPS.get(kind, 0.0) + float(flops)
+
+
+def flops_counted(*, since: Mapping[str, float] | None = None) -> dict[str, float]:
+    """The tally by kind (a copy); with ``since`` (an earlier result), what was added after it."""
+    with _FLOPS_LOCK:
+        now = dict(_FLOPS)
+    if since is None:
+        return now
+    return {k: v - since.get(k, 0.0) for k, v in now.items() if v - since.get(k, 0.0) > 0}
+
+
+# Families whose layers are the BERT block :func:`encoder_flops` counts (Gemma's gated MLP and grouped-query
+# attention are not: no count rather than a wrong one).
+BERT_LIKE = ("bert", "mpnet", "roberta", "xlm-roberta")
+
+
+def config_flops(config, lengths: Iterable[int], *, training: bool = False) -> float | None:
+    """:func:`encoder_flops` for a BERT-like ``config`` (:data:`BERT_LIKE`), else None."""
+    if getattr(config, "model_type", None) not in BERT_LIKE:
+        return None
+    return encoder_flops(config, lengths, training=training)
 
 
 def estimate_encode_seconds(config, lengths: Iterable[int], peak_gflops: float, *, efficiency: float = 0.6) -> float:

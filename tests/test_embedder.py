@@ -209,3 +209,13 @@ def _recording(fn, calls):
         calls.append(tuple(input_ids.shape))
         return fn(params, input_ids, *rest)
     return wrapped
+
+
+def test_encode_adds_its_useful_flops_to_the_process_tally(tiny):
+    from gecko_jax import runtime
+
+    lengths = [len(s) for s in tiny.tokenizer.encode(TEXTS, max_length=tiny.max_length)]
+    before = runtime.flops_counted()
+    tiny.encode(TEXTS)
+    assert runtime.flops_counted(since=before) == {"encode": pytest.approx(runtime.encoder_flops(tiny.config,
+                                                                                                 lengths))}

@@ -1,4 +1,4 @@
-"""gecko_jax.recipes.reference: the base model's results kept by content (issue 21). A reference is used only on an
+"""gecko_jax.recipes.reference: the base model's results and vectors kept by content (issue 21). A reference is used only on an
 exact content key (weights, data bytes, settings), never otherwise; the shipped files match the shipped model and
 the data mirror, so the quickstart's default run uses them."""
 from __future__ import annotations
@@ -148,6 +148,61 @@ def test_mined_negatives_come_from_the_reference_only_on_the_same_key(tmp_path, 
     assert len(list(refs.glob("negatives-*"))) == 1
 
 
+def test_vectors_are_used_only_with_the_same_key_and_intact_bytes(tmp_path, monkeypatch):
+    refs = tmp_path / "refs"
+    monkeypatch.setattr(reference, "REFERENCE_DIR", refs)
+    texts = ["alpha", "beta", "gamma"]
+    enc = {"kind": "document", "task": None}
+    key = reference.vectors_key("fp-1", texts=texts, max_length=64, encode=enc)
+    rows = np.arange(12, dtype=np.float32).reshape(3, 4)
+    reference.store_vectors(key, rows)
+    np.testing.assert_array_equal(reference.lookup_vectors(key), rows)
+    for other in (reference.vectors_key("fp-2", texts=texts, max_length=64, encode=enc),
+                  reference.vectors_key("fp-1", texts=texts[::-1], max_length=64, encode=enc),
+                  reference.vectors_key("fp-1", texts=texts + ["delta"], max_length=64, encode=enc),
+                  reference.vectors_key("fp-1", texts=texts, max_length=32, encode=enc),
+                  reference.vectors_key("fp-1", texts=texts, max_length=64, encode=dict(enc, task="x"))):
+        assert reference.lookup_vectors(other) is None
+    assert reference.vectors_key(None, texts=texts, max_length=64, encode=enc) is None
+    npy = reference.path_of(key).with_suffix(".npy")
+    raw = bytearray(npy.read_bytes())
+    raw[-1] ^= 1  # one flipped bit in the array: its sha256 no longer matches
+    npy.write_bytes(bytes(raw))
+    assert reference.lookup_vectors(key) is None
+    npy.unlink()
+    assert reference.lookup_vectors(key) is None
+    with pytest.raises(ValueError, match=r"expected \[3, d\]"):
+        reference.store_vectors(key, rows[:2])
+
+
+def test_fret_pool_vectors_come_from_the_reference_only_for_pool_texts(tmp_path, monkeypatch):
+    from data_gen import Passage
+    from data_gen.formatting import format_document
+    from gecko_jax.recipes import fret_stage
+
+    refs = tmp_path / "refs"
+    monkeypatch.setattr(reference, "REFERENCE_DIR", refs)
+    pool = {f"d{i}": Passage(id=f"d{i}", text=f"text {i}", title=f"title {i}") for i in range(5)}
+    emb = _FakeEmbedder()
+    texts, key = fret_stage.pool_vectors_key(emb, pool)
+    assert texts == [format_document(p.text, p.title) for p in pool.values()]
+    stored = np.random.default_rng(0).standard_normal((5, 32)).astype(np.float32)
+
+    def computed(batch):
+        computed.calls += 1
+        return emb.encode(batch)
+
+    computed.calls = 0
+    assert fret_stage.shipped_doc_fn(emb, pool, computed) is computed  # nothing shipped: the real function
+    reference.store_vectors(key, stored)
+    fn = fret_stage.shipped_doc_fn(emb, pool, computed)
+    np.testing.assert_array_equal(fn([texts[3], texts[0]]), stored[[3, 0]])
+    assert computed.calls == 0
+    np.testing.assert_array_equal(fn([texts[1], "not a pool text"]), emb.encode([texts[1], "not a pool text"]))
+    assert computed.calls == 1
+    assert fret_stage.shipped_doc_fn(_FakeEmbedder("other-weights"), pool, computed) is computed
+
+
 def test_shipped_references_match_the_shipped_model_and_the_data_mirror(shared_data):
     """The quickstart's default run finds its base evaluation and SciFact negatives (a changed model, data mirror,
     default task list or recipe makes them stale: rerun ``python -m gecko_jax.recipes.make_reference``)."""
@@ -176,6 +231,15 @@ def test_shipped_references_match_the_shipped_model_and_the_data_mirror(shared_d
     negs = json.loads(reference.path_of(nkey).read_text())["summary"]
     assert set(negs) == set(qrels)
     assert all(d in data.corpus and d not in qrels[q] for q, ds in negs.items() for d in ds)
+
+    from gecko_jax.recipes.fret_stage import fret_inputs, pool_passages, pool_vectors_key
+
+    corpus, pool_ids, _ = fret_inputs(opts, shared_data)
+    texts, vkey = pool_vectors_key(base, pool_passages(opts, corpus, pool_ids))
+    vectors = reference.lookup_vectors(vkey)
+    assert vectors is not None and vectors.shape == (opts.pool, base.dim)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(vectors[:3], base.encode(texts[:3], kind="document"), atol=2e-5)  # this box
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ import math
 import os
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -120,3 +121,23 @@ def test_tune_malloc_re_executes_once_with_the_tunables():
     assert _run(_REEXEC, GLIBC_TUNABLES="glibc.malloc.arena_max=2") == ["start None", "after glibc.malloc.arena_max=2 False"]
     # Never inside pytest (it would restart the test run).
     assert _run("import pytest\n" + _REEXEC) == ["start None", "after None True"]
+
+
+def test_flop_tally_adds_by_kind_and_reports_what_came_since():
+    before = runtime.flops_counted()
+    runtime.count_flops("test-kind", 5.0)
+    runtime.count_flops("test-kind", 2.5)
+    runtime.count_flops("other-test-kind", 1.0)
+    assert runtime.flops_counted(since=before) == {"test-kind": 7.5, "other-test-kind": 1.0}
+    assert runtime.flops_counted()["test-kind"] == before.get("test-kind", 0.0) + 7.5
+    mid = runtime.flops_counted()
+    assert runtime.flops_counted(since=mid) == {}
+
+
+def test_config_flops_counts_bert_like_families_only():
+    cfg = EncoderConfig.tiny()
+    assert runtime.config_flops(cfg, [5, 9]) == runtime.encoder_flops(cfg, [5, 9])
+    assert runtime.config_flops(cfg, [5], training=True) == runtime.encoder_flops(cfg, [5], training=True)
+    gemma = types.SimpleNamespace(model_type="gemma3_text", hidden_size=8, intermediate_size=16, num_layers=1)
+    assert runtime.config_flops(gemma, [5]) is None  # a gated MLP: not this formula
+    assert runtime.config_flops(None, [5]) is None

@@ -7,6 +7,7 @@ import hashlib
 import pathlib
 
 from data_gen import FRetConfig, FRetPipeline, Passage, choose_seeds, load_corpus
+from data_gen.formatting import format_document
 from data_gen.fret import FRetSummary
 from data_gen.llm import LLMSpec, make_llm
 
@@ -70,9 +71,7 @@ def fret(opts: QuickstartOptions, workdir: pathlib.Path, data_root: pathlib.Path
     seed) is reused from the :class:`StageStore` marker ``workdir/fret/fret-<key>/done.json`` while its output file
     is unchanged."""
     corpus_path = data_root / "scifact" / "corpus.jsonl"
-    corpus = load_corpus(corpus_path)
-    pool_ids = choose_seeds(list(corpus), opts.pool or None, seed=opts.seed)
-    seeds = choose_seeds(pool_ids, opts.passages, seed=opts.seed)
+    corpus, pool_ids, seeds = fret_inputs(opts, data_root)
     key = {"corpus": str(corpus_path), "seeds": _ids_digest(seeds), "pool": _ids_digest(pool_ids), "embedder": BASE_MODEL,
            **{f: getattr(opts, f) for f in ("neighbours", "max_passage_chars", "seed", "llm", "base_url", "model",
                                             "model_path")}}
@@ -94,15 +93,59 @@ def _file_digest(path) -> str:
     return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
 
 
+def fret_inputs(opts: QuickstartOptions, data_root: pathlib.Path):
+    """``(corpus, pool_ids, seeds)``: the SciFact corpus, the retrieval pool's ids and the seed ids of ``opts``."""
+    corpus = load_corpus(data_root / "scifact" / "corpus.jsonl")
+    pool_ids = choose_seeds(list(corpus), opts.pool or None, seed=opts.seed)
+    return corpus, pool_ids, choose_seeds(pool_ids, opts.passages, seed=opts.seed)
+
+
+def pool_passages(opts: QuickstartOptions, corpus, pool_ids) -> dict[str, Passage]:
+    """The retrieval pool as FRet sees it: each passage cut to ``opts.max_passage_chars``."""
+    return {i: Passage(id=i, text=cut_text(corpus[i].text, opts.max_passage_chars), title=corpus[i].title)
+            for i in pool_ids}
+
+
+def pool_vectors_key(embedder, pool: dict[str, Passage]):
+    """The :mod:`gecko_jax.recipes.reference` key of ``embedder``'s document vectors of the pool's texts (as the
+    FRet pipeline formats and embeds them: :func:`data_gen.formatting.format_document`, raw-text documents)."""
+    from gecko_jax.eval import model_fingerprint
+    from gecko_jax.recipes import reference
+
+    texts = [format_document(p.text, p.title) for p in pool.values()]
+    return texts, reference.vectors_key(model_fingerprint(embedder), texts=texts, max_length=embedder.max_length,
+                                        encode={"kind": "document", "task": None})
+
+
+def shipped_doc_fn(embedder, pool: dict[str, Passage], doc_fn):
+    """``doc_fn``, answering from the shipped reference vectors of the pool (:func:`pool_vectors_key`) when a
+    file holds exactly this model's vectors of exactly these texts: a call whose every text is a pool text gets
+    the stored rows; any other call is computed by ``doc_fn``."""
+    from gecko_jax.recipes import reference
+
+    texts, key = pool_vectors_key(embedder, pool)
+    rows = reference.lookup_vectors(key)
+    if rows is None:
+        return doc_fn
+    where = {t: i for i, t in enumerate(texts)}
+
+    def fn(batch):
+        batch = list(batch)
+        if all(t in where for t in batch):
+            return rows[[where[t] for t in batch]]
+        return doc_fn(batch)
+
+    return fn
+
+
 def run_fret(opts: QuickstartOptions, workdir: pathlib.Path, data_root: pathlib.Path, embedder, *, corpus=None,
              pool_ids=None, seeds=None) -> FRetOutput:
-    """Run (or resume) the FRet pipeline in ``workdir/fret`` (no store lookup: :func:`fret` does that)."""
+    """Run (or resume) the FRet pipeline in ``workdir/fret`` (no store lookup: :func:`fret` does that). The pool's
+    document vectors come from the shipped reference when it matches (:func:`shipped_doc_fn`; not with
+    ``opts.recompute_base``)."""
     if corpus is None:
-        corpus = load_corpus(data_root / "scifact" / "corpus.jsonl")
-        pool_ids = choose_seeds(list(corpus), opts.pool or None, seed=opts.seed)
-        seeds = choose_seeds(pool_ids, opts.passages, seed=opts.seed)
-    pool = {i: Passage(id=i, text=cut_text(corpus[i].text, opts.max_passage_chars), title=corpus[i].title)
-            for i in pool_ids}
+        corpus, pool_ids, seeds = fret_inputs(opts, data_root)
+    pool = pool_passages(opts, corpus, pool_ids)
     fret_dir = workdir / "fret"
     fret_dir.mkdir(parents=True, exist_ok=True)
     llm = make_fret_llm(opts, fret_dir / "llm_cache.sqlite")
@@ -113,6 +156,8 @@ def run_fret(opts: QuickstartOptions, workdir: pathlib.Path, data_root: pathlib.
         f"(cut to {opts.max_passage_chars} chars), {cfg.neighbours} neighbours, llm={llm.name}:{llm.model}")
     out = fret_dir / "fret.jsonl"
     doc_fn, query_fn = embed_fns(embedder)
+    if not opts.recompute_base:
+        doc_fn = shipped_doc_fn(embedder, pool, doc_fn)
     pipe = FRetPipeline(llm, doc_fn, pool, workdir=fret_dir / "work", config=cfg,
                         embedder_name=f"gecko_jax:{BASE_MODEL}", query_embed_fn=query_fn)
     return FRetOutput(path=out, summary=pipe.run(seeds, out), pool=len(pool), neighbours=cfg.neighbours,

@@ -2,6 +2,7 @@
 resumable (see :mod:`gecko_jax.quickstart` for the stages)."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import pathlib
@@ -42,50 +43,74 @@ def run_quickstart(workdir: str | os.PathLike = "runs/quickstart", **kwargs) -> 
     workdir.mkdir(parents=True, exist_ok=True)
     data_root = resolve_data_dir(opts.data_dir)
     base = Embedder.from_pretrained(BASE_MODEL)
+    box = {"machine": runtime.machine_line()}
     if not opts.tiny:
-        log(estimate_line(opts, workdir, base, data_root))
-    stage_seconds = {}
+        box.update(peak_gflops=runtime.matmul_peak_gflops(seconds=0.5), llm_tokens_per_s=_llm_rate(opts))
+        log(estimate_line(opts, workdir, base, data_root, peak=box["peak_gflops"], llm_rate=box["llm_tokens_per_s"]))
+    stages = _Stages(box.get("peak_gflops"))
     log(f"1-2/5 FRet data generation  (workdir {workdir})")
-    t0 = time.perf_counter()
-    records = _fret(opts, workdir, data_root, base)
-    stage_seconds["fret"] = time.perf_counter() - t0
+    with stages("fret"):
+        records = _fret(opts, workdir, data_root, base)
     s = records.summary
     log(f"FRet: {s.records}/{s.seeds} records, parse success {s.parse_success_rate:.2f}, "
         f"positive != seed for {100 * s.positive_differs_from_seed:.1f}% (paper: ~15%), "
-        f"{stage_seconds['fret']:.0f} s")
+        f"{stages.seconds['fret']:.0f} s")
 
     log("3/5 evaluation of the base model (raw text)")
-    t0 = time.perf_counter()
     eval_root = make_tiny_data(data_root, workdir / "tiny_data") if opts.tiny else data_root
-    columns = {"base (raw text)": evaluate(base, workdir / "eval" / "base-none", tasks=list(opts.eval_tasks),
-                                           dims=opts.dims, prompts=None, data_root=eval_root,
-                                           reference=not opts.recompute_base)}
-    stage_seconds["eval_base"] = time.perf_counter() - t0
+    with stages("eval_base"):
+        columns = {"base (raw text)": evaluate(base, workdir / "eval" / "base-none", tasks=list(opts.eval_tasks),
+                                               dims=opts.dims, prompts=None, data_root=eval_root,
+                                               reference=not opts.recompute_base)}
 
-    t0 = time.perf_counter()
-    tuned = finetune(opts, workdir, records, data_root, max_length=base.max_length)
-    stage_seconds["train"] = time.perf_counter() - t0
+    with stages("train"):
+        tuned = finetune(opts, workdir, records, data_root, max_length=base.max_length)
 
     log("5/5 evaluation of the fine-tuned model")
-    t0 = time.perf_counter()
-    columns.update(_evaluate_tuned(opts, tuned, eval_root))
-    stage_seconds["eval_tuned"] = time.perf_counter() - t0
-    return _finish(opts, workdir, records, tuned, columns, stage_seconds, time.perf_counter() - t_start)
+    with stages("eval_tuned"):
+        columns.update(_evaluate_tuned(opts, tuned, eval_root))
+    box["stage_flops"] = stages.flops
+    return _finish(opts, workdir, records, tuned, columns, stages.seconds, time.perf_counter() - t_start, box)
 
 
-def estimate_line(opts: QuickstartOptions, workdir: pathlib.Path, base=None, data_root=None) -> str:
+class _Stages:
+    """Wall seconds and useful model FLOPs (:func:`gecko_jax.runtime.flops_counted`) of each stage, with one log
+    line per stage that computed something: its achieved rate and share of the measured ``peak``."""
+
+    def __init__(self, peak: float | None):
+        self.peak, self.seconds, self.flops = peak, {}, {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        before, t0 = runtime.flops_counted(), time.perf_counter()
+        yield
+        self.seconds[name] = time.perf_counter() - t0
+        self.flops[name] = runtime.flops_counted(since=before)
+        total = sum(self.flops[name].values())
+        if total > 0:
+            rate = total / 1e9 / max(self.seconds[name], 1e-9)
+            share = f", {100 * rate / self.peak:.0f}% of the measured peak" if self.peak else ""
+            kinds = ", ".join(f"{k} {v / 1e12:.1f}" for k, v in sorted(self.flops[name].items()))
+            log(f"{name}: {self.seconds[name]:.0f} s, {kinds} TFLOP useful ({rate:.0f} GFLOP/s over the stage's "
+                f"wall time{share})")
+
+
+def estimate_line(opts: QuickstartOptions, workdir: pathlib.Path, base=None, data_root=None, *,
+                  peak: float | None = None, llm_rate: float | None = None) -> str:
     """The up-front time estimate (:mod:`gecko_jax.eta`) from a half-second measurement of this box's matmul peak
-    and, with the embedded LLM, a ~1 s measurement of its prompt rate. The base evaluation counts unless it is
-    finished in ``workdir`` or ``base`` (the base :class:`Embedder`) matches a shipped reference result."""
-    peak = runtime.matmul_peak_gflops(seconds=0.5)
-    llm_rate = _llm_rate(opts)
+    and, with the embedded LLM, a ~1 s measurement of its prompt rate (or the ``peak`` and ``llm_rate`` given).
+    The base evaluation counts unless it is finished in ``workdir`` or ``base`` (the base :class:`Embedder`)
+    matches a shipped reference result."""
+    if peak is None:
+        peak, llm_rate = runtime.matmul_peak_gflops(seconds=0.5), _llm_rate(opts)
     pft = 0 if opts.fret_only else (opts.prefinetune_steps if opts.prefinetune_steps is not None
                                     else QUICKSTART_PREFINETUNE_STEPS)
     est = eta.estimate_quickstart(peak, passages=opts.passages, neighbours=opts.neighbours, prefinetune_steps=pft,
                                   steps=opts.steps if opts.steps is not None else QUICKSTART_STEPS,
                                   eval_base=not (StageStore(workdir / "eval").any_done("base-none")
                                                  or _base_reference(opts, base, data_root)),
-                                  eval_tuned=len(opts.eval_prompts), llm_rate=llm_rate)
+                                  eval_tuned=len(opts.eval_prompts), llm_rate=llm_rate,
+                                  embed_pool=not _pool_reference(opts, base, data_root))
     return eta.describe(est, peak, llm_rate)
 
 
@@ -97,6 +122,21 @@ def _base_reference(opts: QuickstartOptions, base, data_root) -> bool:
     if base is None or data_root is None or opts.recompute_base or opts.tiny:
         return False
     key = reference_key(base, tasks=list(opts.eval_tasks), dims=opts.dims, prompts=None, data_root=data_root)
+    return key is not None and reference.path_of(key).is_file()
+
+
+def _pool_reference(opts: QuickstartOptions, base, data_root) -> bool:
+    """Whether FRet's retrieval-pool vectors will come from the shipped reference (:func:`shipped_doc_fn`)."""
+    from gecko_jax.recipes import reference
+    from gecko_jax.recipes.fret_stage import fret_inputs, pool_passages, pool_vectors_key
+
+    if base is None or data_root is None or opts.recompute_base or opts.tiny:
+        return False
+    try:
+        corpus, pool_ids, _ = fret_inputs(opts, data_root)
+    except (OSError, ValueError):
+        return False
+    _, key = pool_vectors_key(base, pool_passages(opts, corpus, pool_ids))
     return key is not None and reference.path_of(key).is_file()
 
 
@@ -133,7 +173,7 @@ def _evaluate_tuned(opts: QuickstartOptions, tuned: Finetuned, eval_root) -> dic
 
 
 def _finish(opts: QuickstartOptions, workdir: pathlib.Path, records: FRetOutput, tuned: Finetuned,
-            columns: dict[str, EvalResult], stage_seconds: dict, total: float) -> dict:
+            columns: dict[str, EvalResult], stage_seconds: dict, total: float, box: dict) -> dict:
     """The results dict (the typed stage outputs as JSON), the table and the reports (in the workdir and beside
     the exported model)."""
     headline = "fine-tuned (Gecko prompts)" if "gecko" in opts.eval_prompts else "fine-tuned (raw text)"
@@ -143,6 +183,7 @@ def _finish(opts: QuickstartOptions, workdir: pathlib.Path, records: FRetOutput,
         "headline": headline, "eval": {name: res.to_dict() for name, res in columns.items()},
         "table_md": build_table(columns, list(opts.eval_tasks), dims_labels, headline),
         "stage_seconds": stage_seconds, "seconds": total, "model_dir": str(tuned.export_dir),
+        "stage_flops": box.pop("stage_flops", {}), "box": box,
         "cpu_count": os.cpu_count(), "load_average": list(os.getloadavg()),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

@@ -1,16 +1,18 @@
 """Reference results of the base model, kept by content and shipped with the package (issue 21).
 
-Two of the quickstart's costs depend only on bytes every fresh clone already has: the base model's evaluation (the
-"before" column: a SciFact corpus encode, 5,183 abstracts at <= 256 tokens, plus STS-B and Banking77) and the SciFact
-hard negatives the recipe mines with the base model (the same corpus encode). They are computed once and stored in
-``gecko_jax/assets/reference/<kind>-<digest>.json`` as ``{"key", "summary", "made"}``. A file is used only when
-its key equals the key computed now from
+Three of the quickstart's costs depend only on bytes every fresh clone already has: the base model's evaluation
+(the "before" column: a SciFact corpus encode, 5,183 abstracts at <= 256 tokens, plus STS-B and Banking77), the
+SciFact hard negatives the recipe mines with the base model (the same corpus encode), and the base model's vectors
+of FRet's retrieval pool (2,000 passages). They are computed once and stored in
+``gecko_jax/assets/reference/<kind>-<digest>.json`` as ``{"key", "summary", "made"}`` (vectors: the array in a
+``.npy`` file beside it, its sha256 in the summary). A file is used only when its key equals the key computed now
+from
 
 * the model's weight fingerprint (:func:`gecko_jax.eval.model_fingerprint`: sha256 over every parameter and the
   config) and its token cap,
 * the sha256 of every file of each dataset involved (:func:`folder_digest`), and
 * everything else the result depends on (tasks, widths, prompt mode; split, training query ids, seed and mining
-  depth for the negatives).
+  depth for the negatives; for vectors, the sha256 of every text in order and how they were encoded).
 
 Any other model, data or setting misses and is computed as before; ``--recompute-base`` (``reference=False``)
 always computes. Which host made a file is recorded in ``made`` (results agree across CPUs to float rounding).
@@ -94,13 +96,68 @@ def negatives_key(fingerprint: str | None, *, folder, split: str, query_ids: Seq
             "query_ids": qids, "seed": int(seed), "mining": dict(mining)}
 
 
+def vectors_key(fingerprint: str | None, *, texts: Sequence[str], max_length: int, encode: Mapping[str, Any]
+                ) -> dict | None:
+    """The key of a model's vectors of ``texts`` (in order), encoded as ``encode`` says (e.g. ``{"kind":
+    "document", "task": None}``), or None without a fingerprint."""
+    if not fingerprint:
+        return None
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(hashlib.sha256(t.encode("utf-8")).digest())
+    return {"kind": "vectors", "model": fingerprint, "max_length": int(max_length), "texts": h.hexdigest(),
+            "rows": len(texts), "encode": dict(encode)}
+
+
+def lookup_vectors(key: Mapping | None, *, directory=None):
+    """The stored ``float32[rows, d]`` array for ``key``, or None (no key or file, another key inside, an array
+    whose bytes or shape differ from what its summary says)."""
+    import numpy as np
+
+    summary = lookup(key, directory=directory, announce=False)
+    if summary is None:
+        return None
+    path = path_of(key, directory).with_suffix(".npy")
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return None
+    if hashlib.sha256(raw).hexdigest() != summary.get("sha256"):
+        return None
+    array = np.load(path, allow_pickle=False)
+    if array.dtype != np.float32 or array.shape[0] != key["rows"] or list(array.shape) != summary.get("shape"):
+        return None
+    _announce(path_of(key, directory))
+    return array
+
+
+def store_vectors(key: Mapping, array, *, directory=None) -> pathlib.Path:
+    """Write ``array`` (``float32[rows, d]``) as ``<kind>-<digest>.npy`` and its key file (atomically, the array
+    first) and return the key file."""
+    import io
+
+    import numpy as np
+
+    from gecko_jax.fileio import write_bytes
+
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    if array.ndim != 2 or array.shape[0] != key["rows"]:
+        raise ValueError(f"vectors: expected [{key['rows']}, d], got {array.shape}")
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    raw = buf.getvalue()
+    write_bytes(path_of(key, directory).with_suffix(".npy"), raw)
+    return store(key, {"shape": list(array.shape), "sha256": hashlib.sha256(raw).hexdigest()}, directory=directory)
+
+
 def path_of(key: Mapping, directory=None) -> pathlib.Path:
     """The file that holds (or would hold) ``key`` in ``directory`` (default :data:`REFERENCE_DIR`)."""
     return pathlib.Path(REFERENCE_DIR if directory is None else directory) / f"{key['kind']}-{digest(key)}.json"
 
 
-def lookup(key: Mapping | None, *, directory=None) -> dict | None:
-    """The stored summary for ``key``, or None (no key, no file, or a file whose stored key differs)."""
+def lookup(key: Mapping | None, *, directory=None, announce: bool = True) -> dict | None:
+    """The stored summary for ``key``, or None (no key, no file, or a file whose stored key differs); ``announce``
+    logs which file is used."""
     if key is None:
         return None
     path = path_of(key, directory)
@@ -109,10 +166,15 @@ def lookup(key: Mapping | None, *, directory=None) -> dict | None:
     saved = json.loads(path.read_text(encoding="utf-8"))
     if saved.get("key") != json.loads(json.dumps(key, default=str)):
         return None
-    made = saved.get("made", {})
+    if announce:
+        _announce(path, saved)
+    return saved["summary"]
+
+
+def _announce(path: pathlib.Path, saved: Mapping | None = None) -> None:
+    made = (saved if saved is not None else json.loads(path.read_text(encoding="utf-8"))).get("made", {})
     log(f"reference: using {path.name} (same model weights, data bytes and settings; made {made.get('date', '?')} "
         f"on {made.get('machine', '?')}); --recompute-base to compute it here")
-    return saved["summary"]
 
 
 def store(key: Mapping, summary: Any, *, directory=None) -> pathlib.Path:

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gecko_jax import losses
+from gecko_jax import losses, runtime
 from gecko_jax.data.batching import BatchStream, FairTupleSource, PairSource, TokenizeFn
 from gecko_jax.train.config import TrainConfig
 from gecko_jax.train.encoders import load_encoder
@@ -84,6 +84,18 @@ class ContrastiveTask:
                                      rngs=rngs, method="encode_segments")
         return self.module.apply({"params": params}, tokens["input_ids"], tokens["attention_mask"],
                                  tokens.get("token_type_ids"), deterministic=deterministic, rngs=rngs)
+
+    def step_flops(self, batch: dict) -> float | None:
+        """Useful FLOPs of one training step on ``batch`` (host arrays): forward + backward over every tower's real
+        tokens (:func:`gecko_jax.runtime.config_flops`); None for an architecture it cannot count."""
+        lengths = []
+        for tokens in batch.values():
+            if isinstance(tokens, dict) and "input_ids" in tokens:
+                if "segment_ids" in tokens:
+                    lengths.extend(int(n) for n in np.asarray(tokens["lengths"]).reshape(-1))
+                else:
+                    lengths.extend(int(n) for n in np.asarray(tokens["attention_mask"]).sum(axis=-1).reshape(-1))
+        return runtime.config_flops(self.encoder_config, lengths, training=True)
 
     def init_params(self, rng):
         ids = jnp.ones((2, 8), jnp.int32)

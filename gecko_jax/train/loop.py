@@ -14,6 +14,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
+from gecko_jax import runtime
 from gecko_jax.fileio import as_path, is_remote, write_bytes, write_json
 from gecko_jax.train.checkpoint import Checkpointer, restore_params
 from gecko_jax.train.config import TrainConfig
@@ -245,10 +246,13 @@ def _run(config, task, mesh, ckpt, writer, state, step_fn, start, end, pos, resu
     # step) would be alive at once and the heap would double (issue 21: max RSS 14.0 -> 5.4 GB, system time 22 -> 5 s
     # for 12 steps). So the next batch is prepared while the step runs, and dispatched when it has finished.
     serial = all(d.platform == "cpu" for d in mesh.devices.flat)
+    step_flops = getattr(task, "step_flops", None)
     with _Preemption() as preemption:
         for s in range(start, end):
             source = task.stream.source_name(pos) if hasattr(task.stream, "source_name") else None
             local = local_batch(task.stream, pos, pad_id=pad_id)  # this process's rows, widths agreed
+            if step_flops is not None and (flops := step_flops(local)):
+                runtime.count_flops("train", flops)  # the process's tally (gecko_jax.runtime.flops_counted)
             if serial:
                 jax.block_until_ready(state)
             state, metrics = step_fn(state, global_batch(local, mesh))

@@ -111,3 +111,22 @@ def test_pack_config_errors_name_the_field(tmp_path):
     config.check_devices(1, num_processes=2)  # each process packs its own rows (tests/train/test_train_distributed.py)
     with pytest.raises(ConfigError, match="data.batch_size"):
         config.check_devices(1, num_processes=3)  # 8 rows do not split over 3 processes
+
+
+def test_step_flops_count_real_tokens_packed_or_padded_and_the_loop_tallies_them(tmp_path):
+    from gecko_jax import runtime
+
+    (plain, b_plain), (packed, b_packed) = _tasks(tmp_path, tiny={"num_layers": 1})
+    lengths = [int(n) for t in TOWERS for n in np.asarray(b_plain[t]["attention_mask"]).sum(axis=1)]
+    want = runtime.encoder_flops(plain.encoder_config, lengths, training=True)
+    assert want > 0 and plain.step_flops(b_plain) == pytest.approx(want)
+    assert packed.step_flops(b_packed) == pytest.approx(want)  # padding never counts, packed or not
+
+    data = th.write_pairs(tmp_path / "pairs2.jsonl", 40)
+    raw = th.contrastive_raw(data, data={"pack_length": 32}, steps=2)
+    cfg = train.from_dict(raw)
+    task = train.build_task(cfg)
+    expect = sum(task.step_flops(task.stream.batch(b)) for b in range(2))
+    before = runtime.flops_counted()
+    train.train_and_evaluate(cfg, tmp_path / "run", task=task)
+    assert runtime.flops_counted(since=before)["train"] == pytest.approx(expect)
