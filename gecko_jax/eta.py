@@ -24,6 +24,7 @@ REFERENCE: Mapping[str, float] = {
     "passages": 48, "neighbours": 5,
     "fret": 171.0,              # LLM generation + reranking + the pool's embedding
     "fret_llm": 122.0,          # of which the LLM's calls: generate 32 + score 90 s
+    "pool_embed": 40.0,         # embedding FRet's 2,000-passage retrieval pool (when no shipped reference matches)
     "llm_tokens_per_s": 676.0,  # data_gen.llm.llama_cpp_prompt_rate() at that run's start (717-768 on 1 Dec 00:21)
     "eval": 244.0,              # one model over the default suite (base raw text 238 s, fine-tuned with prompts 249 s)
     "prefinetune_steps": 20, "prefinetune_step": 5.9,    # s per stage-1 step (batch 64, 128-token bodies; 152 s stage)
