@@ -26,6 +26,8 @@ def test_scales_with_peak_and_work():
     assert more["train"] - base["train"] == pytest.approx(60 * r["step"])
     cached = eta.estimate_quickstart(r["peak_gflops"], **DEFAULTS, eval_base=False)
     assert cached["eval_base"] == 0 and cached["total"] == pytest.approx(base["total"] - base["eval_base"])
+    pool = eta.estimate_quickstart(r["peak_gflops"] / 2, **DEFAULTS, embed_pool=True)  # no shipped pool vectors
+    assert pool["fret"] - half["fret"] == pytest.approx(2 * r["pool_embed"])
     line = eta.describe(base, r["peak_gflops"])
     assert line.startswith(f"estimated {base['total'] / 60:.0f} min") and "eval_base" in line
 
