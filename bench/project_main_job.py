@@ -1,13 +1,15 @@
 """Project a finished main job (``quickstart_results.json``) to another box from its per-stage FLOP counts.
 
     .venv/bin/python bench/project_main_job.py runs/quickstart/quickstart_results.json --peak 141 --llm-rate 296
-    .venv/bin/python bench/project_main_job.py RESULTS --peak 141 --share train=0.45 --share eval_tuned=0.65
+    .venv/bin/python bench/project_main_job.py RESULTS --peak 141 --share train=0.38 --share eval_tuned=0.66 \
+        --llm-factor 1.43
 
 The quickstart records, per stage, its wall seconds and the useful model FLOPs it ran (``stage_flops``: the
 encoder's matmuls over real tokens, ``gecko_jax.runtime.encoder_flops``; training counts forward + backward), the
 box's measured f32 matmul peak and the embedded LLM's prompt rate (``box``). Each stage is split into
 
-* LLM time (FRet's generate and score stages): projected as ``seconds x llm_rate_here / llm_rate_there``;
+* LLM time (FRet's generate and score stages): projected as ``seconds x llm_rate_here / llm_rate_there``, or
+  ``seconds x --llm-factor`` (the ratio of measured LLM stage times, when the target's are known);
 * the rest: ``FLOPs / (share x peak_there)``, where ``share`` is what the stage reached here (its FLOPs over its
   non-LLM seconds, over this box's peak: compiles, tokenisation and data loading included) unless ``--share``
   gives the share measured for that stage on a box like the target.
@@ -36,10 +38,11 @@ def split_stage(results: dict, stage: str) -> tuple[float, float, float]:
     return seconds, min(llm, seconds), flops
 
 
-def project(results: dict, *, peak: float, llm_rate: float | None = None, shares: dict | None = None) -> list[dict]:
+def project(results: dict, *, peak: float, llm_rate: float | None = None, shares: dict | None = None,
+            llm_factor: float | None = None) -> list[dict]:
     """One row per stage: here (seconds, LLM seconds, TFLOP, share of peak) and projected seconds on a box with
     matmul peak ``peak`` GFLOP/s and LLM prompt rate ``llm_rate`` tokens/s (None: this run's rate scaled by the
-    peak ratio)."""
+    peak ratio), or LLM seconds ``llm_factor`` times this run's."""
     box = results.get("box") or {}
     here_peak = box.get("peak_gflops")
     if not here_peak or "stage_flops" not in results:
@@ -49,6 +52,10 @@ def project(results: dict, *, peak: float, llm_rate: float | None = None, shares
         raise ValueError(f"--peak: expected > 0 GFLOP/s, got {peak}")
     here_llm = box.get("llm_tokens_per_s")
     llm_scale = here_peak / peak if (llm_rate is None or not here_llm) else here_llm / llm_rate
+    if llm_factor is not None:
+        if not llm_factor > 0:
+            raise ValueError(f"--llm-factor: expected > 0, got {llm_factor}")
+        llm_scale = llm_factor
     rows = []
     for stage in STAGES:
         seconds, llm, flops = split_stage(results, stage)
@@ -67,6 +74,8 @@ def main(argv=None) -> int:
     p.add_argument("--peak", type=float, required=True, help="target box's f32 matmul peak, GFLOP/s")
     p.add_argument("--llm-rate", type=float, default=None,
                    help="target box's llama.cpp prompt rate, tokens/s (default: this run's, scaled by the peaks)")
+    p.add_argument("--llm-factor", type=float, default=None,
+                   help="LLM seconds on the target over this run's (instead of --llm-rate)")
     p.add_argument("--share", action="append", default=[], metavar="STAGE=F",
                    help="share of peak to assume for a stage on the target (default: the share reached here)")
     args = p.parse_args(argv)
@@ -79,16 +88,16 @@ def main(argv=None) -> int:
     path = pathlib.Path(args.results)
     try:
         results = json.loads(path.read_text(encoding="utf-8"))
-        rows = project(results, peak=args.peak, llm_rate=args.llm_rate, shares=shares)
+        rows = project(results, peak=args.peak, llm_rate=args.llm_rate, shares=shares, llm_factor=args.llm_factor)
     except (OSError, ValueError) as e:
         print(f"{path}: {e}", file=sys.stderr)
         return 2
     box = results["box"]
     print(f"run: {box.get('machine')}; peak {box['peak_gflops']:.0f} GFLOP/s, LLM "
           f"{box.get('llm_tokens_per_s') or 0:.0f} tokens/s; {results['seconds']:.0f} s in all")
-    print(f"target: peak {args.peak:.0f} GFLOP/s, LLM "
-          f"{args.llm_rate if args.llm_rate else 'scaled by the peaks'}"
-          f"{' tokens/s' if args.llm_rate else ''}")
+    llm = (f"{args.llm_factor} x this run's seconds" if args.llm_factor else
+           f"{args.llm_rate:.0f} tokens/s" if args.llm_rate else "scaled by the peaks")
+    print(f"target: peak {args.peak:.0f} GFLOP/s, LLM {llm}")
     print(f"{'stage':<11} {'here s':>8} {'LLM s':>7} {'TFLOP':>7} {'share here':>10} {'share used':>10} "
           f"{'projected s':>11}")
     for r in rows:

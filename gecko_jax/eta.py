@@ -17,19 +17,20 @@ from __future__ import annotations
 
 from typing import Mapping
 
-# One idle run of the defaults: AMD EPYC (AVX-512), 2 cores, 2026-12-01 03:13 UTC, fresh clone at 5bfe33a, caches
-# empty (BENCHMARKS.md "Main job, re-timed"): 1,033 s in all (17 min 16 s wall with setup and model loads).
+# One idle run of the defaults: AMD EPYC (AVX-512), 2 cores, 2026-12-01 10:37 UTC, fresh clone at dc98c83, caches
+# empty, base evaluation, SciFact negatives and FRet pool vectors from the shipped reference (BENCHMARKS.md "Main
+# job, third timing"): 679 s in all (11 min 26 s wall with setup and model loads).
 REFERENCE: Mapping[str, float] = {
-    "peak_gflops": 215.0,       # runtime.matmul_peak_gflops() at that run's start, idle, 2 threads
+    "peak_gflops": 222.0,       # runtime.matmul_peak_gflops() at that run's start, idle, 2 threads
     "passages": 48, "neighbours": 5,
-    "fret": 171.0,              # LLM generation + reranking + the pool's embedding
-    "fret_llm": 122.0,          # of which the LLM's calls: generate 32 + score 90 s
+    "fret": 107.0,              # LLM generation + reranking + the queries' embedding (the pool's: shipped)
+    "fret_llm": 105.0,          # of which the LLM's calls: generate 25 + score 79 s (decoding on both cores)
     "pool_embed": 40.0,         # embedding FRet's 2,000-passage retrieval pool (when no shipped reference matches)
-    "llm_tokens_per_s": 676.0,  # data_gen.llm.llama_cpp_prompt_rate() at that run's start (717-768 on 1 Dec 00:21)
-    "eval": 244.0,              # one model over the default suite (base raw text 238 s, fine-tuned with prompts 249 s)
-    "prefinetune_steps": 20, "prefinetune_step": 5.9,    # s per stage-1 step (batch 64, 128-token bodies; 152 s stage)
-    "steps": 60, "step": 2.9,                            # s per stage-2 step (batch 32, one source per batch; 219 s)
-    "train_fixed": 78.0,        # sources, compiles, checkpoints and the export, besides the steps
+    "llm_tokens_per_s": 682.0,  # data_gen.llm.llama_cpp_prompt_rate() at that run's start
+    "eval": 229.0,              # one model over the default suite (the fine-tuned one with prompts; 34.3 TFLOP)
+    "prefinetune_steps": 20, "prefinetune_step": 5.4,    # s per stage-1 step (batch 64, 128-token bodies; 134 s stage)
+    "steps": 60, "step": 2.5,                            # s per stage-2 step (batch 32, one source per batch; 204 s)
+    "train_fixed": 82.0,        # sources, compiles (6 step shapes), checkpoints and the export, besides the steps
 }
 
 

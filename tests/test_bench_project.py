@@ -38,6 +38,10 @@ def test_projection_splits_llm_time_from_flop_time_and_takes_given_shares():
     assert rows["fret"]["projected"] == pytest.approx(110.0 * 2 + 40.0 * 2)
     scaled = {r["stage"]: r for r in pm.project(res, peak=100.0, llm_rate=1400.0)}
     assert scaled["fret"]["projected"] == pytest.approx(110.0 / 2 + 40.0 * 2)  # the LLM follows its own rate
+    factor = {r["stage"]: r for r in pm.project(res, peak=100.0, llm_rate=1400.0, llm_factor=3.0)}
+    assert factor["fret"]["projected"] == pytest.approx(110.0 * 3 + 40.0 * 2)  # measured LLM times win
+    with pytest.raises(ValueError, match="llm-factor"):
+        pm.project(res, peak=100.0, llm_factor=0.0)
     given = {r["stage"]: r for r in pm.project(res, peak=100.0, shares={"eval_tuned": 0.5})}
     assert given["eval_tuned"]["projected"] == pytest.approx(30e3 / (0.5 * 100.0))
     assert given["eval_base"]["projected"] == pytest.approx(0.2)  # no FLOPs: wall time scaled by the peaks

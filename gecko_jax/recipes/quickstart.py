@@ -87,7 +87,7 @@ class _Stages:
         self.seconds[name] = time.perf_counter() - t0
         self.flops[name] = runtime.flops_counted(since=before)
         total = sum(self.flops[name].values())
-        if total > 0:
+        if total >= 5e10:  # FRet's few query embeddings beside its LLM calls say nothing about the encoder's rate
             rate = total / 1e9 / max(self.seconds[name], 1e-9)
             share = f", {100 * rate / self.peak:.0f}% of the measured peak" if self.peak else ""
             kinds = ", ".join(f"{k} {v / 1e12:.1f}" for k, v in sorted(self.flops[name].items()))
