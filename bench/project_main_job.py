@@ -105,8 +105,9 @@ def main(argv=None) -> int:
         print(f"{r['stage']:<11} {r['seconds']:>8.0f} {r['llm_seconds']:>7.0f} {r['tflop']:>7.1f} "
               f"{fmt(r['share_here']):>10} {fmt(r['share_used']):>10} {r['projected']:>11.0f}")
     other = results["seconds"] - sum(r["seconds"] for r in rows)  # model loads, the estimate, reports
-    total = sum(r["projected"] for r in rows) + other * box["peak_gflops"] / args.peak
-    print(f"{'other':<11} {other:>8.0f} {'':>7} {'':>7} {'':>10} {'':>10} {other * box['peak_gflops'] / args.peak:>11.0f}")
+    other_there = other * box["peak_gflops"] / args.peak
+    total = sum(r["projected"] for r in rows) + other_there
+    print(f"{'other':<11} {other:>8.0f} {'':>7} {'':>7} {'':>10} {'':>10} {other_there:>11.0f}")
     print(f"total: {results['seconds']:.0f} s here -> {total:.0f} s ({total / 60:.1f} min) projected")
     return 0
 

@@ -1,6 +1,6 @@
-"""gecko_jax.recipes.reference: the base model's results and vectors kept by content (issue 21). A reference is used only on an
-exact content key (weights, data bytes, settings), never otherwise; the shipped files match the shipped model and
-the data mirror, so the quickstart's default run uses them."""
+"""gecko_jax.recipes.reference: the base model's results and vectors kept by content (issue 21). A reference is used
+only on an exact content key (weights, data bytes, settings), never otherwise; the shipped files match the shipped
+model and the data mirror, so the quickstart's default run uses them."""
 from __future__ import annotations
 
 import hashlib

@@ -1,7 +1,7 @@
-"""``python -m gecko_jax.recipes.make_reference --data-dir DIR``: compute and write the base-model reference files
-of :mod:`gecko_jax.recipes.reference` (the maintainers' command; rerun it when the base model, the data, the
-quickstart's default tasks, widths or FRet pool, or the shipped recipe's mining change: ``tests/test_recipes_reference.py``
-says when the shipped files went stale)."""
+"""``python -m gecko_jax.recipes.make_reference --data-dir DIR [--only eval negatives pool]``: compute and write the
+base-model reference files of :mod:`gecko_jax.recipes.reference` (the maintainers' command; rerun it when the base
+model, the data, the quickstart's default tasks, widths or FRet pool, or the shipped recipe's mining change:
+``tests/test_recipes_reference.py`` says when the shipped files went stale)."""
 from __future__ import annotations
 
 import argparse
@@ -17,9 +17,9 @@ KINDS = ("eval", "negatives", "pool")
 
 def make(data_dir, *, directory=REFERENCE_DIR, recipe: str | None = None, kinds=KINDS) -> list[pathlib.Path]:
     """Compute the quickstart's base-model references over ``data_dir`` and write those of ``kinds`` to
-    ``directory``: the evaluation of the base model (the quickstart's default tasks and widths, raw text) and the hard negatives of
-    every retrieval source of ``recipe`` (default: the shipped recipe) that mines them, and the vectors of the default
-FRet retrieval pool."""
+    ``directory``: the evaluation of the base model (the quickstart's default tasks and widths, raw text), the hard
+    negatives of every retrieval source of ``recipe`` (default: the shipped recipe) that mines them, and the vectors
+    of the default FRet retrieval pool."""
     from gecko_jax.embedder import Embedder
     from gecko_jax.eval.cache import EmbeddingCache, default_cache_dir
     from gecko_jax.recipes.data import resolve_data_dir

@@ -112,6 +112,8 @@ def vectors_key(fingerprint: str | None, *, texts: Sequence[str], max_length: in
 def lookup_vectors(key: Mapping | None, *, directory=None):
     """The stored ``float32[rows, d]`` array for ``key``, or None (no key or file, another key inside, an array
     whose bytes or shape differ from what its summary says)."""
+    import io
+
     import numpy as np
 
     summary = lookup(key, directory=directory, announce=False)
@@ -124,7 +126,7 @@ def lookup_vectors(key: Mapping | None, *, directory=None):
         return None
     if hashlib.sha256(raw).hexdigest() != summary.get("sha256"):
         return None
-    array = np.load(path, allow_pickle=False)
+    array = np.load(io.BytesIO(raw), allow_pickle=False)  # the bytes just checked, not a second read
     if array.dtype != np.float32 or array.shape[0] != key["rows"] or list(array.shape) != summary.get("shape"):
         return None
     _announce(path_of(key, directory))
