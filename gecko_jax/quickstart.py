@@ -5,7 +5,8 @@ saved evaluation results, so an interrupted run continues where it stopped):
 
 1. FRet (Gecko Sec. 3) on ``--passages`` SciFact *corpus* passages (never its queries): the LLM (default: the
    embedded Gemma 3 270M, no key, no network) writes a task + query per seed passage;
-2. the ``--neighbours`` nearest passages of ``task + query`` (all-MiniLM-L6-v2) in a ``--pool`` of the corpus are
+2. the ``--neighbours`` nearest passages of ``task + query`` (all-MiniLM-L6-v2; the default pool's vectors are
+   shipped, :mod:`gecko_jax.recipes.reference`) in a ``--pool`` of the corpus are
    reranked by the same LLM with query likelihood and relevance classification, fused by
    :math:`R = 1/r_{QL} + 1/r_{RC}`; positive = top-1 by R, hard negative = the lowest ranked; the fraction of
    positives that differ from the seed is reported (paper: ~15%);

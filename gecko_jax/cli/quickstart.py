@@ -54,8 +54,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=None, help="data folder in the mirror layout (default: each dataset from "
                    "$GECKO_JAX_DATA, the cache or a download; see `gecko-jax datasets --help`)")
     p.add_argument("--recompute-base", action="store_true",
-                   help="evaluate the base model and mine its hard negatives here, even where the results shipped "
-                        "in gecko_jax/assets/reference have the same content key (same weights, data bytes, settings)")
+                   help="evaluate the base model, mine its hard negatives and embed FRet's pool with it here, even "
+                        "where the results shipped in gecko_jax/assets/reference have the same content key (same "
+                        "weights, data bytes, settings)")
     p.add_argument("--tiny", action="store_true", help="pulse-test budget: 4 passages, 2 steps, eval subsets")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 

@@ -30,9 +30,10 @@ class QuickstartOptions:
       epochs: ``fret_only`` with ``steps`` None. batch_size / learning_rate: global batch / peak
       AdamW rate (None: the recipe's; ``fret_only``: 16 / 2e-5). llm: ``local`` | ``openai`` | ``fake``.
       eval_tasks: ``run_suite`` task names. eval_prompts: prompt modes for the fine-tuned model. dims: evaluation
-      widths (None = full). recompute_base: evaluate the base model and mine its negatives here even where
-      :mod:`gecko_jax.recipes.reference` has them (same weights, data and settings). tiny: the pulse-test budget:
-      4 passages, 4 neighbours, 2 steps per stage, small sources, and evaluation on small subsets of the data.
+      widths (None = full). recompute_base: evaluate the base model, mine its negatives and embed FRet's pool
+      here even where :mod:`gecko_jax.recipes.reference` has them (same weights, data and settings). tiny: the
+      pulse-test budget: 4 passages, 4 neighbours, 2 steps per stage, small sources, and evaluation on small
+      subsets of the data.
     """
 
     passages: int = 48
