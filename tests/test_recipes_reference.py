@@ -256,6 +256,12 @@ def test_shipped_base_evaluation_reproduces_here(shared_data, tmp_path, monkeypa
     shipped = evaluation.evaluate(base, tmp_path / "a" / "base-none", **kw)
     assert "reference" in shipped.suite
     here = evaluation.evaluate(base, tmp_path / "b" / "base-none", reference=False, **kw)
-    for t in opts.eval_tasks:
-        for label in shipped.dims:
-            assert here.score(t, label) == pytest.approx(shipped.score(t, label), abs=2e-4), (t, label)
+    # Scores are percentages. Float rounding differs by ISA (the shipped file was made on an AVX2-only CPU): on an
+    # AVX-512 CPU SciFact nDCG@10 at 256 dims came out 63.507 against 63.493 (a near-tie among 5,183 cosines ranked
+    # the other way), so the bound is 0.1 points: far below what another model or other data would move.
+    pairs = {(t, label): (here.score(t, label), shipped.score(t, label)) for t in opts.eval_tasks
+             for label in shipped.dims}
+    assert len(pairs) == 9 and all(None not in pair for pair in pairs.values()), pairs
+    diffs = {k: a - b for k, (a, b) in pairs.items()}
+    assert max(abs(d) for d in diffs.values()) <= 0.1, diffs
+    print("largest difference from the shipped evaluation:", max(diffs.items(), key=lambda kv: abs(kv[1])))

@@ -76,6 +76,8 @@ def test_wheel_in_a_fresh_venv_runs_quickstart_and_eval(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "gecko_jax/configs/quickstart_minilm.json" in names and "data_gen/assets/scifact_demo.jsonl" in names
     assert "gecko_jax/assets/fret_quickstart.jsonl" in names  # the shipped recipe trains on it (no --fret needed)
+    shipped = {f"gecko_jax/assets/reference/{f.name}" for f in (REPO / "gecko_jax" / "assets" / "reference").iterdir()}
+    assert any(n.endswith(".npy") for n in shipped) and shipped <= set(names)  # the base-model references, vectors too
     assert not [n for n in names if n.startswith(("tests/", "experiments/"))]
     # 2. a fresh venv outside the repository; dependencies come from this interpreter's site-packages
     venv = tmp_path / "venv"
