@@ -117,26 +117,32 @@ def estimate_line(opts: QuickstartOptions, workdir: pathlib.Path, base=None, dat
 def _base_reference(opts: QuickstartOptions, base, data_root) -> bool:
     """Whether the base evaluation will come from :mod:`gecko_jax.recipes.reference` (same key as :func:`evaluate`
     computes)."""
-    from gecko_jax.recipes import reference
-
-    if base is None or data_root is None or opts.recompute_base or opts.tiny:
-        return False
-    key = reference_key(base, tasks=list(opts.eval_tasks), dims=opts.dims, prompts=None, data_root=data_root)
-    return key is not None and reference.path_of(key).is_file()
+    return _shipped(opts, base, data_root, lambda: reference_key(base, tasks=list(opts.eval_tasks), dims=opts.dims,
+                                                                 prompts=None, data_root=data_root))
 
 
 def _pool_reference(opts: QuickstartOptions, base, data_root) -> bool:
     """Whether FRet's retrieval-pool vectors will come from the shipped reference (:func:`shipped_doc_fn`)."""
-    from gecko_jax.recipes import reference
     from gecko_jax.recipes.fret_stage import fret_inputs, pool_passages, pool_vectors_key
+
+    def key():
+        corpus, pool_ids, _ = fret_inputs(opts, data_root)
+        return pool_vectors_key(base, pool_passages(opts, corpus, pool_ids))[1]
+
+    return _shipped(opts, base, data_root, key)
+
+
+def _shipped(opts: QuickstartOptions, base, data_root, make_key) -> bool:
+    """Whether a shipped reference file holds ``make_key()`` (never with ``--recompute-base`` or ``--tiny``, nor
+    when the key cannot be made: unreadable data)."""
+    from gecko_jax.recipes import reference
 
     if base is None or data_root is None or opts.recompute_base or opts.tiny:
         return False
     try:
-        corpus, pool_ids, _ = fret_inputs(opts, data_root)
+        key = make_key()
     except (OSError, ValueError):
         return False
-    _, key = pool_vectors_key(base, pool_passages(opts, corpus, pool_ids))
     return key is not None and reference.path_of(key).is_file()
 
 

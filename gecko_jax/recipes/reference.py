@@ -116,9 +116,10 @@ def lookup_vectors(key: Mapping | None, *, directory=None):
 
     import numpy as np
 
-    summary = lookup(key, directory=directory, announce=False)
-    if summary is None:
+    saved = _saved(key, directory)
+    if saved is None:
         return None
+    summary = saved["summary"]
     path = path_of(key, directory).with_suffix(".npy")
     try:
         raw = path.read_bytes()
@@ -129,7 +130,7 @@ def lookup_vectors(key: Mapping | None, *, directory=None):
     array = np.load(io.BytesIO(raw), allow_pickle=False)  # the bytes just checked, not a second read
     if array.dtype != np.float32 or array.shape[0] != key["rows"] or list(array.shape) != summary.get("shape"):
         return None
-    _announce(path_of(key, directory))
+    _announce(path_of(key, directory), saved)
     return array
 
 
@@ -157,24 +158,29 @@ def path_of(key: Mapping, directory=None) -> pathlib.Path:
     return pathlib.Path(REFERENCE_DIR if directory is None else directory) / f"{key['kind']}-{digest(key)}.json"
 
 
-def lookup(key: Mapping | None, *, directory=None, announce: bool = True) -> dict | None:
-    """The stored summary for ``key``, or None (no key, no file, or a file whose stored key differs); ``announce``
-    logs which file is used."""
+def _saved(key: Mapping | None, directory) -> dict | None:
+    """The stored record (``{"key", "made", "summary"}``) for ``key``, or None (no key, no file, another key)."""
     if key is None:
         return None
     path = path_of(key, directory)
     if not path.is_file():
         return None
     saved = json.loads(path.read_text(encoding="utf-8"))
-    if saved.get("key") != json.loads(json.dumps(key, default=str)):
+    return saved if saved.get("key") == json.loads(json.dumps(key, default=str)) else None
+
+
+def lookup(key: Mapping | None, *, directory=None) -> dict | None:
+    """The stored summary for ``key``, or None (no key, no file, or a file whose stored key differs); logs which
+    file is used."""
+    saved = _saved(key, directory)
+    if saved is None:
         return None
-    if announce:
-        _announce(path, saved)
+    _announce(path_of(key, directory), saved)
     return saved["summary"]
 
 
-def _announce(path: pathlib.Path, saved: Mapping | None = None) -> None:
-    made = (saved if saved is not None else json.loads(path.read_text(encoding="utf-8"))).get("made", {})
+def _announce(path: pathlib.Path, saved: Mapping) -> None:
+    made = saved.get("made", {})
     log(f"reference: using {path.name} (same model weights, data bytes and settings; made {made.get('date', '?')} "
         f"on {made.get('machine', '?')}); --recompute-base to compute it here")
 

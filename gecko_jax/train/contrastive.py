@@ -88,6 +88,8 @@ class ContrastiveTask:
     def step_flops(self, batch: dict) -> float | None:
         """Useful FLOPs of one training step on ``batch`` (host arrays): forward + backward over every tower's real
         tokens (:func:`gecko_jax.runtime.config_flops`); None for an architecture it cannot count."""
+        if runtime.config_flops(self.encoder_config, ()) is None:
+            return None
         lengths = []
         for tokens in batch.values():
             if isinstance(tokens, dict) and "input_ids" in tokens:
