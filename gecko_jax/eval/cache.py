@@ -5,7 +5,9 @@ Cache key (all four parts are hashed together; change any and the entry is recom
 1. **model fingerprint** — sha256 over every parameter array (tree path, dtype, shape, bytes) plus the model config.
    Chosen over "model dir + mtime" because evaluation is also run on in-memory models during and after training,
    whose weights have no file, and because a copied or re-saved folder with the same weights should hit the cache.
-   Hashing MiniLM's 22.7M parameters takes ~0.1 s. An object may instead expose a string attribute ``fingerprint``
+   Hashing MiniLM's 22.7M parameters takes ~0.3 s; the digest is remembered per object for as long as its
+   parameters are the very same immutable ``jax.Array`` leaves (and its config and ``max_length`` unchanged), so a
+   model evaluated several times is hashed once. An object may instead expose a string attribute ``fingerprint``
    (used as is); with neither, caching is off for that model.
 2. **data fingerprint** — sha256 of the bytes of the data file(s) read (e.g. ``corpus.jsonl``).
 3. **formatting** — everything passed to ``encode`` that changes the input text: task, kind, symmetric, titles used.
@@ -23,6 +25,7 @@ import json
 import logging
 import os
 import pathlib
+import weakref
 from collections.abc import Sequence
 
 import numpy as np
@@ -68,19 +71,42 @@ def model_fingerprint(embedder) -> str | None:
         return None
     import jax
 
-    h = hashlib.sha256()
-    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
     if not leaves:
         return None
+    # Truncation length changes the embeddings of long texts without touching params or config.
+    tail = (_config_repr(getattr(embedder, "config", None)) +
+            f"{type(embedder).__qualname__}|max_length={getattr(embedder, 'max_length', None)}")
+    arrays = [leaf for _, leaf in leaves]
+    memo = _remembered(embedder)
+    if memo is not None and memo[1] == treedef and memo[2] == tail and len(memo[0]) == len(arrays) and \
+            all(ref() is leaf for ref, leaf in zip(memo[0], arrays)):
+        return memo[3]
+    h = hashlib.sha256()
     for key_path, leaf in leaves:
         arr = np.asarray(leaf)
         h.update(jax.tree_util.keystr(key_path).encode())
         h.update(f"{arr.dtype.str}{arr.shape}".encode())
         h.update(np.ascontiguousarray(arr).tobytes())
-    h.update(_config_repr(getattr(embedder, "config", None)).encode())
-    # Truncation length changes the embeddings of long texts without touching params or config.
-    h.update(f"{type(embedder).__qualname__}|max_length={getattr(embedder, 'max_length', None)}".encode())
-    return h.hexdigest()
+    h.update(tail.encode())
+    digest = h.hexdigest()
+    if all(isinstance(a, jax.Array) for a in arrays):  # immutable: the same objects always hold the same bytes
+        try:
+            _FINGERPRINTS[embedder] = ([weakref.ref(a) for a in arrays], treedef, tail, digest)
+        except TypeError:  # not weak-referenceable or not hashable: no memo
+            pass
+    return digest
+
+
+# object -> (weak refs to its parameter leaves, tree structure, config/max_length text, digest)
+_FINGERPRINTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _remembered(embedder):
+    try:
+        return _FINGERPRINTS.get(embedder)
+    except TypeError:
+        return None
 
 
 def encode_checked(embedder, texts: Sequence[str], **kwargs) -> np.ndarray:

@@ -100,6 +100,36 @@ def test_model_fingerprint_from_params():
     assert model_fingerprint(object()) is None
 
 
+def test_model_fingerprint_is_remembered_only_while_the_same_immutable_leaves_are_held(monkeypatch):
+    import jax.numpy as jnp
+
+    import gecko_jax.eval.cache as cache_module
+
+    class P:
+        def __init__(self, w):
+            self.params = {"layer": {"w": w}}
+            self.config = {"hidden": 2}
+            self.max_length = 128
+
+    jax_model, np_model = P(jnp.zeros((2, 2))), P(np.zeros((2, 2), np.float32))
+    first = {id(m): model_fingerprint(m) for m in (jax_model, np_model)}
+    hashed = []
+    import hashlib
+    import types
+
+    counting = types.SimpleNamespace(sha256=lambda *a: hashed.append(1) or hashlib.sha256(*a))
+    monkeypatch.setattr(cache_module, "hashlib", counting)  # this module's sha256 calls only
+    assert model_fingerprint(jax_model) == first[id(jax_model)] and not hashed  # same jax leaves: remembered
+    np_model.params["layer"]["w"][0, 0] = 1.0  # numpy leaves can change in place: always hashed again
+    assert model_fingerprint(np_model) != first[id(np_model)] and len(hashed) == 1
+    jax_model.params = {"layer": {"w": jnp.eye(2)}}  # new leaves
+    assert model_fingerprint(jax_model) != first[id(jax_model)] and len(hashed) == 2
+    jax_model.params = {"layer": {"w": jnp.zeros((2, 2))}}  # equal bytes, new objects: hashed, same digest
+    assert model_fingerprint(jax_model) == first[id(jax_model)] and len(hashed) == 3
+    jax_model.max_length = 256  # same leaves, other truncation: not the remembered digest
+    assert model_fingerprint(jax_model) != first[id(jax_model)] and len(hashed) == 4
+
+
 def test_encode_contract_violation_is_reported(tmp_path):
     class Bad:
         fingerprint = "bad"
