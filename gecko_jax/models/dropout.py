@@ -3,19 +3,18 @@
     y = Dropout(0.1)(x, deterministic=False)      # flax.linen.Dropout's interface and its "dropout" rng stream
 
 ``flax.linen.Dropout`` draws a 32-bit threefry uniform per element and XLA keeps those ``uint32`` words for the
-backward pass. In an encoder train step on CPU that generator was the biggest cost after the matmuls' own work
-(~9-10 % of a step), and the attention dropout's ``uint32[B, heads, L, L]`` words per layer a large share of memory.
+backward pass. In an encoder train step on CPU that generator took ~9-10 % of the step's CPU time (profiled,
+BENCHMARKS.md), and the attention dropout's ``uint32[B, heads, L, L]`` words per layer a large share of memory.
 Here:
 
-- **Half the bits.** Each 32-bit word gives two 16-bit draws (where the last axis is even), and the kept mask is
-  ``uint16``-derived. An element is kept when its draw is >= ``round(rate * 65536)``, so the realised rate is within
-  1e-5 of ``rate`` (0.1 -> 0.100006) and kept values are scaled by the realised keep probability, which keeps the
-  expectation exact.
+- **Half the bits.** Each 32-bit word gives two 16-bit draws (where the last axis is even). An element is kept when
+  its draw is >= ``round(rate * 65536)``, so the realised rate is within 1e-5 of ``rate`` (0.1 -> 0.100006) and
+  kept values are scaled by the realised keep probability, which keeps the expectation exact.
 - **A counter hash instead of threefry.** Word ``i`` (row-major position) is
   ``fmix32(fmix32(i ^ k0) ^ k1)``, with ``fmix32`` MurmurHash3's 32-bit finaliser (a bijection with full avalanche)
   and ``(k0, k1)`` two words drawn with ``jax.random.bits`` from the layer's ``make_rng`` key: ~14 integer
   operations per word against threefry-2x32's 20 rounds. Measured on the quickstart's fine-tuning step (AMD EPYC,
-  AVX-512, 2 cores): 6.0-6.1 s against 6.4-6.9 s a step (BENCHMARKS.md, "Counter-hash dropout"). The hash is not
+  AVX-512, 2 cores): 5.95-6.23 s against 6.40-6.94 s a step (BENCHMARKS.md, "Counter-hash dropout"). The hash is not
   cryptographic; dropout needs only uniform, uncorrelated draws (tests check rate, neighbours, the two halves of a
   word, and two keys), the same idea as the counter-based Philox/threefry generators with fewer rounds.
 
