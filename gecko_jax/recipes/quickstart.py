@@ -69,8 +69,7 @@ def run_quickstart(workdir: str | os.PathLike = "runs/quickstart", **kwargs) -> 
     log("5/5 evaluation of the fine-tuned model")
     with stages("eval_tuned"):
         columns.update(_evaluate_tuned(opts, tuned, eval_root))
-    box["stage_flops"] = stages.flops
-    return _finish(opts, workdir, records, tuned, columns, stages.seconds, time.perf_counter() - t_start, box)
+    return _finish(opts, workdir, records, tuned, columns, stages, time.perf_counter() - t_start, box)
 
 
 class _Stages:
@@ -179,7 +178,7 @@ def _evaluate_tuned(opts: QuickstartOptions, tuned: Finetuned, eval_root) -> dic
 
 
 def _finish(opts: QuickstartOptions, workdir: pathlib.Path, records: FRetOutput, tuned: Finetuned,
-            columns: dict[str, EvalResult], stage_seconds: dict, total: float, box: dict) -> dict:
+            columns: dict[str, EvalResult], stages: "_Stages", total: float, box: dict) -> dict:
     """The results dict (the typed stage outputs as JSON), the table and the reports (in the workdir and beside
     the exported model)."""
     headline = "fine-tuned (Gecko prompts)" if "gecko" in opts.eval_prompts else "fine-tuned (raw text)"
@@ -188,8 +187,8 @@ def _finish(opts: QuickstartOptions, workdir: pathlib.Path, records: FRetOutput,
         "options": dataclasses.asdict(opts), "fret": records.to_dict(), "train": tuned.to_dict(),
         "headline": headline, "eval": {name: res.to_dict() for name, res in columns.items()},
         "table_md": build_table(columns, list(opts.eval_tasks), dims_labels, headline),
-        "stage_seconds": stage_seconds, "seconds": total, "model_dir": str(tuned.export_dir),
-        "stage_flops": box.pop("stage_flops", {}), "box": box,
+        "stage_seconds": stages.seconds, "seconds": total, "model_dir": str(tuned.export_dir),
+        "stage_flops": stages.flops, "box": box,
         "cpu_count": os.cpu_count(), "load_average": list(os.getloadavg()),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
