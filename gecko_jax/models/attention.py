@@ -12,6 +12,9 @@ Mathematically ``softmax(q k^T / sqrt(d) masked) v``; the formulation is chosen 
 - **Deferred normalisation.** ``exp(s - max)`` goes straight into the second matmul and the ``[B, heads, L, d]``
   result is divided by the row sums, instead of normalising the ``[B, heads, L, L]`` probabilities first: one pass
   over the big tensor less. Dropout (training) scales ``exp`` elementwise, which commutes with the division.
+- **Both matmuls through** :mod:`gecko_jax.models.matmul`: same values as the einsums; in training, the key and value
+  gradients are computed with the small ``[B, heads, L, d]`` operand transposed, so that XLA:CPU runs them on its
+  YNNPACK kernels instead of Eigen's.
 
 A ``lax.map`` over batch rows (each row's scores in cache) measured the same as this batched form inside the whole
 model, so the batched form stays: it is also the one gradients and accelerators handle best.
@@ -50,6 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gecko_jax.errors import ConfigError
+from gecko_jax.models import matmul
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +63,7 @@ IMPLEMENTATIONS = ("dense", "xla", "cudnn", "auto")
 def _core(q, k, v, allowed, dropout: Callable | None, bias=None):
     """``q, k, v``: ``[..., heads, L, d]`` (q already scaled); ``allowed`` (and ``bias``, if any) broadcastable to
     ``[..., heads, L, L]``."""
-    s = jnp.einsum("...qd,...kd->...qk", q, k, preferred_element_type=jnp.float32)
+    s = matmul.matmul_nt(q, k, preferred_element_type=jnp.float32)
     if bias is not None:
         s = s + bias
     s = jnp.where(allowed, s, -jnp.inf)
@@ -70,7 +74,7 @@ def _core(q, k, v, allowed, dropout: Callable | None, bias=None):
     den = jnp.sum(e, axis=-1, keepdims=True)
     if dropout is not None:
         e = dropout(e)
-    out = jnp.einsum("...qk,...kd->...qd", e.astype(v.dtype), v, preferred_element_type=jnp.float32)
+    out = matmul.matmul(e.astype(v.dtype), v, preferred_element_type=jnp.float32)
     return out / jnp.maximum(den, jnp.finfo(jnp.float32).tiny)
 
 

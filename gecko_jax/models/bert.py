@@ -20,7 +20,7 @@ import numpy as np
 
 from gecko_jax.models.attention import allowed_mask, attention
 from gecko_jax.models.architecture import Architecture, register
-from gecko_jax.models import dense
+from gecko_jax.models import matmul
 from gecko_jax.models.dropout import Dropout
 
 _ACT = {
@@ -37,7 +37,7 @@ _ACT = {
 
 def _dense(config, features: int, name: str) -> nn.Dense:
     return nn.Dense(features, dtype=jnp.dtype(config.dtype), param_dtype=jnp.float32, name=name,
-                    kernel_init=nn.initializers.normal(config.initializer_range), dot_general=dense.dot_general)
+                    kernel_init=nn.initializers.normal(config.initializer_range), dot_general=matmul.dot_general)
 
 
 def _layer_norm(config, name: str) -> nn.LayerNorm:

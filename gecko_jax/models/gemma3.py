@@ -46,7 +46,7 @@ import numpy as np
 from gecko_jax.models.attention import allowed_mask, fused_attention, resolve_impl
 from gecko_jax.models.bert import take_tensor
 from gecko_jax.models.architecture import Architecture, register
-from gecko_jax.models import dense
+from gecko_jax.models import matmul
 from gecko_jax.models.dropout import Dropout
 
 _ACT = {
@@ -60,7 +60,7 @@ FULL, SLIDING = "full_attention", "sliding_attention"
 
 def _dense(cfg, features: int, name: str) -> nn.Dense:
     return nn.Dense(features, use_bias=False, dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.float32, name=name,
-                    kernel_init=nn.initializers.normal(cfg.initializer_range), dot_general=dense.dot_general)
+                    kernel_init=nn.initializers.normal(cfg.initializer_range), dot_general=matmul.dot_general)
 
 
 def layer_types(cfg) -> tuple[str, ...]:
