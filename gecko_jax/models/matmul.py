@@ -19,7 +19,7 @@ weight-sized or ``[..., L, head_dim]`` copy). ``optimization_barrier`` keeps XLA
 into the dots. Only CPU takes this form (``lax.platform_dependent``); GPU and TPU matmul libraries take any operand
 order, and there the plain contraction stays.
 
-Gradients equal autodiff's up to float summation order (``tests/models/test_models_dense.py``).
+Gradients equal autodiff's up to float summation order (``tests/models/test_models_matmul.py``).
 """
 from __future__ import annotations
 
@@ -40,27 +40,26 @@ def _t(x):
     return jnp.swapaxes(x, -1, -2)
 
 
-def _left_grad_plain(a, dy, out_dtype):
+def _left_grad_plain(a, dy):
     """``a^T dy`` over the rows ``m``: ``[..., m, k]`` and ``[..., m, n]`` -> ``[..., k, n]``, as autodiff has it."""
-    return _bdot(a, dy, -2, -2, out_dtype)
+    return _bdot(a, dy, -2, -2, None)
 
 
-def _left_grad_cpu(a, dy, out_dtype):
+def _left_grad_cpu(a, dy):
     """The same product with the contracted axis last on the left: transpose the narrower of ``a`` and ``dy``."""
     if a.shape[-1] <= dy.shape[-1]:
-        return _bdot(lax.optimization_barrier(_t(a)), dy, -1, -2, out_dtype)
-    return _t(lax.optimization_barrier(_bdot(lax.optimization_barrier(_t(dy)), a, -1, -2, out_dtype)))
+        return _bdot(lax.optimization_barrier(_t(a)), dy, -1, -2, None)
+    return _t(lax.optimization_barrier(_bdot(lax.optimization_barrier(_t(dy)), a, -1, -2, None)))
 
 
-def _transposed_product(a, dy, out_dtype):
+def _transposed_product(a, dy):
     """``a^T dy`` (``[..., m, k]``, ``[..., m, n]`` -> ``[..., k, n]``) in the form this platform's matmuls run best."""
-    return lax.platform_dependent(a, dy, cpu=functools.partial(_left_grad_cpu, out_dtype=out_dtype),
-                                  default=functools.partial(_left_grad_plain, out_dtype=out_dtype))
+    return lax.platform_dependent(a, dy, cpu=_left_grad_cpu, default=_left_grad_plain)
 
 
 def _common_dtype(a, b, dy):
     """The backward pass's operands in one dtype: a float32 cotangent of a bfloat16 product (``preferred_element_type``)
-    meets the bfloat16 operands in float32, as autodiff's own rule computes it."""
+    meets the bfloat16 operands in float32; the gradients are cast back to each operand's dtype."""
     dtype = jnp.result_type(a, b, dy)
     return a.astype(dtype), b.astype(dtype), dy.astype(dtype)
 
@@ -78,7 +77,7 @@ def _matmul_bwd(out_dtype, res, dy):
     a, b = res
     a, b, dy = _common_dtype(a, b, dy)
     da = _bdot(dy, b, -1, -1, None)                  # [..., m, n] x [..., k, n] -> [..., m, k]
-    db = _transposed_product(a, dy, None)            # [..., k, n]
+    db = _transposed_product(a, dy)                  # [..., k, n]
     return da.astype(res[0].dtype), db.astype(res[1].dtype)
 
 
@@ -98,7 +97,7 @@ def _matmul_nt_bwd(out_dtype, res, dy):
     a, b = res                                       # a: [..., m, k]; b: [..., n, k]; dy: [..., m, n]
     a, b, dy = _common_dtype(a, b, dy)
     da = _bdot(dy, b, -1, -2, None)                  # [..., m, k]
-    db = _transposed_product(dy, a, None)            # dy^T a: [..., n, k]
+    db = _transposed_product(dy, a)                  # dy^T a: [..., n, k]
     return da.astype(res[0].dtype), db.astype(res[1].dtype)
 
 
