@@ -1,8 +1,8 @@
 """The backbones' matmuls, with gradients in the operand order XLA:CPU's fast matmul kernels accept.
 
-    nn.Dense(features, ..., dot_general=dense.dot_general)   # the BERT-family and Gemma projections
-    s = dense.matmul_nt(q, k)                                # attention scores  [..., q, d] x [..., k, d]
-    o = dense.matmul(e, v)                                   # attention output  [..., q, k] x [..., k, d]
+    nn.Dense(features, ..., dot_general=matmul.dot_general)   # the BERT-family and Gemma projections
+    s = matmul.matmul_nt(q, k)                               # attention scores  [..., q, d] x [..., k, d]
+    o = matmul.matmul(e, v)                                  # attention output  [..., q, k] x [..., k, d]
 
 Forward values are plain ``lax.dot_general`` calls. The backward passes differ from autodiff's in one respect.
 A matmul's gradient with respect to its *right* operand contracts over the left operand's rows
