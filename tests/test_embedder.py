@@ -12,7 +12,9 @@ import pytest
 from gecko_jax import Embedder
 from gecko_jax.data.formatting import format_text
 from gecko_jax.data.tokenize import Tokenizer
-from gecko_jax.embedder import KNOWN_MODELS, _pack_rows, resolve_model_path
+from gecko_jax.data.tokenize import pack_rows as _pack_rows
+from gecko_jax.data.tokenize import pack_rows_tiered
+from gecko_jax.embedder import KNOWN_MODELS, pack_widths, resolve_model_path
 from gecko_jax.models import Encoder, EncoderConfig
 
 TEXTS = [
@@ -79,6 +81,49 @@ def test_pack_rows_places_every_text_once_within_width(seed):
     assert max(sum(lengths[i] for i in row) for row in rows) <= 64
     # Near-optimal: within one row of the lower bound sum(lengths) / width (plus slack for odd sizes).
     assert len(rows) <= int(np.ceil(lengths.sum() / 64 * 1.05)) + 1
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_pack_rows_tiered_fills_wide_rows_before_opening_narrow_ones(seed):
+    rng = np.random.default_rng(seed)
+    lengths = np.sort(np.concatenate([rng.integers(33, 60, size=12), rng.integers(1, 30, size=150)]))[::-1]
+    rows = pack_rows_tiered(lengths, (32, 64))
+    flat = sorted(i for _, row in rows for i in row)
+    assert flat == list(range(len(lengths)))
+    assert all(w in (32, 64) and sum(lengths[i] for i in row) <= w for w, row in rows)
+    wide = [row for w, row in rows if w == 64]
+    # A text over 32 tokens opens a 64-token row, and only those: the rest goes to the narrow rows.
+    assert len(wide) == 12 and all(lengths[row[0]] > 32 for row in wide)
+    assert all(max(lengths[i] for i in row) <= 32 for w, row in rows if w == 32)
+    # Short texts fill the wide rows' gaps first: no wide row has room for the shortest text placed narrow.
+    narrow_min = min((lengths[i] for w, row in rows if w == 32 for i in row), default=None)
+    if narrow_min is not None:
+        assert all(64 - sum(lengths[i] for i in row) < narrow_min for row in wide)
+    # Narrow rows pack as tightly as single-width packing does.
+    narrow_total = sum(lengths[i] for w, row in rows if w == 32 for i in row)
+    assert sum(w == 32 for w, _ in rows) <= int(np.ceil(narrow_total / 32 * 1.05)) + 1
+    with pytest.raises(ValueError, match="more than the widest row"):
+        pack_rows_tiered(np.array([65, 3]), (32, 64))
+
+
+def test_pack_widths():
+    assert pack_widths(128) == (64, 128) and pack_widths(64) == (32, 64)
+    assert pack_widths(32) == (32,) and pack_widths(48) == (48,)
+
+
+def test_narrow_and_wide_packed_rows_equal_one_text_per_row(tiny):
+    packed = Embedder.from_params(tiny.config, tiny.params, tiny.tokenizer, batch_size=4, pack_length=64)
+    plain = Embedder.from_params(tiny.config, tiny.params, tiny.tokenizer, batch_size=4, pack_length=None)
+    texts = TEXTS + [f"sentence number {i} " * (i % 7) for i in range(40)] + ["word " * n for n in (35, 41, 50)]
+    lengths = [len(s) for s in packed.tokenizer.encode(texts, max_length=packed.max_length)]
+    assert any(n <= 32 for n in lengths) and any(32 < n <= 64 for n in lengths) and any(n > 64 for n in lengths)
+    got = packed.encode(texts)
+    long_buckets = {packed.tokenizer.bucket_for(n, packed.buckets, max_length=128) for n in lengths if n > 64}
+    assert packed.num_compilations == 2 + len(long_buckets)  # a 32- and a 64-token packed shape + the buckets
+    np.testing.assert_allclose(got, plain.encode(texts), atol=1e-5)
+    perm = np.random.default_rng(1).permutation(len(texts))
+    np.testing.assert_allclose(packed.encode([texts[i] for i in perm]), got[perm], atol=1e-5)
+    assert packed.num_compilations == 2 + len(long_buckets)
 
 
 def test_results_do_not_depend_on_batch_size_or_order(tiny):

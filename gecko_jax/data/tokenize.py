@@ -219,6 +219,39 @@ def pack_rows(lengths: np.ndarray, width: int) -> list[list[int]]:
     return rows
 
 
+def pack_rows_tiered(lengths: np.ndarray, widths: Sequence[int]) -> list[tuple[int, list[int]]]:
+    """:func:`pack_rows` with rows of several widths: ``[(width, positions), ...]``.
+
+    Best-fit decreasing over the open rows of every width; a sequence that fits none opens a row of the narrowest
+    width that holds it. Longer sequences come first, so a 100-token text opens a 128-token row and the short
+    texts that follow fill its gap before they open rows of their own, which are then narrow: a row of width ``W``
+    pays ``W`` keys of attention per token, so 14-token sentences packed into 64-token rows cost half the attention
+    of 128-token rows at the same padding (BENCHMARKS.md, "Narrow rows for short texts"). ``lengths`` sorted
+    longest first, each at most ``max(widths)``.
+    """
+    widths = sorted({int(w) for w in widths})
+    if not widths or widths[0] < 1:
+        raise ValueError(f"widths must be positive ints, got {widths!r}")
+    rows: list[tuple[int, list[int]]] = []
+    open_rows: list[tuple[int, int]] = []  # (room left, row number), sorted
+    for pos, length in enumerate(lengths):
+        need = max(int(length), 1)
+        k = bisect.bisect_left(open_rows, (need, -1))
+        if k < len(open_rows):
+            room, r = open_rows.pop(k)
+            rows[r][1].append(pos)
+        else:
+            fits = [w for w in widths if w >= need]
+            if not fits:
+                raise ValueError(f"sequence {pos} has {need} tokens, more than the widest row ({widths[-1]})")
+            room, r = fits[0], len(rows)
+            rows.append((room, [pos]))
+        room -= need
+        if room > 0 and len(rows[r][1]) < rows[r][0]:
+            bisect.insort(open_rows, (room, r))
+    return rows
+
+
 def fill_rows(ids: Sequence[Sequence[int]], rows: Sequence[Sequence[int]], num_rows: int, width: int,
               pad_id: int) -> dict[str, np.ndarray]:
     """Lay packed rows out as ``int32[num_rows, width]`` arrays; ``rows[r]`` lists the texts (indices into ``ids``)
