@@ -10,7 +10,7 @@ Static shapes, little padding. Inputs are tokenised once and sorted by length. T
 one-text-per-row result while padding almost vanishes (0.7% extra tokens on STS-B against 27-37% for fine length
 buckets); that is two compiled shapes for all short text.
 Longer texts get a row each, padded to a length bucket, in batches of one fixed size whose last batch is filled with
-all-padding rows. So the jitted encoder compiles once per shape (the packed shape plus one per bucket used) and
+all-padding rows. So the jitted encoder compiles once per shape (the packed shapes plus one per bucket used) and
 never again, and the original order is restored at the end. ``pack_length=None`` turns packing off.
 """
 from __future__ import annotations

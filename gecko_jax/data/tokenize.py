@@ -196,38 +196,25 @@ class Tokenizer:
 
 
 def pack_rows(lengths: np.ndarray, width: int) -> list[list[int]]:
-    """Group sequences (``lengths`` sorted longest first) into rows of at most ``width`` tokens.
+    """Group sequences (``lengths`` sorted longest first, each at most ``width``) into rows of at most ``width``
+    tokens.
 
     Best-fit decreasing: each sequence goes to the open row it fills most tightly, else opens a row. On
     sentence-length text the rows come out a few percent short of full, against 30-130% extra tokens for length
     buckets (BENCHMARKS.md). Returns positions into ``lengths``; at most ``width`` sequences per row.
     """
-    rows: list[list[int]] = []
-    open_rows: list[tuple[int, int]] = []  # (room left, row number), sorted
-    for pos, length in enumerate(lengths):
-        need = max(int(length), 1)  # an empty sequence still takes a slot
-        k = bisect.bisect_left(open_rows, (need, -1))
-        if k < len(open_rows):
-            room, r = open_rows.pop(k)
-            rows[r].append(pos)
-        else:
-            room, r = width, len(rows)
-            rows.append([pos])
-        room -= need
-        if room > 0 and len(rows[r]) < width:
-            bisect.insort(open_rows, (room, r))
-    return rows
+    return [members for _, members in pack_rows_tiered(lengths, (width,))]
 
 
 def pack_rows_tiered(lengths: np.ndarray, widths: Sequence[int]) -> list[tuple[int, list[int]]]:
     """:func:`pack_rows` with rows of several widths: ``[(width, positions), ...]``.
 
-    Best-fit decreasing over the open rows of every width; a sequence that fits none opens a row of the narrowest
-    width that holds it. Longer sequences come first, so a 100-token text opens a 128-token row and the short
-    texts that follow fill its gap before they open rows of their own, which are then narrow: a row of width ``W``
-    pays ``W`` keys of attention per token, so 14-token sentences packed into 64-token rows cost half the attention
-    of 128-token rows at the same padding (BENCHMARKS.md, "Narrow rows for short texts"). ``lengths`` sorted
-    longest first, each at most ``max(widths)``.
+    Best-fit decreasing over the open rows of every width (at most ``W`` sequences in a row of width ``W``); a
+    sequence that fits none opens a row of the narrowest width that holds it. Longer sequences come first, so a
+    100-token text opens a 128-token row and the short texts that follow fill its gap before they open rows of their
+    own, which are then narrow: a row of width ``W`` pays ``W`` keys of attention per token, so 14-token sentences
+    packed into 64-token rows cost half the attention of 128-token rows at the same padding (BENCHMARKS.md, "Narrow
+    rows for short texts"). ``lengths`` sorted longest first, each at most ``max(widths)``.
     """
     widths = sorted({int(w) for w in widths})
     if not widths or widths[0] < 1:
@@ -235,7 +222,7 @@ def pack_rows_tiered(lengths: np.ndarray, widths: Sequence[int]) -> list[tuple[i
     rows: list[tuple[int, list[int]]] = []
     open_rows: list[tuple[int, int]] = []  # (room left, row number), sorted
     for pos, length in enumerate(lengths):
-        need = max(int(length), 1)
+        need = max(int(length), 1)  # an empty sequence still takes a slot
         k = bisect.bisect_left(open_rows, (need, -1))
         if k < len(open_rows):
             room, r = open_rows.pop(k)
