@@ -64,56 +64,41 @@ def _common_dtype(a, b, dy):
     return a.astype(dtype), b.astype(dtype), dy.astype(dtype)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _matmul(a, b, out_dtype):
-    return _bdot(a, b, -1, -2, out_dtype)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _matmul(a, b, out_dtype, transpose_b: bool):
+    """``a @ b`` (``b: [..., k, n]``) or, with ``transpose_b``, ``a @ b^T`` (``b: [..., n, k]``)."""
+    return _bdot(a, b, -1, -1 if transpose_b else -2, out_dtype)
 
 
-def _matmul_fwd(a, b, out_dtype):
-    return _bdot(a, b, -1, -2, out_dtype), (a, b)
+def _matmul_fwd(a, b, out_dtype, transpose_b):
+    return _matmul(a, b, out_dtype, transpose_b), (a, b)
 
 
-def _matmul_bwd(out_dtype, res, dy):
-    a, b = res
+def _matmul_bwd(out_dtype, transpose_b, res, dy):
+    a, b = res                                       # a: [..., m, k]; dy: [..., m, n]
     a, b, dy = _common_dtype(a, b, dy)
-    da = _bdot(dy, b, -1, -1, None)                  # [..., m, n] x [..., k, n] -> [..., m, k]
-    db = _transposed_product(a, dy)                  # [..., k, n]
+    if transpose_b:                                  # b: [..., n, k]
+        da = _bdot(dy, b, -1, -2, None)              # [..., m, k]
+        db = _transposed_product(dy, a)              # dy^T a: [..., n, k]
+    else:                                            # b: [..., k, n]
+        da = _bdot(dy, b, -1, -1, None)              # [..., m, k]
+        db = _transposed_product(a, dy)              # a^T dy: [..., k, n]
     return da.astype(res[0].dtype), db.astype(res[1].dtype)
 
 
 _matmul.defvjp(_matmul_fwd, _matmul_bwd)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _matmul_nt(a, b, out_dtype):
-    return _bdot(a, b, -1, -1, out_dtype)
-
-
-def _matmul_nt_fwd(a, b, out_dtype):
-    return _bdot(a, b, -1, -1, out_dtype), (a, b)
-
-
-def _matmul_nt_bwd(out_dtype, res, dy):
-    a, b = res                                       # a: [..., m, k]; b: [..., n, k]; dy: [..., m, n]
-    a, b, dy = _common_dtype(a, b, dy)
-    da = _bdot(dy, b, -1, -2, None)                  # [..., m, k]
-    db = _transposed_product(dy, a)                  # dy^T a: [..., n, k]
-    return da.astype(res[0].dtype), db.astype(res[1].dtype)
-
-
-_matmul_nt.defvjp(_matmul_nt_fwd, _matmul_nt_bwd)
-
-
 def matmul(a, b, *, preferred_element_type=None):
     """``a @ b`` for ``a: [..., m, k]``, ``b: [..., k, n]`` with the same leading (batch) axes."""
     _check(a, b)
-    return _matmul(a, b, preferred_element_type)
+    return _matmul(a, b, preferred_element_type, False)
 
 
 def matmul_nt(a, b, *, preferred_element_type=None):
     """``a @ b^T`` for ``a: [..., m, k]``, ``b: [..., n, k]`` with the same leading (batch) axes."""
     _check(a, b)
-    return _matmul_nt(a, b, preferred_element_type)
+    return _matmul(a, b, preferred_element_type, True)
 
 
 def _check(a, b):
