@@ -334,7 +334,8 @@ class Embedder:
 def pack_widths(pack_length: int) -> tuple[int, ...]:
     """Row widths for packed encoding: ``pack_length`` and, from 64 up, also half of it. Attention costs a row's
     width in keys per token, so sentences in 64-token rows cost half the attention of 128-token rows at the same
-    padding: +8% sentences/s on STS-B on 2 cores (BENCHMARKS.md, "Narrow rows for short texts")."""
+    padding: +4-9% tokens/s on STS-B on 2 cores (``bench/pack_widths.py``; BENCHMARKS.md, "Narrow rows for short
+    texts")."""
     return (pack_length // 2, pack_length) if pack_length >= NARROW_PACK_FROM else (pack_length,)
 
 
