@@ -135,6 +135,8 @@ def main(argv=None) -> int:
                    help="avx2: XLA codegen and torch/OpenBLAS kernels limited to AVX2 (see AVX2_ENV)")
     p.add_argument("--pack-length", default="128", help="gecko_jax packing: an int or 'none' (one text per row)")
     p.add_argument("--cpu-tokens", type=int, default=None, help="Embedder cpu_tokens_per_call (default: its own)")
+    p.add_argument("--cpu-concurrent", type=int, default=None,
+                   help="Embedder cpu_concurrent_calls (default: its own; 1 = one call at a time)")
     p.add_argument("--no-runtime-setup", action="store_true",
                    help="skip gecko_jax.runtime.tune_malloc() and configure_cpu() (what the "
                         "gecko-jax CLI does before jax starts: glibc malloc tunables, XLA flags)")
@@ -169,7 +171,11 @@ def main(argv=None) -> int:
     sets = {name: loaders[name]() for name in names}
     pack = None if args.pack_length.lower() == "none" else int(args.pack_length)
     kwargs = {} if args.cpu_tokens is None else {"cpu_tokens_per_call": args.cpu_tokens}
+    if args.cpu_concurrent is not None:
+        kwargs["cpu_concurrent_calls"] = args.cpu_concurrent
     emb = gj.Embedder.from_pretrained("all-MiniLM-L6-v2", pack_length=pack, **kwargs)
+    print(f"# Embedder: pack_length {emb.pack_length}, cpu_tokens_per_call {emb.cpu_tokens_per_call}, "
+          f"cpu_concurrent_calls {emb.cpu_concurrent_calls}")
     flops = {}
     for name, texts in sets.items():
         lengths = [len(s) for s in emb.tokenizer.encode(texts, max_length=emb.max_length)]

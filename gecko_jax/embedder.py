@@ -54,6 +54,11 @@ NARROW_PACK_FROM = 64
 # glibc's 32 MB mmap ceiling, so it is reused instead of being mapped and page-faulted afresh on every call (a
 # 32 x 256-token call took ~215 MB per call: the 293 M minor page faults of issue 21). See BENCHMARKS.md.
 CPU_TOKENS_PER_CALL = 1024
+# On CPU, encode runs this many calls at once (one host thread each). XLA:CPU runs one call's ops one after another,
+# each split over the cores; attention's matmuls over a 32-wide head dimension barely split (two threads gain
+# 1.1-1.2x on them), so one call leaves a core idle for about a quarter of a long row's time. A second call in flight
+# fills it: +11 % on 4 x 256-token calls (BENCHMARKS.md). Each call computes exactly what it would alone.
+CPU_CONCURRENT_CALLS = 2
 
 
 def resolve_model_path(name_or_path, *, revision: str | None = None) -> pathlib.Path:
@@ -78,11 +83,13 @@ class Embedder:
       encode batch size. buckets: sequence-length buckets used by ``encode``. pack_length: texts up to this many
       tokens are packed several to a row (None: one text per row). cpu_tokens_per_call: on the CPU backend, the
       most token slots one call holds (``CPU_TOKENS_PER_CALL``); accelerators use ``batch_size`` rows.
+      cpu_concurrent_calls: on the CPU backend, how many calls run at once (``CPU_CONCURRENT_CALLS``; 1: one after
+      another). Results do not depend on it.
     """
 
     def __init__(self, config, params, tokenizer: Tokenizer, *, max_length: int | None = None, batch_size: int = 32,
                  buckets: Sequence[int] = ENCODE_BUCKETS, pack_length: int | None = PACK_LENGTH,
-                 cpu_tokens_per_call: int = CPU_TOKENS_PER_CALL):
+                 cpu_tokens_per_call: int = CPU_TOKENS_PER_CALL, cpu_concurrent_calls: int = CPU_CONCURRENT_CALLS):
         import jax
 
         from gecko_jax.models import Encoder
@@ -101,6 +108,10 @@ class Embedder:
         if isinstance(cpu_tokens_per_call, bool) or not isinstance(cpu_tokens_per_call, int) or cpu_tokens_per_call < 1:
             raise ValueError(f"cpu_tokens_per_call must be a positive int, got {cpu_tokens_per_call!r}")
         self.cpu_tokens_per_call = cpu_tokens_per_call
+        if (isinstance(cpu_concurrent_calls, bool) or not isinstance(cpu_concurrent_calls, int)
+                or cpu_concurrent_calls < 1):
+            raise ValueError(f"cpu_concurrent_calls must be a positive int, got {cpu_concurrent_calls!r}")
+        self.cpu_concurrent_calls = cpu_concurrent_calls
         self.num_traces = 0  # how many times an encode function was traced, i.e. compiled
         self._jitted = jax.jit(self._traced_apply)
         self._jitted_packed = jax.jit(self._traced_packed)
@@ -241,18 +252,43 @@ class Embedder:
             list(self._single_calls(ids, lengths, single, batch_size))
         if show_progress is None:
             show_progress = n >= _PROGRESS_MIN_TEXTS
-        if show_progress:
+        outputs = self._run_calls(calls)
+        if show_progress:  # counts finished calls
             from tqdm.auto import tqdm
 
-            calls = tqdm(calls, desc="encode", unit="batch")
-        pending = []
-        for run, where in calls:
-            # Dispatch is asynchronous: the host prepares the next batch while the device runs this one.
-            pending.append((run(), where))
+            outputs = tqdm(outputs, total=len(calls), desc="encode", unit="batch")
         result = np.empty((n, self.dim), np.float32)
-        for out, (text_idx, pick) in pending:
-            result[text_idx] = np.asarray(out, dtype=np.float32)[pick]
+        for out, (text_idx, pick) in outputs:
+            result[text_idx] = out[pick]
         return truncate_embeddings(result, dims) if dims is not None else result
+
+    def _run_calls(self, calls):
+        """``(np.float32 output, where)`` per ``(run, where, shape)`` of ``calls``, in order.
+
+        Dispatch is asynchronous: the host prepares the next batch while the device runs this one. On CPU,
+        ``cpu_concurrent_calls`` calls also run at once, each from its own host thread (XLA:CPU runs the calls one
+        thread dispatches one after another). The first call of each shape is dispatched here, so a shape is traced
+        and compiled once, in this thread, before any worker runs it.
+        """
+        workers = self.cpu_concurrent_calls if self._on_cpu else 1
+        if workers == 1:
+            pending = [(run(), where) for run, where, _ in calls]
+            for out, where in pending:
+                yield np.asarray(out, dtype=np.float32), where
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        compiled = set()
+        with ThreadPoolExecutor(workers, thread_name_prefix="gecko-encode") as pool:
+            futures = []
+            for run, where, shape in calls:
+                if shape in compiled:
+                    futures.append((pool.submit(_fetch, run), where))
+                else:
+                    compiled.add(shape)
+                    futures.append((pool.submit(_fetch, run()), where))
+            for future, where in futures:
+                yield future.result(), where
 
     def _single_calls(self, ids, lengths, idx, batch_size):
         """One text per row, rows padded to a length bucket; ``rows`` fixed for the whole call."""
@@ -263,7 +299,7 @@ class Embedder:
             batch = self.tokenizer.pad([ids[i] for i in chunk], length, rows=rows)
             run = functools.partial(self._jitted, self.params, batch["input_ids"], batch["attention_mask"],
                                     batch["token_type_ids"])
-            yield run, (chunk, np.arange(len(chunk)))
+            yield run, (chunk, np.arange(len(chunk))), ("single", rows, length)
 
     def _single_chunks(self, lengths, idx, batch_size):
         """``(start, rows, bucket)`` per call over ``idx`` (sorted longest first). ``rows`` depends only on the
@@ -303,7 +339,7 @@ class Embedder:
                 slot_of = np.asarray([k for members in chunk for k in range(len(members))])
                 run = functools.partial(self._jitted_packed, self.params, packed["input_ids"],
                                         packed["packed_ids"], packed["position_ids"])
-                yield run, (text_idx, (row_of, slot_of))
+                yield run, (text_idx, (row_of, slot_of)), ("packed", per_call, width)
 
     def __call__(self, texts, **kwargs) -> np.ndarray:
         """``encode`` (so an Embedder is itself an ``embed_fn: texts -> np.ndarray`` for data_gen)."""
@@ -337,6 +373,12 @@ def pack_widths(pack_length: int) -> tuple[int, ...]:
     padding: +4-9% tokens/s on STS-B on 2 cores (``bench/pack_widths.py``; BENCHMARKS.md, "Narrow rows for short
     texts")."""
     return (pack_length // 2, pack_length) if pack_length >= NARROW_PACK_FROM else (pack_length,)
+
+
+def _fetch(run_or_out) -> np.ndarray:
+    """Run a call (or take a dispatched call's output) and wait for its result on the host."""
+    out = run_or_out() if callable(run_or_out) else run_or_out
+    return np.asarray(out, dtype=np.float32)
 
 
 def _pow2_at_least(n: int) -> int:

@@ -249,6 +249,35 @@ def test_cpu_calls_hold_at_most_the_token_budget_and_results_do_not_change(tiny)
         Embedder.from_params(tiny.config, tiny.params, tiny.tokenizer, cpu_tokens_per_call=0)
 
 
+def test_cpu_concurrent_calls_run_on_worker_threads_compile_once_and_change_nothing(tiny):
+    import threading
+
+    texts = TEXTS + [f"sentence number {i} " * (i % 9) for i in range(30)]
+    ref = Embedder.from_params(tiny.config, tiny.params, tiny.tokenizer, pack_length=16, cpu_tokens_per_call=64,
+                               cpu_concurrent_calls=1).encode(texts)
+    emb = Embedder.from_params(tiny.config, tiny.params, tiny.tokenizer, pack_length=16, cpu_tokens_per_call=64,
+                               cpu_concurrent_calls=2)
+    threads = []
+    for name in ("_jitted", "_jitted_packed"):
+        fn = getattr(emb, name)
+        setattr(emb, name, lambda *a, fn=fn: threads.append((threading.current_thread().name, a[1].shape)) or fn(*a))
+    got = emb.encode(texts)
+    np.testing.assert_array_equal(got, ref)  # each call computes exactly what it would alone
+    shapes = {shape for _, shape in threads}
+    assert len(threads) > len(shapes) > 1
+    # The first call of each shape is dispatched (traced, compiled) by the caller, every later one by a worker.
+    firsts = {}
+    for name, shape in threads:
+        firsts.setdefault(shape, name)
+    assert all(name == threading.current_thread().name for name in firsts.values())
+    assert sum(name.startswith("gecko-encode") for name, _ in threads) == len(threads) - len(shapes)
+    assert emb.num_compilations == len(shapes)
+    np.testing.assert_allclose(emb.encode(texts[::-1]), ref[::-1], atol=1e-6)  # other packing: rounding only
+    assert emb.num_compilations == len(shapes)
+    with pytest.raises(ValueError, match="cpu_concurrent_calls"):
+        Embedder.from_params(tiny.config, tiny.params, tiny.tokenizer, cpu_concurrent_calls=0)
+
+
 def _recording(fn, calls):
     def wrapped(params, input_ids, *rest):
         calls.append(tuple(input_ids.shape))
