@@ -270,8 +270,8 @@ class Embedder:
         thread dispatches one after another). The first call of each shape is dispatched here, so a shape is traced
         and compiled once, in this thread, before any worker runs it.
         """
-        workers = self.cpu_concurrent_calls if self._on_cpu else 1
-        if workers == 1:
+        workers = min(self.cpu_concurrent_calls if self._on_cpu else 1, len(calls))
+        if workers <= 1:
             pending = [(run(), where) for run, where, _ in calls]
             for out, where in pending:
                 yield np.asarray(out, dtype=np.float32), where
@@ -279,7 +279,8 @@ class Embedder:
         from concurrent.futures import ThreadPoolExecutor
 
         compiled = set()
-        with ThreadPoolExecutor(workers, thread_name_prefix="gecko-encode") as pool:
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="gecko-encode")
+        try:
             futures = []
             for run, where, shape in calls:
                 if shape in compiled:
@@ -289,6 +290,8 @@ class Embedder:
                     futures.append((pool.submit(_fetch, run()), where))
             for future, where in futures:
                 yield future.result(), where
+        finally:  # on an error or Ctrl-C, wait for the calls running now, not for every queued one
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def _single_calls(self, ids, lengths, idx, batch_size):
         """One text per row, rows padded to a length bucket; ``rows`` fixed for the whole call."""

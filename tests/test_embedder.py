@@ -278,6 +278,24 @@ def test_cpu_concurrent_calls_run_on_worker_threads_compile_once_and_change_noth
         Embedder.from_params(tiny.config, tiny.params, tiny.tokenizer, cpu_concurrent_calls=0)
 
 
+def test_an_error_in_a_concurrent_call_reaches_the_caller(tiny):
+    emb = Embedder.from_params(tiny.config, tiny.params, tiny.tokenizer, pack_length=None, cpu_tokens_per_call=16,
+                               cpu_concurrent_calls=2)
+    calls = []
+    fn = emb._jitted
+
+    def failing(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("call 3 failed")
+        return fn(*args)
+
+    emb._jitted = failing
+    with pytest.raises(RuntimeError, match="call 3 failed"):
+        emb.encode([f"text {i}" for i in range(12)])
+    assert len(calls) >= 3
+
+
 def _recording(fn, calls):
     def wrapped(params, input_ids, *rest):
         calls.append(tuple(input_ids.shape))
