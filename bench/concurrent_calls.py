@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from encode import load_scifact, load_stsb
+from encode import load_scifact, load_stsb, start_process
 
 
 def main(argv=None) -> int:
@@ -35,18 +35,11 @@ def main(argv=None) -> int:
     p.add_argument("--settings", type=int, nargs="+", default=[1, 2, 3], help="cpu_concurrent_calls values")
     p.add_argument("--rounds", type=int, default=6)
     args = p.parse_args(argv)
+    start_process(argv)
     from gecko_jax import runtime
-
-    if argv is None:
-        runtime.tune_malloc()  # as the gecko-jax CLI does (re-executes this script once)
-    added = runtime.configure_cpu()
-    import jax
-
     from gecko_jax.embedder import Embedder
 
-    print(f"# machine: {runtime.machine_line()}")
-    print(f"# jax {jax.__version__} ({jax.default_backend()}), runtime flags added: {added or 'none'}, "
-          f"settings {args.settings}, {args.rounds} rounds (median)")
+    print(f"# settings {args.settings}, {args.rounds} rounds (median)")
     emb = Embedder.from_pretrained("all-MiniLM-L6-v2")
     loaders = {"scifact": lambda: load_scifact(args.limit_scifact or None),
                "stsb": lambda: load_stsb(args.limit_stsb or None)}

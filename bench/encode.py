@@ -65,6 +65,22 @@ def load_scifact(limit: int | None) -> list[str]:
     return texts
 
 
+def start_process(argv) -> list[str]:
+    """What the gecko-jax CLI does before jax starts, for a bench script's ``main(argv)``: glibc malloc tunables
+    (re-executes the script once; only when run as a script, ``argv is None``) and the XLA:CPU flags. Then prints
+    the machine line (CPU, ISA, load, flags) and jax's version; returns the XLA flags added."""
+    from gecko_jax import runtime
+
+    if argv is None:
+        runtime.tune_malloc()
+    added = runtime.configure_cpu()
+    import jax
+
+    print(f"# machine: {runtime.machine_line()}")
+    print(f"# jax {jax.__version__} ({jax.default_backend()}), runtime flags added: {added or 'none'}")
+    return added
+
+
 # ------------------------------------------------------------------------------------------- sentence-transformers
 
 def st_worker(argv) -> int:

@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from encode import load_stsb
+from encode import load_stsb, start_process
 
 
 def main(argv=None) -> int:
@@ -35,18 +35,11 @@ def main(argv=None) -> int:
     p.add_argument("--calls", type=int, default=30, help="calls per width per round")
     p.add_argument("--tokens-per-call", type=int, default=1024)
     args = p.parse_args(argv)
+    start_process(argv)
     from gecko_jax import runtime
-
-    if argv is None:
-        runtime.tune_malloc()  # as the gecko-jax CLI does (re-executes this script once)
-    added = runtime.configure_cpu()
-    import jax
-
     from gecko_jax.data.tokenize import fill_rows, pack_rows
     from gecko_jax.embedder import Embedder
 
-    print(f"# machine: {runtime.machine_line()}")
-    print(f"# jax {jax.__version__} ({jax.default_backend()}), runtime flags added: {added or 'none'}")
     emb = Embedder.from_pretrained("all-MiniLM-L6-v2")
     texts = load_stsb(None)
     ids = emb.tokenizer.encode(texts, max_length=emb.max_length)
