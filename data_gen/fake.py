@@ -180,7 +180,8 @@ class FakeOpenAIServer:
     ``prompt_logprobs`` (per choice on completions, top-level on chat, after a fake chat template).
 
     Counters: ``attempts`` (all requests), ``served`` (Counter of successful answers by sha256 of the body),
-    ``faults`` (Counter by mode).
+    ``faults`` (Counter by mode), ``incomplete`` (requests whose body was cut off, e.g. by a client killed while
+    sending: not answered, not counted in ``attempts``).
 
     Example:
       >>> with FakeOpenAIServer(failure_rate=0.3) as srv:  # doctest: +SKIP
@@ -205,6 +206,7 @@ class FakeOpenAIServer:
         self._consecutive: Counter = Counter()
         self.attempts = 0
         self.served: Counter = Counter()
+        self.incomplete = 0
         self.faults: Counter = Counter()
         self.auth_headers: list[str] = []
         srv = self
@@ -230,6 +232,11 @@ class FakeOpenAIServer:
             def do_POST(self):
                 n = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(n)
+                if len(raw) < n:  # the client went away mid-request (killed): nothing reached the API
+                    with srv._lock:
+                        srv.incomplete += 1
+                    self.close_connection = True
+                    return
                 with srv._slots:
                     srv._handle(self, raw)
 

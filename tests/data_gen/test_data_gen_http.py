@@ -125,3 +125,23 @@ def test_api_key_from_env_is_sent_but_never_logged_or_cached(tmp_path, monkeypat
     for f in tmp_path.rglob("*"):
         if f.is_file():
             assert secret.encode() not in f.read_bytes(), f
+
+
+def test_a_request_cut_off_mid_body_is_not_an_attempt():
+    # A client killed while sending leaves a short body; the fake server must not count or answer it (the kill -9
+    # resume test adds up attempts, and a torn request there made its count one too high).
+    import socket
+    import urllib.parse
+
+    with FakeOpenAIServer() as srv:
+        url = urllib.parse.urlparse(srv.base_url)
+        with socket.create_connection((url.hostname, url.port), timeout=5) as s:
+            s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 100\r\n\r\n{\"prompt\": \"cut")
+        deadline = time.monotonic() + 10
+        while srv.incomplete == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert srv.incomplete == 1 and srv.attempts == 0 and not srv.served
+        llm = OpenAICompatLLM(srv.base_url, "fake-llm-v1")  # and it still answers whole requests
+        llm.generate("a prompt")
+        assert srv.attempts >= 1 and sum(srv.served.values()) >= 1 and srv.incomplete == 1
