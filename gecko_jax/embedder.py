@@ -283,11 +283,10 @@ class Embedder:
         try:
             futures = []
             for run, where, shape in calls:
-                if shape in compiled:
-                    futures.append((pool.submit(_fetch, run), where))
-                else:
+                if shape not in compiled:  # traced and compiled here; it then runs asynchronously
                     compiled.add(shape)
-                    futures.append((pool.submit(_fetch, run()), where))
+                    run = functools.partial(_identity, run())
+                futures.append((pool.submit(_fetch, run), where))
             for future, where in futures:
                 yield future.result(), where
         finally:  # on an error or Ctrl-C, wait for the calls running now, not for every queued one
@@ -378,10 +377,13 @@ def pack_widths(pack_length: int) -> tuple[int, ...]:
     return (pack_length // 2, pack_length) if pack_length >= NARROW_PACK_FROM else (pack_length,)
 
 
-def _fetch(run_or_out) -> np.ndarray:
-    """Run a call (or take a dispatched call's output) and wait for its result on the host."""
-    out = run_or_out() if callable(run_or_out) else run_or_out
-    return np.asarray(out, dtype=np.float32)
+def _fetch(run) -> np.ndarray:
+    """Run a call and wait for its result on the host."""
+    return np.asarray(run(), dtype=np.float32)
+
+
+def _identity(x):
+    return x
 
 
 def _pow2_at_least(n: int) -> int:

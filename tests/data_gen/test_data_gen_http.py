@@ -129,7 +129,8 @@ def test_api_key_from_env_is_sent_but_never_logged_or_cached(tmp_path, monkeypat
 
 def test_a_request_cut_off_mid_body_is_not_an_attempt():
     # A client killed while sending leaves a short body; the fake server must not count or answer it (the kill -9
-    # resume test adds up attempts, and a torn request there made its count one too high).
+    # resume test adds up attempts; a cut-off request is the one way found for its count to come out one too high,
+    # not shown to be what happened in the one failing run).
     import socket
     import urllib.parse
 
