@@ -57,7 +57,7 @@ CPU_TOKENS_PER_CALL = 1024
 # On CPU, encode runs this many calls at once (one host thread each). XLA:CPU runs one call's ops one after another,
 # each split over the cores; attention's matmuls over a 32-wide head dimension barely split (two threads gain
 # 1.1-1.2x on them), so one call leaves a core idle for about a quarter of a long row's time. A second call in flight
-# fills it: +11 % on 4 x 256-token calls (BENCHMARKS.md). Each call computes exactly what it would alone.
+# fills it: +16 % on 4 x 256-token calls (bench/concurrent_calls.py --calls; BENCHMARKS.md). Each call computes exactly what it would alone.
 CPU_CONCURRENT_CALLS = 2
 
 
